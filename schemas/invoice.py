@@ -1,0 +1,40 @@
+"""Invoice JSON contract (ARCHITECTURE.md section 4). Amounts travel as decimal strings."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+LineKind = Literal[
+    "base", "minimum", "overage", "seats", "proration", "addon", "credit", "adjustment", "tax"
+]
+
+
+class InvoiceLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: LineKind
+    description: str
+    quantity: str
+    unit_price: str
+    amount: str
+    service_start: date
+    service_end: date
+
+
+class Invoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    team: str
+    invoice_date: date
+    currency: str
+    lines: tuple[InvoiceLine, ...]
+    subtotal: str
+    tax: str
+    total: str
+
+    def canonical_json(self) -> str:
+        """The stored and printed form: same invoice, same bytes."""
+        return self.model_dump_json()
