@@ -1,0 +1,65 @@
+"""Where first-seen users and issued invoices are kept: a ClickHouse server or embedded chdb."""
+
+from __future__ import annotations
+
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from aggregation._schema import check_database
+from aggregation._server import ServerStore
+from aggregation.store import ActiveUserRow, Store, StoredInvoice, StoreError
+
+__all__ = ["ActiveUserRow", "Store", "StoreError", "StoredInvoice", "open_store"]
+
+DEFAULT_PORT = 9000
+DEFAULT_DATABASE = "metering"
+
+
+def _shown(parts: SplitResult) -> str:
+    if parts.password is None:
+        return repr(parts.geturl())
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return repr(parts._replace(netloc=netloc).geturl())
+
+
+def open_store(url: str) -> Store:
+    """Open `clickhouse://[user[:password]@]host[:port][/db]` or `chdb:///abs/path`."""
+    parts = urlsplit(url)
+    shown = _shown(parts)
+    if parts.query or parts.fragment:
+        raise ValueError(f"store URL {shown} must not have a query or fragment")
+    if parts.scheme == "clickhouse":
+        return _open_server(parts, shown)
+    if parts.scheme == "chdb":
+        return _open_chdb(parts, shown)
+    raise ValueError(f"store URL {shown} must start with clickhouse:// or chdb:///")
+
+
+def _open_server(parts: SplitResult, shown: str) -> Store:
+    if not parts.hostname:
+        raise ValueError(f"store URL {shown} has no host")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"store URL {shown} has an invalid port") from None
+    database = unquote(parts.path.removeprefix("/")) or DEFAULT_DATABASE
+    try:
+        check_database(database)
+    except ValueError as exc:
+        raise ValueError(f"store URL {shown}: {exc}") from None
+    return ServerStore(
+        parts.hostname,
+        port,
+        database,
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def _open_chdb(parts: SplitResult, shown: str) -> Store:
+    # Imported here: loading the embedded engine is costly for server-only users.
+    from aggregation._chdb import ChdbStore
+
+    path = unquote(parts.path)
+    if parts.netloc or not path.startswith("/") or path.rstrip("/") == "":
+        raise ValueError(f"store URL {shown} must name an absolute path: chdb:///abs/path")
+    return ChdbStore(path)

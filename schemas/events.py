@@ -42,6 +42,8 @@ class ActivityEvent(BaseModel):
         return self.data.user_id
 
 
-def is_future(event_time: datetime, now: datetime, skew: timedelta = DEFAULT_MAX_FUTURE_SKEW) -> bool:
+def is_future(
+    event_time: datetime, now: datetime, skew: timedelta = DEFAULT_MAX_FUTURE_SKEW
+) -> bool:
     """True when the event claims to happen later than `now` plus the allowed clock skew."""
     return event_time > now + skew

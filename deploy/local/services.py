@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 __all__ = [
+    "ManagedProcess",
     "LocalBroker",
     "LocalClickHouse",
     "ServiceError",
@@ -62,6 +63,7 @@ class ManagedProcess:
     name: str
     argv: list[str]
     log_path: Path
+    env: dict[str, str] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -78,6 +80,7 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self.env,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         _LIVE.add(self)

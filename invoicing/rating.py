@@ -1,0 +1,114 @@
+"""Rating for the MAU plan (seed 001 Power Plan): base fee in advance, overage in arrears.
+
+The invoice issued on billing date D carries the base fee for [D, next D) and the users above
+the included count during [previous D, D). The first invoice (D == start date) has no usage
+period, so it carries the base line only.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from aggregation.periods import Period, anchor_date, next_anchor_date, previous_anchor_date
+from invoicing.money import format_amount, format_unit_price, line_amount, sum_amounts, zero
+from schemas.catalog import Account, MauPlan
+from schemas.invoice import Invoice, InvoiceLine
+
+__all__ = ["rate_mau_invoice", "usage_period"]
+
+
+def _check_billing_date(account: Account, invoice_date: date) -> None:
+    if invoice_date < account.start_date:
+        raise ValueError(
+            f"{account.team}: invoice date {invoice_date} is before start date "
+            f"{account.start_date}"
+        )
+    expected = anchor_date(invoice_date.year, invoice_date.month, anchor_day=account.anchor_day)
+    if invoice_date != expected:
+        raise ValueError(
+            f"{account.team}: {invoice_date} is not a billing date "
+            f"(anchor day {account.anchor_day}; this month's is {expected})"
+        )
+
+
+def usage_period(account: Account, invoice_date: date) -> Period | None:
+    """The period whose usage the invoice of `invoice_date` bills; None for the first one."""
+    _check_billing_date(account, invoice_date)
+    if invoice_date == account.start_date:
+        return None
+    return Period(previous_anchor_date(invoice_date, account.anchor_day), invoice_date)
+
+
+def _users(count: int) -> str:
+    return f"{count} active user{'' if count == 1 else 's'}"
+
+
+def _overage_line(plan: MauPlan, period: Period, usage: int) -> InvoiceLine:
+    over = max(usage - plan.included_users, 0)
+    if over:
+        description = f"{_users(over)} above {plan.included_users} included"
+    else:
+        description = f"{_users(usage)}, {plan.included_users} included"
+    return InvoiceLine(
+        kind="overage",
+        description=description,
+        quantity=str(over),
+        unit_price=format_unit_price(plan.overage_price, plan.currency),
+        amount=format_amount(line_amount(over, plan.overage_price, plan.currency), plan.currency),
+        service_start=period.start,
+        service_end=period.end,
+    )
+
+
+def rate_mau_invoice(
+    *, account: Account, plan: MauPlan, invoice_date: date, usage: int | None
+) -> Invoice:
+    """The invoice of one team on one of its billing dates.
+
+    `usage` is the team's MAU count in `usage_period(account, invoice_date)`; it must be None
+    exactly when that period is None (the first invoice). Lines:
+
+    - base: "<plan.name> plan, <start> to <end>", quantity 1, for [invoice_date, next date);
+    - overage: always present once there is a usage period, so a quiet month shows why it
+      cost nothing. Above the allowance it reads "28 active users above 5 included" with the
+      excess as quantity; at or below it reads "3 active users, 5 included" with quantity 0.
+
+    Each line is rounded once (half up); subtotal is the sum of the rounded lines; tax is zero.
+    """
+    period = usage_period(account, invoice_date)
+    if period is None and usage is not None:
+        raise ValueError(f"{account.team}: first invoice {invoice_date} has no usage to bill")
+    if period is not None and usage is None:
+        raise ValueError(
+            f"{account.team}: invoice {invoice_date} needs the MAU count of "
+            f"{period.start} to {period.end}"
+        )
+    if usage is not None and usage < 0:
+        raise ValueError(f"{account.team}: usage must be >= 0, got {usage}")
+    currency = plan.currency
+    service_end = next_anchor_date(invoice_date, account.anchor_day)
+    lines = [
+        InvoiceLine(
+            kind="base",
+            description=f"{plan.name} plan, {invoice_date} to {service_end}",
+            quantity="1",
+            unit_price=format_unit_price(plan.base_fee, currency),
+            amount=format_amount(line_amount(1, plan.base_fee, currency), currency),
+            service_start=invoice_date,
+            service_end=service_end,
+        )
+    ]
+    if period is not None and usage is not None:
+        lines.append(_overage_line(plan, period, usage))
+    subtotal = sum_amounts((Decimal(line.amount) for line in lines), currency)
+    tax = zero(currency)
+    return Invoice(
+        team=account.team,
+        invoice_date=invoice_date,
+        currency=currency,
+        lines=tuple(lines),
+        subtotal=format_amount(subtotal, currency),
+        tax=format_amount(tax, currency),
+        total=format_amount(sum_amounts([subtotal, tax], currency), currency),
+    )

@@ -1,0 +1,121 @@
+"""`metering` console script (ARCHITECTURE.md section 5): one clear line per error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import NoReturn
+
+from kafka.errors import KafkaError
+from pydantic import ValidationError
+
+from aggregation.store import StoreError
+from invoicing.close import CloseError
+from metering import commands
+from metering.commands import CliError
+from metering.kafka_io import BrokerError
+from metering.settings import Settings
+from schemas.catalog import CatalogError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    print(f"metering: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def parse_moment(text: str) -> datetime:
+    """A date means the end of that day in UTC; a date-time without offset means UTC."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC) - timedelta(
+                microseconds=1
+            )
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date (2026-08-04) or date-time"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: value
+        for key, value in (
+            ("broker_url", args.broker), ("store_url", args.store), ("catalog", args.catalog)
+        )
+        if value is not None
+    }
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        fail(f"setting {field}: {str(err['msg']).removeprefix('Value error, ')}", EXIT_USAGE)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", help="kafka://host:port (METERING_BROKER_URL)")
+    parser.add_argument("--store", help="clickhouse://host:port/db or chdb:///path "
+                                        "(METERING_STORE_URL)")
+    parser.add_argument("--catalog", type=Path, help="plans and accounts YAML (METERING_CATALOG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metering", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on a generated month")
+    demo.add_argument("--teams", type=int, default=6)
+    demo.add_argument("--users", type=int, default=4000, help="people across all teams")
+    demo.add_argument("--workdir", type=Path, help="keep data here instead of a temp folder")
+    demo.set_defaults(run=commands.demo)
+
+    worker = sub.add_parser("worker", help="run the Faust worker with all agents")
+    worker.set_defaults(run=commands.worker)
+
+    emit = sub.add_parser("emit", help="send CloudEvents JSON lines to the events topic")
+    emit.add_argument("file", help="a file of JSON lines, or - for standard input")
+    emit.set_defaults(run=commands.emit)
+
+    usage = sub.add_parser("usage", help="MAU and counted users of a team's period")
+    usage.add_argument("--team", required=True)
+    usage.add_argument("--at", type=parse_moment, help="a date or date-time in the period")
+    usage.add_argument("--json", action="store_true")
+    usage.set_defaults(run=commands.usage)
+
+    close = sub.add_parser("close", help="issue the invoices due as of a date")
+    close.add_argument("--as-of", dest="as_of", type=parse_moment, required=True)
+    close.add_argument("--team")
+    close.add_argument("--json", action="store_true")
+    close.set_defaults(run=commands.close)
+
+    for command in (demo, worker, emit, usage, close):
+        _add_common(command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace, Settings], int] = args.run
+    settings = build_settings(args)
+    try:
+        code = run(args, settings)
+    except (CliError, CatalogError, CloseError, BrokerError, StoreError) as exc:
+        fail(str(exc))
+    except KafkaError as exc:
+        fail(f"broker: {exc}")
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

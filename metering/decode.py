@@ -1,0 +1,110 @@
+"""Turn raw Kafka message bytes into valid activity events or reasoned rejections (pure)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from schemas.events import (
+    DEFAULT_MAX_EVENT_BYTES,
+    EVENT_TYPES,
+    ActivityEvent,
+    is_future,
+)
+
+RejectReason = Literal[
+    "too_large", "not_utf8", "invalid_json", "missing_field", "unknown_type",
+    "future_time", "invalid_event",
+]
+REJECT_REASONS: tuple[RejectReason, ...] = (
+    "too_large", "not_utf8", "invalid_json", "missing_field", "unknown_type",
+    "future_time", "invalid_event",
+)
+_DETAIL_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectReason
+    detail: str
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    events: list[ActivityEvent]
+    rejections: list[Rejection]
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"
+
+
+def _classify(exc: ValidationError) -> tuple[RejectReason, str]:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "event"
+    if err["type"] == "missing":
+        return "missing_field", f"missing field {where}"
+    if where == "type" and err["type"] == "literal_error":
+        return "unknown_type", _short(f"unknown type {err.get('input')!r}; expected one of "
+                                      + ", ".join(EVENT_TYPES))
+    return "invalid_event", _short(f"{where}: {err['msg']}")
+
+
+def validate_event(obj: Any, *, raw: bytes, now: datetime) -> ActivityEvent | Rejection:
+    if not isinstance(obj, dict):
+        return Rejection("invalid_event", "an event must be a JSON object", raw)
+    try:
+        event = ActivityEvent.model_validate(obj)
+    except ValidationError as exc:
+        reason, detail = _classify(exc)
+        return Rejection(reason, detail, raw)
+    if is_future(event.time, now):
+        return Rejection("future_time", f"time {event.time.isoformat()} is in the future", raw)
+    return event
+
+
+def decode_message(
+    raw: bytes, *, now: datetime, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> Decoded:
+    """One message holds one event, or a JSON array of events (CloudEvents batch format).
+
+    The size limit applies per event; a batch may carry many of them, so a batch is
+    limited to `max_bytes` times its length but each member is checked on its own.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Decoded([], [Rejection("not_utf8", f"not UTF-8 at byte {exc.start}", raw)])
+    stripped = text.lstrip()
+    is_batch = stripped.startswith("[")
+    if not is_batch and len(raw) > max_bytes:
+        return Decoded([], [Rejection("too_large", f"{len(raw)} bytes > {max_bytes}", raw)])
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Decoded([], [Rejection("invalid_json", _short(f"invalid JSON: {exc}"), raw)])
+    if not is_batch:
+        single = validate_event(parsed, raw=raw, now=now)
+        if isinstance(single, Rejection):
+            return Decoded([], [single])
+        return Decoded([single], [])
+    events: list[ActivityEvent] = []
+    rejections: list[Rejection] = []
+    for member in parsed:
+        member_raw = json.dumps(member, separators=(",", ":")).encode()
+        if len(member_raw) > max_bytes:
+            rejections.append(
+                Rejection("too_large", f"{len(member_raw)} bytes > {max_bytes}", member_raw)
+            )
+            continue
+        outcome = validate_event(member, raw=member_raw, now=now)
+        if isinstance(outcome, Rejection):
+            rejections.append(outcome)
+        else:
+            events.append(outcome)
+    return Decoded(events, rejections)

@@ -1,0 +1,119 @@
+"""`metering demo`: the whole pipeline on one machine with nothing but Python packages.
+
+Local tansu broker, embedded ClickHouse (chdb), a generated month for several teams
+with retries and malformed messages, the real worker in its own process until the
+consumer group has caught up, then the close and the invoice table.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tempfile
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from aggregation.periods import anchor_date, previous_anchor_date
+from deploy.local.services import ManagedProcess, start_broker
+from metering.commands import run_close
+from metering.demo_data import DemoTeam, generate_period, with_retries
+from metering.emit import emit_lines
+from metering.kafka_io import ensure_topics, make_producer, wait_for_lag_zero
+from metering.report import invoice_table
+from metering.settings import Settings
+from schemas.invoice import Invoice
+
+DEFAULT_SEED = 20260704
+DEFAULT_RETRY_SHARE = 0.05
+DEFAULT_CATCH_UP_TIMEOUT = 150.0
+DEMO_ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney",
+              "America/Los_Angeles")
+DEMO_ANCHORS = (4, 1, 15, 28, 31, 10)
+MALFORMED = (b"{not json", b'{"specversion":"1.0","id":"x","source":"s","type":"teleport",'
+             b'"time":"2026-01-01T00:00:00Z","subject":"team-x","data":{"user_id":"u"}}',
+             b"\xff\xfe not utf-8")
+
+PLANS = {
+    "power": {"name": "Power plan", "currency": "USD", "base_fee": "10.00",
+              "included_users": 5, "overage_price": "2.00"},
+    "team-eur": {"name": "Team plan", "currency": "EUR", "base_fee": "49.00",
+                 "included_users": 25, "overage_price": "1.50"},
+}
+
+
+def _last_closed_anchor(anchor: int, now: datetime, zone: ZoneInfo) -> date:
+    """The latest billing date at least a day old in the team's zone."""
+    today = (now.astimezone(zone) - timedelta(days=1)).date()
+    candidate = anchor_date(today.year, today.month, anchor_day=anchor)
+    return candidate if candidate <= today else previous_anchor_date(candidate, anchor)
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def run_demo(*, teams: int, users: int, workdir: Path | None) -> int:
+    root = workdir or Path(tempfile.mkdtemp(prefix="metering-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(DEFAULT_SEED)  # noqa: S311 - reproducible demo data, not secrets
+    now = datetime.now(UTC)
+    accounts: list[dict[str, object]] = []
+    events: list[dict[str, object]] = []
+    for index in range(teams):
+        zone = ZoneInfo(DEMO_ZONES[index % len(DEMO_ZONES)])
+        anchor = DEMO_ANCHORS[index % len(DEMO_ANCHORS)]
+        closed = _last_closed_anchor(anchor, now, zone)
+        start = previous_anchor_date(closed, anchor)
+        name = f"team-{index + 1:02d}"
+        plan = "team-eur" if index % 3 == 2 else "power"
+        accounts.append({"team": name, "plan": plan, "start_date": start.isoformat(),
+                         "timezone": zone.key})
+        members = max(3, round(users / teams * rng.uniform(0.4, 1.6)))
+        demo_team = DemoTeam(name, members, rng.uniform(0.3, 0.9), zone)
+        events.extend(generate_period(rng, demo_team, start=start, end=closed, not_after=now))
+    lines = with_retries(rng, events, DEFAULT_RETRY_SHARE)
+    catalog = root / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"plans": PLANS, "accounts": accounts}, sort_keys=False))
+    _print(f"workdir {root}: {teams} teams, {len(events)} events, "
+           f"{len(lines) - len(events)} retried, {len(MALFORMED)} malformed")
+
+    with start_broker(root / "logs") as broker:
+        settings = Settings(broker_url=broker.url, store_url=f"chdb://{root / 'chdb'}",
+                            catalog=catalog)
+        env = {**os.environ, "METERING_BROKER_URL": settings.broker_url,
+               "METERING_STORE_URL": settings.store_url, "METERING_CATALOG": str(catalog)}
+        ensure_topics(settings.bootstrap_servers,
+                      [settings.events_topic, settings.rejected_topic, settings.charges_topic],
+                      partitions=settings.partitions)
+        producer = make_producer(settings.bootstrap_servers)
+        try:
+            report = emit_lines(lines, producer=producer, topic=settings.events_topic, now=now)
+            for raw in MALFORMED:
+                producer.send(settings.events_topic, key=b"team-x", value=raw)
+            producer.flush()
+        finally:
+            producer.close()
+        _print(f"emitted {report.sent} events to {settings.events_topic}")
+
+        worker = ManagedProcess(
+            name="metering worker",
+            argv=[sys.executable, "-m", "metering.cli", "worker"],
+            log_path=root / "logs" / "worker.log", env=env,
+        )
+        worker.spawn()
+        try:
+            wait_for_lag_zero(settings.bootstrap_servers, group=settings.app_id,
+                              topic=settings.events_topic, timeout=DEFAULT_CATCH_UP_TIMEOUT,
+                              alive=worker.alive)
+        finally:
+            worker.stop()
+        _print("worker caught up and stopped")
+
+        result = run_close(settings, as_of=now, team=None)
+    _print(invoice_table([Invoice.model_validate_json(inv.body) for inv in result.due]))
+    _print(f"issued {len(result.issued)} invoices; data kept in {root}")
+    return 0

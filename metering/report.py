@@ -1,0 +1,40 @@
+"""Plain-text tables for the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aggregation.periods import Period
+from aggregation.store import ActiveUserRow
+from schemas.invoice import Invoice
+
+_INVOICE_ROW = "{:<16} {:<10} {:<9} {:<44} {:>6} {:>9} {:>10}"
+_USAGE_ROW = "{:<24} {:<20} {:<12} {}"
+
+
+def invoice_table(invoices: Sequence[Invoice]) -> str:
+    out = [_INVOICE_ROW.format("TEAM", "DATE", "KIND", "DESCRIPTION", "QTY", "UNIT", "AMOUNT")]
+    for inv in invoices:
+        for index, line in enumerate(inv.lines):
+            out.append(_INVOICE_ROW.format(
+                inv.team if index == 0 else "", str(inv.invoice_date) if index == 0 else "",
+                line.kind, line.description[:44], line.quantity, line.unit_price, line.amount,
+            ))
+        out.append(_INVOICE_ROW.format("", "", "", "", "", "tax", inv.tax))
+        out.append(_INVOICE_ROW.format("", "", "", "", "", "total", f"{inv.total} {inv.currency}"))
+    if not invoices:
+        out.append("(no invoices due)")
+    return "\n".join(out)
+
+
+def usage_table(team: str, period: Period, users: Sequence[ActiveUserRow]) -> str:
+    out = [
+        f"{team}: {len(users)} active users from {period.start} to {period.end}",
+        _USAGE_ROW.format("USER", "FIRST EVENT (UTC)", "TYPE", "EVENT"),
+    ]
+    out.extend(
+        _USAGE_ROW.format(u.user_id, u.first_time.strftime("%Y-%m-%d %H:%M:%S"), u.event_type,
+                          f"{u.source}/{u.event_id}")
+        for u in users
+    )
+    return "\n".join(out)

@@ -1,0 +1,125 @@
+"""Faust app and the activity agent.
+
+Agent `count_active_users`:
+  input  `activity-events` (key = team; value = one CloudEvent or a JSON array of them)
+  output `activity-events-rejected` (original bytes; reason and detail in headers) and
+         first-seen rows in the store's `active_users`
+  state  FirstSeen: earliest event written per (team, period, user), memory only; the
+         store is idempotent by key, so losing it on restart costs writes, not counts.
+Offsets are committed only after a batch's rows are written and its rejections delivered:
+`take_events` acknowledges a batch even when the agent is cancelled mid-write (shutdown),
+so each batch holds one more reference on its messages and drops it only once durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import faust
+from faust.types import StreamT
+from prometheus_client import CollectorRegistry
+
+from aggregation.store import ActiveUserRow, Store, StoreError
+from metering.decode import Rejection, decode_message
+from metering.first_seen import FirstSeen, clocks_from_catalog
+from metering.metrics import WorkerMetrics
+from metering.settings import Settings
+from schemas.catalog import Catalog
+from schemas.events import ActivityEvent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRY_FIRST_DELAY = 0.2
+DEFAULT_RETRY_MAX_DELAY = 10.0
+
+
+def create_app(
+    settings: Settings, *, store: Store, catalog: Catalog, registry: CollectorRegistry
+) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=settings.session_timeout_seconds / 5,
+    )
+    events_topic = app.topic(
+        settings.events_topic, key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+    rejected_topic = app.topic(
+        settings.rejected_topic, key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+    metrics = WorkerMetrics.create(registry)
+    first_seen = FirstSeen(clocks_from_catalog(catalog))
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+
+    async def reject(rejections: Sequence[Rejection], key: bytes | None) -> None:
+        deliveries: list[Awaitable[Any]] = []
+        for rejection in rejections:
+            metrics.events_rejected.labels(reason=rejection.reason).inc()
+            deliveries.append(
+                await rejected_topic.send(
+                    key=key,
+                    value=rejection.raw,
+                    headers={"reason": rejection.reason.encode(),
+                             "detail": rejection.detail.encode()},
+                    force=True,
+                )
+            )
+        await asyncio.gather(*deliveries)
+
+    async def write(rows: list[ActiveUserRow]) -> None:
+        delay = DEFAULT_RETRY_FIRST_DELAY
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(executor, store.add_active_users, rows)
+            except StoreError as exc:
+                metrics.store_up.set(0)
+                metrics.write_retries.inc()
+                log.warning("store write failed, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DEFAULT_RETRY_MAX_DELAY)
+                continue
+            metrics.store_up.set(1)
+            metrics.rows_written.inc(len(rows))
+            return
+
+    @app.agent(events_topic, name="count_active_users")
+    async def count_active_users(stream_t: StreamT[bytes]) -> AsyncIterator[None]:
+        stream = cast(faust.Stream[bytes], stream_t)  # StreamT does not declare take_events
+        async for batch in stream.take_events(
+            settings.batch_size, within=settings.batch_linger_seconds
+        ):
+            for message in batch:
+                message.message.incref()
+            now = datetime.now(UTC)
+            events: list[ActivityEvent] = []
+            for message in batch:
+                decoded = decode_message(message.value, now=now)
+                events.extend(decoded.events)
+                if decoded.rejections:
+                    await reject(decoded.rejections, message.key)
+            metrics.messages.inc(len(batch))
+            metrics.events_received.inc(len(events))
+            rows = first_seen.rows_to_write(events)
+            if rows:
+                await write(rows)
+                first_seen.mark_written(rows)
+            metrics.dedupe_keys.set(len(first_seen))
+            for message in batch:
+                await stream.ack(message)
+            yield None
+
+    return app

@@ -1,0 +1,78 @@
+"""open_store: URL to store, without touching a server (the driver connects lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aggregation import open_store
+from aggregation._chdb import ChdbStore
+from aggregation._server import ServerStore
+
+
+def _server(url: str) -> ServerStore:
+    store = open_store(url)
+    assert isinstance(store, ServerStore)
+    store.close()
+    return store
+
+
+def test_clickhouse_url_with_everything() -> None:
+    store = _server("clickhouse://alice:s%40cret@db.example:9440/usage_1")
+    assert (store.host, store.port, store.database, store.user) == (
+        "db.example",
+        9440,
+        "usage_1",
+        "alice",
+    )
+
+
+def test_clickhouse_url_defaults() -> None:
+    store = _server("clickhouse://127.0.0.1")
+    assert (store.host, store.port, store.database, store.user) == (
+        "127.0.0.1",
+        9000,
+        "metering",
+        "default",
+    )
+
+
+def test_chdb_url_opens_the_path(tmp_path: Path) -> None:
+    store = open_store(f"chdb://{tmp_path / 'data'}")
+    try:
+        assert isinstance(store, ChdbStore)
+        assert store.path == tmp_path / "data"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("", "must start with clickhouse:// or chdb:///"),
+        ("postgres://h/db", "must start with clickhouse:// or chdb:///"),
+        ("/var/lib/metering", "must start with clickhouse:// or chdb:///"),
+        ("clickhouse:///db", "has no host"),
+        ("clickhouse://h:port/db", "invalid port"),
+        ("clickhouse://h:99999/db", "invalid port"),
+        ("clickhouse://h/db;drop", "invalid database name"),
+        ("clickhouse://h/a/b", "invalid database name"),
+        ("clickhouse://h/1db", "invalid database name"),
+        ("clickhouse://h/db?secure=1", "must not have a query or fragment"),
+        ("chdb://relative/path", "absolute path"),
+        ("chdb:///", "absolute path"),
+        ("chdb:", "absolute path"),
+        ("chdb:///tmp/x%3Fverbose", "must not contain '?'"),
+    ],
+)
+def test_bad_urls_are_value_errors(url: str, problem: str) -> None:
+    with pytest.raises(ValueError, match="^[^\n]*$") as info:
+        open_store(url)
+    assert problem in str(info.value)
+
+
+def test_password_is_not_echoed_in_errors() -> None:
+    with pytest.raises(ValueError, match=r"bob:\*\*\*@") as info:
+        open_store("clickhouse://bob:hunter2@h/bad-name")
+    assert "hunter2" not in str(info.value)
