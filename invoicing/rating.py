@@ -69,7 +69,7 @@ def rate_mau_invoice(
     `usage` is the team's MAU count in `usage_period(account, invoice_date)`; it must be None
     exactly when that period is None (the first invoice). Lines:
 
-    - base: "<plan.name> plan, <start> to <end>", quantity 1, for [invoice_date, next date);
+    - base: "<plan.name>, <start> to <end>", quantity 1, for [invoice_date, next date);
     - overage: always present once there is a usage period, so a quiet month shows why it
       cost nothing. Above the allowance it reads "28 active users above 5 included" with the
       excess as quantity; at or below it reads "3 active users, 5 included" with quantity 0.
@@ -91,7 +91,7 @@ def rate_mau_invoice(
     lines = [
         InvoiceLine(
             kind="base",
-            description=f"{plan.name} plan, {invoice_date} to {service_end}",
+            description=f"{plan.name}, {invoice_date} to {service_end}",
             quantity="1",
             unit_price=format_unit_price(plan.base_fee, currency),
             amount=format_amount(line_amount(1, plan.base_fee, currency), currency),

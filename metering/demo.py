@@ -32,7 +32,7 @@ DEFAULT_RETRY_SHARE = 0.05
 DEFAULT_CATCH_UP_TIMEOUT = 150.0
 DEMO_ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney",
               "America/Los_Angeles")
-DEMO_ANCHORS = (4, 1, 15, 28, 31, 10)
+DEMO_ANCHORS = (4, 1, 15, 28, 20, 10)
 MALFORMED = (b"{not json", b'{"specversion":"1.0","id":"x","source":"s","type":"teleport",'
              b'"time":"2026-01-01T00:00:00Z","subject":"team-x","data":{"user_id":"u"}}',
              b"\xff\xfe not utf-8")

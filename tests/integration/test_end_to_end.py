@@ -188,6 +188,8 @@ def test_seed_001_daniel_end_to_end(stack: Stack) -> None:
         ("base", "1", "10.00", "10.00", "2026-08-04", "2026-09-04"),
         ("overage", "28", "2.00", "56.00", "2026-07-04", "2026-08-04"),
     ]
+    assert [ln["description"] for ln in daniel["lines"]] == [
+        "Power plan, 2026-08-04 to 2026-09-04", "28 active users above 5 included"]
     assert (daniel["subtotal"], daniel["tax"], daniel["total"]) == ("66.00", "0.00", "66.00")
     angela = by_key[("team-angela", "2026-08-04")]  # billed separately: own 5 included
     assert [(ln["kind"], ln["quantity"], ln["amount"]) for ln in angela["lines"]] == [

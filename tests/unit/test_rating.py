@@ -17,7 +17,7 @@ from schemas.invoice import Invoice
 D = date.fromisoformat
 
 POWER = MauPlan(
-    name="Power",
+    name="Power plan",
     currency="USD",
     base_fee=Decimal("10"),
     included_users=5,
