@@ -29,7 +29,7 @@ system-deps:
 
 lint: $(STAMP)
 	$(BIN)/ruff check metering aggregation invoicing schemas deploy tests bench
-	$(BIN)/mypy metering aggregation invoicing schemas deploy
+	$(BIN)/mypy metering aggregation invoicing schemas deploy bench
 
 test: system-deps lint
 	$(BIN)/pytest -p no:cacheprovider tests

@@ -41,6 +41,7 @@ class Decoded:
 
 
 def _short(text: str) -> str:
+    text = " ".join(text.split())
     return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"
 
 
@@ -86,7 +87,9 @@ def decode_message(
         return Decoded([], [Rejection("too_large", f"{len(raw)} bytes > {max_bytes}", raw)])
     try:
         parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and over-long integer literals; RecursionError
+        # comes from pathologically deep nesting
         return Decoded([], [Rejection("invalid_json", _short(f"invalid JSON: {exc}"), raw)])
     if not is_batch:
         single = validate_event(parsed, raw=raw, now=now)

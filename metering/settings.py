@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BROKER_URL = "kafka://127.0.0.1:9092"
@@ -26,7 +26,6 @@ class Settings(BaseSettings):
 
     broker_url: str = DEFAULT_BROKER_URL
     store_url: str = DEFAULT_STORE_URL
-    store_password: SecretStr | None = None
     catalog: Path | None = None
     app_id: str = "metering"
     events_topic: str = DEFAULT_EVENTS_TOPIC
