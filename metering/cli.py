@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    for noisy in ("kafka", "clickhouse_driver"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace, Settings], int] = args.run
     settings = build_settings(args)

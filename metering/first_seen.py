@@ -33,14 +33,15 @@ def clocks_from_catalog(catalog: Catalog) -> dict[str, BillingClock]:
     return {a.team: BillingClock(a.anchor_day, ZoneInfo(a.timezone)) for a in catalog.accounts}
 
 
-def _order(row: ActiveUserRow) -> tuple[datetime, str]:
-    return (row.first_time, row.event_id)
+def _order(row: ActiveUserRow) -> tuple[datetime, str, str, str]:
+    """The store's argMin key: the same event wins here and in every read."""
+    return (row.first_time, row.event_id, row.source, row.event_type)
 
 
 class FirstSeen:
     def __init__(self, clocks: dict[str, BillingClock]) -> None:
         self._clocks = clocks
-        self._written: dict[Key, tuple[datetime, str]] = {}
+        self._written: dict[Key, tuple[datetime, str, str, str]] = {}
 
     def __len__(self) -> int:
         return len(self._written)

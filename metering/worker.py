@@ -107,7 +107,7 @@ def create_app(
             now = datetime.now(UTC)
             events: list[ActivityEvent] = []
             for message in batch:
-                decoded = decode_message(message.value, now=now)
+                decoded = decode_message(message.value or b"", now=now)  # tombstone: empty
                 events.extend(decoded.events)
                 if decoded.rejections:
                     await reject(decoded.rejections, message.key)

@@ -56,7 +56,7 @@ class Account(BaseModel):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
@@ -93,9 +93,20 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
+class _CatalogLoader(yaml.SafeLoader):
+    """Safe YAML without implicit timestamps: dates reach pydantic as text, so a bad date
+    is reported with its field name rather than as a bare YAML error."""
+
+
+_CatalogLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def parse_catalog(text: str, *, origin: str = "catalog") -> Catalog:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_CatalogLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
@@ -115,4 +126,6 @@ def load_catalog(path: Path) -> Catalog:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read catalog ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     return parse_catalog(text, origin=str(path))

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 EventType = Literal["clock_in", "clock_out", "login", "bot_command", "api_call"]
 EVENT_TYPES: tuple[EventType, ...] = ("clock_in", "clock_out", "login", "bot_command", "api_call")
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 DEFAULT_MAX_FUTURE_SKEW = timedelta(minutes=5)
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
+# ClickHouse DateTime holds unsigned 32-bit seconds since the epoch
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)
 
 
 class ActivityData(BaseModel):
@@ -32,6 +39,24 @@ class ActivityEvent(BaseModel):
     time: AwareDatetime
     subject: str = Field(min_length=1, max_length=256)
     data: ActivityData
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: object) -> object:
+        if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+            raise ValueError("time must be an RFC 3339 date-time with offset")
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _storable(cls, value: datetime) -> datetime:
+        try:
+            in_range = EARLIEST_TIME <= value <= LATEST_TIME
+        except OverflowError:
+            in_range = False
+        if not in_range:
+            raise ValueError(f"time must be between {EARLIEST_TIME:%Y} and {LATEST_TIME:%Y}")
+        return value
 
     @property
     def team(self) -> str:

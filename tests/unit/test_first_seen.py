@@ -1,0 +1,254 @@
+"""FirstSeen: (team, period, user) keys, the earliest event per key, and write suppression."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregation.periods import period_containing
+from aggregation.store import ActiveUserRow
+from metering.first_seen import (
+    DEFAULT_CLOCK,
+    BillingClock,
+    FirstSeen,
+    Key,
+    clocks_from_catalog,
+)
+from schemas.catalog import parse_catalog
+from schemas.events import ActivityEvent
+
+CATALOG = """
+plans:
+  power: {name: Power, currency: USD, base_fee: "10.00", included_users: 5,
+          overage_price: "2.00"}
+accounts:
+  - {team: team-la, plan: power, start_date: 2026-02-04, timezone: America/Los_Angeles}
+  - {team: team-berlin, plan: power, start_date: 2026-01-31, timezone: Europe/Berlin}
+"""
+CLOCKS = clocks_from_catalog(parse_catalog(CATALOG))
+
+
+def ev(
+    event_id: str, team: str, user: str, at: datetime, *, source: str = "timeclock",
+    kind: str = "clock_in",
+) -> ActivityEvent:
+    return ActivityEvent.model_validate({
+        "specversion": "1.0", "id": event_id, "source": source, "type": kind,
+        "time": at.isoformat(), "subject": team, "data": {"user_id": user},
+    })
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+        second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+def keyed(rows: list[ActiveUserRow]) -> dict[Key, ActiveUserRow]:
+    out = {(r.team, r.period_start, r.user_id): r for r in rows}
+    assert len(out) == len(rows), "one row per key"
+    return out
+
+
+def test_clocks_from_catalog() -> None:
+    assert CLOCKS == {
+        "team-la": BillingClock(4, ZoneInfo("America/Los_Angeles")),
+        "team-berlin": BillingClock(31, ZoneInfo("Europe/Berlin")),
+    }
+
+
+def test_same_key_collapses_to_the_earliest_event() -> None:
+    fs = FirstSeen({})
+    rows = fs.rows_to_write([
+        ev("e3", "team-a", "u1", utc(2026, 7, 20, 9)),
+        ev("e1", "team-a", "u1", utc(2026, 7, 3, 9), kind="login"),
+        ev("e2", "team-a", "u1", utc(2026, 7, 10, 9)),
+        ev("e4", "team-a", "u2", utc(2026, 7, 11, 9)),
+    ])
+    by_key = keyed(rows)
+    assert set(by_key) == {("team-a", date(2026, 7, 1), "u1"), ("team-a", date(2026, 7, 1), "u2")}
+    first = by_key[("team-a", date(2026, 7, 1), "u1")]
+    assert first == ActiveUserRow(team="team-a", period_start=date(2026, 7, 1), user_id="u1",
+                                  first_time=utc(2026, 7, 3, 9), event_id="e1",
+                                  source="timeclock", event_type="login")
+
+
+def test_ties_on_time_go_to_the_smallest_event_id() -> None:
+    at = utc(2026, 7, 3, 9)
+    for order in (["b", "a", "c"], ["c", "b", "a"], ["a", "c", "b"]):
+        rows = FirstSeen({}).rows_to_write([ev(i, "team-a", "u1", at) for i in order])
+        assert [r.event_id for r in rows] == ["a"]
+
+
+def test_tie_on_time_and_id_is_decided_by_source_whatever_the_order() -> None:
+    """(source, id) identifies an event: two sources may reuse an id. The winner must not
+    depend on arrival order, and must be the one the store's argMin picks (smallest
+    (first_time, event_id, source, event_type))."""
+    at = utc(2026, 7, 3, 9)
+    pair = [ev("same", "team-a", "u1", at, source="timeclock"),
+            ev("same", "team-a", "u1", at, source="bot")]
+    for order in (pair, pair[::-1]):
+        assert [r.source for r in FirstSeen({}).rows_to_write(order)] == ["bot"]
+    fs = FirstSeen({})
+    fs.mark_written(fs.rows_to_write(pair[:1]))
+    assert [r.source for r in fs.rows_to_write(pair[1:])] == ["bot"]
+
+
+def test_same_user_in_two_periods_or_teams_is_two_keys() -> None:
+    rows = FirstSeen({}).rows_to_write([
+        ev("e1", "team-a", "u1", utc(2026, 7, 31, 23, 59, 59)),
+        ev("e2", "team-a", "u1", utc(2026, 8, 1)),
+        ev("e3", "team-b", "u1", utc(2026, 8, 1)),
+    ])
+    assert set(keyed(rows)) == {("team-a", date(2026, 7, 1), "u1"),
+                                ("team-a", date(2026, 8, 1), "u1"),
+                                ("team-b", date(2026, 8, 1), "u1")}
+
+
+def test_mark_written_suppresses_repeats_and_later_events() -> None:
+    fs = FirstSeen({})
+    batch = [ev("e1", "team-a", "u1", utc(2026, 7, 3, 9))]
+    rows = fs.rows_to_write(batch)
+    assert len(rows) == 1
+    assert fs.rows_to_write(batch) == rows  # not marked yet: still to write
+    fs.mark_written(rows)
+    assert len(fs) == 1
+    assert fs.rows_to_write(batch) == []  # a redelivery
+    assert fs.rows_to_write([ev("e9", "team-a", "u1", utc(2026, 7, 9))]) == []  # later event
+    assert fs.rows_to_write([ev("e2", "team-a", "u1", utc(2026, 7, 3, 9))]) == []  # tie, id after
+    assert [r.event_id for r in fs.rows_to_write([ev("a0", "team-a", "u1", utc(2026, 7, 3, 9))])
+            ] == ["a0"]  # same time, smaller id: earlier in the order
+
+
+def test_an_earlier_event_arriving_late_is_written_again() -> None:
+    fs = FirstSeen({})
+    late = fs.rows_to_write([ev("late", "team-a", "u1", utc(2026, 7, 20, 9))])
+    fs.mark_written(late)
+    early = fs.rows_to_write([ev("early", "team-a", "u1", utc(2026, 7, 2, 9))])
+    assert [(r.event_id, r.first_time) for r in early] == [("early", utc(2026, 7, 2, 9))]
+    fs.mark_written(early)
+    assert fs.rows_to_write([ev("late", "team-a", "u1", utc(2026, 7, 20, 9))]) == []
+    assert fs.rows_to_write([ev("mid", "team-a", "u1", utc(2026, 7, 10, 9))]) == []
+
+
+def test_catalog_team_uses_its_anchor_and_zone() -> None:
+    fs = FirstSeen(CLOCKS)
+    # 06:30Z on 4 Aug is 23:30 on 3 Aug in Los Angeles (PDT): still the period from 4 Jul.
+    assert fs.row_for(ev("e1", "team-la", "u1", utc(2026, 8, 4, 6, 30))).period_start == date(
+        2026, 7, 4)
+    assert fs.row_for(ev("e2", "team-la", "u1", utc(2026, 8, 4, 7))).period_start == date(
+        2026, 8, 4)
+    # The same instants for a team missing from the catalog: calendar months in UTC.
+    assert fs.row_for(ev("e3", "team-x", "u1", utc(2026, 8, 4, 6, 30))).period_start == date(
+        2026, 8, 1)
+
+
+def test_unknown_team_uses_calendar_month_in_utc_whatever_the_offset() -> None:
+    fs = FirstSeen(CLOCKS)
+    plus_two = timezone(timedelta(hours=2))
+    # 00:30 on 1 Aug at +02:00 is 22:30 on 31 Jul in UTC.
+    row = fs.row_for(ev("e1", "team-x", "u1", datetime(2026, 8, 1, 0, 30, tzinfo=plus_two)))
+    assert row.period_start == date(2026, 7, 1)
+    assert row.first_time == utc(2026, 7, 31, 22, 30)
+    assert row.first_time.utcoffset() == timedelta(0)
+
+
+def test_anchor_31_clamps_in_short_months() -> None:
+    fs = FirstSeen(CLOCKS)
+    # 30 Apr 2026 in Berlin is the anchor date of a month without a 31st.
+    assert fs.row_for(ev("e1", "team-berlin", "u1", utc(2026, 4, 29, 22, 30))).period_start == (
+        date(2026, 4, 30))
+    assert fs.row_for(ev("e2", "team-berlin", "u1", utc(2026, 4, 29, 21, 30))).period_start == (
+        date(2026, 3, 31))
+
+
+def test_first_time_is_whole_utc_seconds() -> None:
+    row = FirstSeen({}).row_for(ev("e1", "team-a", "u1", utc(2026, 7, 3, 9, 0, 0)
+                                   + timedelta(microseconds=750_000)))
+    assert row.first_time == utc(2026, 7, 3, 9)
+
+
+# --- properties -------------------------------------------------------------------------
+
+TEAMS = ["team-la", "team-berlin", "team-x"]
+ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-7))]
+EVENTS = st.builds(
+    ev,
+    event_id=st.sampled_from(["a", "b", "c", "d"]),
+    team=st.sampled_from(TEAMS),
+    user=st.sampled_from(["u1", "u2", "u3"]),
+    # Whole seconds: the store keeps seconds, so "earliest" is decided at that precision.
+    at=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 12, 31),
+                    timezones=st.sampled_from(ZONES)).map(lambda d: d.replace(microsecond=0)),
+    source=st.sampled_from(["timeclock", "bot"]),
+    kind=st.sampled_from(["clock_in", "login"]),
+)
+
+
+def expected_key(event: ActivityEvent) -> Key:
+    clock = CLOCKS.get(event.team, DEFAULT_CLOCK)
+    period = period_containing(event.time, anchor_day=clock.anchor_day, zone=clock.zone)
+    return (event.team, period.start, event.user_id)
+
+
+def earliest(events: list[ActivityEvent]) -> dict[Key, tuple[datetime, str, str, str]]:
+    """Per key the first event by (time, id), then by source and type so that an event
+    (identified by source and id) wins deterministically, as the store's argMin does."""
+    best: dict[Key, tuple[datetime, str, str, str]] = {}
+    for event in events:
+        key = expected_key(event)
+        candidate = (event.time.astimezone(UTC), event.id, event.source, event.type)
+        if key not in best or candidate < best[key]:
+            best[key] = candidate
+    return best
+
+
+def row_identity(row: ActiveUserRow) -> tuple[datetime, str, str, str]:
+    return (row.first_time, row.event_id, row.source, row.event_type)
+
+
+@settings(max_examples=300)
+@given(events=st.lists(EVENTS, max_size=30))
+def test_keys_are_the_distinct_keys_and_a_replay_writes_nothing(
+    events: list[ActivityEvent],
+) -> None:
+    fs = FirstSeen(CLOCKS)
+    rows = fs.rows_to_write(events)
+    assert set(keyed(rows)) == {expected_key(e) for e in events}
+    fs.mark_written(rows)
+    assert fs.rows_to_write(events) == []
+    assert len(fs) == len(rows)
+
+
+@settings(max_examples=300)
+@given(events=st.lists(EVENTS, max_size=30), data=st.data())
+def test_order_does_not_change_the_keys_or_the_earliest_event(
+    events: list[ActivityEvent], data: st.DataObject,
+) -> None:
+    shuffled = data.draw(st.permutations(events))
+    rows = keyed(FirstSeen(CLOCKS).rows_to_write(events))
+    again = keyed(FirstSeen(CLOCKS).rows_to_write(shuffled))
+    assert set(rows) == set(again)
+    assert {k: row_identity(r) for k, r in rows.items()} == earliest(events)
+    assert {k: row_identity(r) for k, r in again.items()} == earliest(events)
+
+
+@settings(max_examples=200)
+@given(events=st.lists(EVENTS, min_size=1, max_size=20), data=st.data())
+def test_one_at_a_time_with_marks_ends_at_the_earliest_event(
+    events: list[ActivityEvent], data: st.DataObject,
+) -> None:
+    """Arrival order over many batches: the last row written per key is the earliest event,
+    which is what the store keeps."""
+    fs = FirstSeen(CLOCKS)
+    last_written: dict[Key, tuple[datetime, str, str, str]] = {}
+    for event in data.draw(st.permutations(events)):
+        rows = fs.rows_to_write([event])
+        fs.mark_written(rows)
+        for row in rows:
+            key = (row.team, row.period_start, row.user_id)
+            assert key not in last_written or row_identity(row) < last_written[key]
+            last_written[key] = row_identity(row)
+    assert last_written == earliest(events)
