@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
 
 from aggregation import open_store
 from aggregation.periods import period_containing
@@ -58,7 +58,10 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     catalog = load_settings_catalog(settings, required=False)
     store = open_ready_store(settings)
     ensure_topics(settings.bootstrap_servers, _all_topics(settings), partitions=settings.partitions)
-    app = create_app(settings, store=store, catalog=catalog, registry=CollectorRegistry())
+    registry = CollectorRegistry()
+    app = create_app(settings, store=store, catalog=catalog, registry=registry)
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     try:
         faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
     finally:
