@@ -6,9 +6,24 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from aggregation._schema import check_database
 from aggregation._server import ServerStore
-from aggregation.store import ActiveUserRow, Store, StoredInvoice, StoreError
+from aggregation.store import (
+    ActiveUserRow,
+    DailyUsage,
+    EventRow,
+    Store,
+    StoredInvoice,
+    StoreError,
+)
 
-__all__ = ["ActiveUserRow", "Store", "StoreError", "StoredInvoice", "open_store"]
+__all__ = [
+    "ActiveUserRow",
+    "DailyUsage",
+    "EventRow",
+    "Store",
+    "StoreError",
+    "StoredInvoice",
+    "open_store",
+]
 
 DEFAULT_PORT = 9000
 DEFAULT_DATABASE = "metering"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from aggregation.store import ActiveUserRow, StoredInvoice
+from aggregation.store import ActiveUserRow, DailyUsage, EventRow, StoredInvoice
 
 Param = str | int | date
 Row = Sequence[Any]
@@ -42,6 +42,21 @@ CREATE TABLE IF NOT EXISTS {db}.active_users (
 ORDER BY (team, period_start, user_id, first_time, event_id, source, event_type)
 """
 
+CREATE_EVENTS = """
+CREATE TABLE IF NOT EXISTS {db}.events (
+    team String,
+    period_start Date,
+    day Date,
+    event_type String,
+    source String,
+    event_id String,
+    user_id String,
+    time DateTime('UTC'),
+    inserted_at DateTime('UTC') DEFAULT now()
+) ENGINE = ReplacingMergeTree()
+ORDER BY (team, period_start, source, event_id, day, event_type, user_id, time)
+"""
+
 CREATE_INVOICES = """
 CREATE TABLE IF NOT EXISTS {db}.invoices (
     team String,
@@ -56,11 +71,25 @@ INSERT_ACTIVE_USERS = (
     " (team, period_start, user_id, first_time, event_id, source, event_type) VALUES"
 )
 
+INSERT_EVENTS = (
+    "INSERT INTO {db}.events"
+    " (team, period_start, day, event_type, source, event_id, user_id, time) VALUES"
+)
+
 INSERT_INVOICE = "INSERT INTO {db}.invoices (team, invoice_date, body) VALUES"
 
 SELECT_MAU = """
 SELECT uniqExact(user_id) FROM {db}.active_users
 WHERE team = %(team)s AND period_start = %(period_start)s
+"""
+
+# Distinct (source, id) pairs, so replays and retries never add to a day's count.
+SELECT_DAILY_USAGE = """
+SELECT toString(day), event_type, uniqExact(source, event_id), uniqExact(user_id)
+FROM {db}.events
+WHERE team = %(team)s AND period_start = %(period_start)s
+GROUP BY day, event_type
+ORDER BY day, event_type
 """
 
 # The whole row is the argMin key so that even rows sharing (first_time, event_id)
@@ -105,14 +134,19 @@ def check_database(name: str) -> str:
 
 def schema_statements(database: str) -> list[str]:
     db = check_database(database)
-    return [sql.format(db=db) for sql in (CREATE_DATABASE, CREATE_ACTIVE_USERS, CREATE_INVOICES)]
+    return [
+        sql.format(db=db)
+        for sql in (CREATE_DATABASE, CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
 class Statements:
     schema: list[str]
     insert_active_users: str
+    insert_events: str
     insert_invoice: str
+    daily_usage: str
     mau: str
     active_users: str
     invoice_count: str
@@ -125,7 +159,9 @@ class Statements:
         return cls(
             schema=schema_statements(db),
             insert_active_users=INSERT_ACTIVE_USERS.format(db=db),
+            insert_events=INSERT_EVENTS.format(db=db),
             insert_invoice=INSERT_INVOICE.format(db=db),
+            daily_usage=SELECT_DAILY_USAGE.format(db=db),
             mau=SELECT_MAU.format(db=db),
             active_users=SELECT_ACTIVE_USERS.format(db=db),
             invoice_count=SELECT_INVOICE_COUNT.format(db=db),
@@ -136,10 +172,10 @@ class Statements:
 
 def _unix_seconds(moment: datetime) -> int:
     if moment.tzinfo is None:
-        raise ValueError(f"first_time must be timezone-aware, got {moment.isoformat()}")
+        raise ValueError(f"time must be timezone-aware, got {moment.isoformat()}")
     seconds = int(moment.timestamp())
     if not 0 <= seconds < _MAX_DATETIME:
-        raise ValueError(f"first_time {moment.isoformat()} is outside DateTime's range")
+        raise ValueError(f"time {moment.isoformat()} is outside DateTime's range")
     return seconds
 
 
@@ -186,6 +222,31 @@ class SqlStore(ABC):
             for row in rows
         ]
         self._insert(self._sql.insert_active_users, values)
+
+    def add_events(self, rows: Sequence[EventRow]) -> None:
+        if not rows:
+            return
+        values = [
+            (
+                row.team,
+                row.period_start,
+                row.day,
+                row.event_type,
+                row.source,
+                row.event_id,
+                row.user_id,
+                _unix_seconds(row.time),
+            )
+            for row in rows
+        ]
+        self._insert(self._sql.insert_events, values)
+
+    def daily_usage(self, team: str, period_start: date) -> list[DailyUsage]:
+        rows = self._select(self._sql.daily_usage, {"team": team, "period_start": period_start})
+        return [
+            DailyUsage(date.fromisoformat(str(day)), str(kind), int(events), int(users))
+            for day, kind, events, users in rows
+        ]
 
     def mau(self, team: str, period_start: date) -> int:
         rows = self._select(self._sql.mau, {"team": team, "period_start": period_start})

@@ -21,6 +21,28 @@ class ActiveUserRow:
 
 
 @dataclass(frozen=True, slots=True)
+class EventRow:
+    """One counted event, idempotent by (source, event_id): the audit trail and daily usage."""
+
+    team: str
+    period_start: date
+    day: date  # local date in the team's billing zone
+    event_type: str
+    source: str
+    event_id: str
+    user_id: str
+    time: datetime  # timezone-aware, stored as UTC seconds
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    day: date
+    event_type: str
+    events: int  # distinct (source, id)
+    users: int  # distinct users active that day with that type
+
+
+@dataclass(frozen=True, slots=True)
 class StoredInvoice:
     team: str
     invoice_date: date
@@ -37,6 +59,12 @@ class Store(Protocol):
 
     def add_active_users(self, rows: Sequence[ActiveUserRow]) -> None:
         """Write first-seen rows; writing the same key again never changes a count."""
+
+    def add_events(self, rows: Sequence[EventRow]) -> None:
+        """Write counted events; the same (source, id) again never changes a count."""
+
+    def daily_usage(self, team: str, period_start: date) -> list[DailyUsage]:
+        """Distinct events and users per local day and event type, ordered by day, type."""
 
     def mau(self, team: str, period_start: date) -> int:
         """Exact number of distinct users of the team in the period."""

@@ -104,6 +104,7 @@ def usage(args: argparse.Namespace, settings: Settings) -> int:
     store = open_ready_store(settings)
     try:
         users = store.active_users(args.team, period.start)
+        daily = store.daily_usage(args.team, period.start)
     finally:
         store.close()
     if args.json:
@@ -116,6 +117,11 @@ def usage(args: argparse.Namespace, settings: Settings) -> int:
                 {"user_id": u.user_id, "first_time": u.first_time.isoformat(),
                  "event_id": u.event_id, "source": u.source, "type": u.event_type}
                 for u in users
+            ],
+            "daily": [
+                {"day": d.day.isoformat(), "type": d.event_type, "events": d.events,
+                 "users": d.users}
+                for d in daily
             ],
         }))
     else:

@@ -1,22 +1,30 @@
-"""Dedupe (team, period, user) into first-seen rows (pure; the agent sinks the result).
+"""Place events in their team's billing period and dedupe (team, period, user) (pure).
 
-The store is idempotent by key, so this memory only saves writes: a row is written
-when its key is new to this worker or its event is earlier than the one written.
+The store is idempotent by key, so this memory only saves writes: a row is written when
+its key is new to this worker or its event is earlier than the one written. A period's
+memory is released once the period has ended and its grace has passed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from aggregation.periods import DEFAULT_ANCHOR_DAY, DEFAULT_ZONE, period_containing
-from aggregation.store import ActiveUserRow
+from aggregation.periods import (
+    DEFAULT_ANCHOR_DAY,
+    DEFAULT_ZONE,
+    next_anchor_date,
+    period_containing,
+)
+from aggregation.store import ActiveUserRow, EventRow
 from schemas.catalog import Catalog
 from schemas.events import ActivityEvent
 
+PeriodKey = tuple[str, date]
 Key = tuple[str, date, str]
+Order = tuple[datetime, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,46 +41,77 @@ def clocks_from_catalog(catalog: Catalog) -> dict[str, BillingClock]:
     return {a.team: BillingClock(a.anchor_day, ZoneInfo(a.timezone)) for a in catalog.accounts}
 
 
-def _order(row: ActiveUserRow) -> tuple[datetime, str, str, str]:
+def _order(row: ActiveUserRow) -> Order:
     """The store's argMin key: the same event wins here and in every read."""
     return (row.first_time, row.event_id, row.source, row.event_type)
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """What one batch of fresh events needs written."""
+
+    active_users: list[ActiveUserRow]
+    events: list[EventRow]
 
 
 class FirstSeen:
     def __init__(self, clocks: dict[str, BillingClock]) -> None:
         self._clocks = clocks
-        self._written: dict[Key, tuple[datetime, str, str, str]] = {}
+        self._written: dict[PeriodKey, dict[str, Order]] = {}
 
     def __len__(self) -> int:
-        return len(self._written)
+        return sum(len(users) for users in self._written.values())
 
-    def row_for(self, event: ActivityEvent) -> ActiveUserRow:
-        clock = self._clocks.get(event.team, DEFAULT_CLOCK)
+    def clock(self, team: str) -> BillingClock:
+        return self._clocks.get(team, DEFAULT_CLOCK)
+
+    def place(self, event: ActivityEvent) -> tuple[ActiveUserRow, EventRow]:
+        """The first-seen candidate and the event row, both in the team's billing period."""
+        clock = self.clock(event.team)
         period = period_containing(event.time, anchor_day=clock.anchor_day, zone=clock.zone)
-        return ActiveUserRow(
-            team=event.team,
-            period_start=period.start,
-            user_id=event.user_id,
-            first_time=event.time.astimezone(UTC).replace(microsecond=0),
-            event_id=event.id,
-            source=event.source,
-            event_type=event.type,
+        at = event.time.astimezone(UTC).replace(microsecond=0)
+        active = ActiveUserRow(
+            team=event.team, period_start=period.start, user_id=event.user_id, first_time=at,
+            event_id=event.id, source=event.source, event_type=event.type,
         )
+        counted = EventRow(
+            team=event.team, period_start=period.start,
+            day=event.time.astimezone(clock.zone).date(), event_type=event.type,
+            source=event.source, event_id=event.id, user_id=event.user_id, time=at,
+        )
+        return active, counted
 
-    def rows_to_write(self, events: Iterable[ActivityEvent]) -> list[ActiveUserRow]:
-        """The earliest event per key within the batch, unless an earlier one was written."""
+    def plan(self, events: Iterable[ActivityEvent]) -> Planned:
+        """Every event row, and the earliest event per key unless an earlier one was written."""
         best: dict[Key, ActiveUserRow] = {}
+        counted: list[EventRow] = []
         for event in events:
-            row = self.row_for(event)
+            row, event_row = self.place(event)
+            counted.append(event_row)
             key = (row.team, row.period_start, row.user_id)
             current = best.get(key)
             if current is None or _order(row) < _order(current):
                 best[key] = row
-        return [
-            row for key, row in best.items()
-            if (written := self._written.get(key)) is None or _order(row) < written
-        ]
+        rows = []
+        for (team, period_start, user), row in best.items():
+            written = self._written.get((team, period_start), {}).get(user)
+            if written is None or _order(row) < written:
+                rows.append(row)
+        return Planned(active_users=rows, events=counted)
+
+    def rows_to_write(self, events: Iterable[ActivityEvent]) -> list[ActiveUserRow]:
+        return self.plan(events).active_users
 
     def mark_written(self, rows: Iterable[ActiveUserRow]) -> None:
         for row in rows:
-            self._written[(row.team, row.period_start, row.user_id)] = _order(row)
+            self._written.setdefault((row.team, row.period_start), {})[row.user_id] = _order(row)
+
+    def release_closed(self, *, now: datetime, grace: timedelta) -> int:
+        """Forget periods whose end plus grace has passed; returns the keys released."""
+        released = 0
+        for team, start in list(self._written):
+            clock = self.clock(team)
+            end = next_anchor_date(start, clock.anchor_day)
+            if datetime.combine(end, datetime.min.time(), tzinfo=clock.zone) + grace <= now:
+                released += len(self._written.pop((team, start)))
+        return released

@@ -14,10 +14,13 @@ class WorkerMetrics:
     messages: Counter
     events_received: Counter
     events_rejected: Counter
+    events_duplicate: Counter
     rows_written: Counter
+    events_written: Counter
     write_retries: Counter
     store_up: Gauge
     dedupe_keys: Gauge
+    window_ids: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -35,6 +38,15 @@ class WorkerMetrics:
                 "metering_events_received_total", "Valid events decoded", registry=registry
             ),
             events_rejected=rejected,
+            events_duplicate=Counter(
+                "metering_events_duplicate_total",
+                "Events dropped as repeats of a (source, id) in the dedupe window",
+                registry=registry,
+            ),
+            events_written=Counter(
+                "metering_event_rows_written_total", "Event rows written to the store",
+                registry=registry,
+            ),
             rows_written=Counter(
                 "metering_active_user_rows_written_total",
                 "First-seen rows written to the store", registry=registry,
@@ -48,6 +60,10 @@ class WorkerMetrics:
             ),
             dedupe_keys=Gauge(
                 "metering_dedupe_keys", "(team, period, user) keys held in worker memory",
+                registry=registry,
+            ),
+            window_ids=Gauge(
+                "metering_dedupe_window_ids", "(source, id) pairs held in the dedupe window",
                 registry=registry,
             ),
         )

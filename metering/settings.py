@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from metering.event_window import DEFAULT_WINDOW_EVENTS
+
 DEFAULT_BROKER_URL = "kafka://127.0.0.1:9092"
 DEFAULT_STORE_URL = "chdb:///var/lib/metering/chdb"
 DEFAULT_EVENTS_TOPIC = "activity-events"
@@ -35,6 +37,7 @@ class Settings(BaseSettings):
     grace: timedelta = DEFAULT_GRACE
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
     batch_linger_seconds: float = Field(default=DEFAULT_BATCH_LINGER_SECONDS, gt=0)
+    dedupe_window: int = Field(default=DEFAULT_WINDOW_EVENTS, ge=0)
     session_timeout_seconds: float = Field(default=DEFAULT_SESSION_TIMEOUT_SECONDS, gt=0)
     log_level: str = "warning"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

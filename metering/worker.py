@@ -2,10 +2,11 @@
 
 Agent `count_active_users`:
   input  `activity-events` (key = team; value = one CloudEvent or a JSON array of them)
-  output `activity-events-rejected` (original bytes; reason and detail in headers) and
-         first-seen rows in the store's `active_users`
-  state  FirstSeen: earliest event written per (team, period, user), memory only; the
-         store is idempotent by key, so losing it on restart costs writes, not counts.
+  output `activity-events-rejected` (original bytes; reason and detail in headers), event
+         rows in the store's `events` and first-seen rows in its `active_users`
+  state  EventWindow: recent (source, id) pairs; FirstSeen: earliest event written per
+         (team, period, user), released after the period's end plus grace. Memory only:
+         the store is idempotent by key, so losing it on restart costs writes, not counts.
 Offsets are committed only after a batch's rows are written and its rejections delivered:
 `take_events` acknowledges a batch even when the agent is cancelled mid-write (shutdown),
 so each batch holds one more reference on its messages and drops it only once durable.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -24,9 +26,10 @@ import faust
 from faust.types import StreamT
 from prometheus_client import CollectorRegistry
 
-from aggregation.store import ActiveUserRow, Store, StoreError
+from aggregation.store import Store, StoreError
 from metering.decode import Rejection, decode_message
-from metering.first_seen import FirstSeen, clocks_from_catalog
+from metering.event_window import EventWindow
+from metering.first_seen import FirstSeen, Planned, clocks_from_catalog
 from metering.metrics import WorkerMetrics
 from metering.settings import Settings
 from schemas.catalog import Catalog
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_FIRST_DELAY = 0.2
 DEFAULT_RETRY_MAX_DELAY = 10.0
+DEFAULT_RELEASE_INTERVAL_SECONDS = 60.0
 
 
 def create_app(
@@ -62,7 +66,13 @@ def create_app(
     )
     metrics = WorkerMetrics.create(registry)
     first_seen = FirstSeen(clocks_from_catalog(catalog))
+    window = EventWindow(settings.dedupe_window)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+    next_release = time.monotonic() + DEFAULT_RELEASE_INTERVAL_SECONDS
+
+    def store_planned(planned: Planned) -> None:
+        store.add_events(planned.events)
+        store.add_active_users(planned.active_users)
 
     async def reject(rejections: Sequence[Rejection], key: bytes | None) -> None:
         deliveries: list[Awaitable[Any]] = []
@@ -79,12 +89,12 @@ def create_app(
             )
         await asyncio.gather(*deliveries)
 
-    async def write(rows: list[ActiveUserRow]) -> None:
+    async def write(planned: Planned) -> None:
         delay = DEFAULT_RETRY_FIRST_DELAY
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await loop.run_in_executor(executor, store.add_active_users, rows)
+                await loop.run_in_executor(executor, store_planned, planned)
             except StoreError as exc:
                 metrics.store_up.set(0)
                 metrics.write_retries.inc()
@@ -93,8 +103,15 @@ def create_app(
                 delay = min(delay * 2, DEFAULT_RETRY_MAX_DELAY)
                 continue
             metrics.store_up.set(1)
-            metrics.rows_written.inc(len(rows))
+            metrics.rows_written.inc(len(planned.active_users))
+            metrics.events_written.inc(len(planned.events))
             return
+
+    def release(now: datetime) -> None:
+        nonlocal next_release
+        if time.monotonic() >= next_release:
+            next_release = time.monotonic() + DEFAULT_RELEASE_INTERVAL_SECONDS
+            first_seen.release_closed(now=now, grace=settings.grace)
 
     @app.agent(events_topic, name="count_active_users")
     async def count_active_users(stream_t: StreamT[bytes]) -> AsyncIterator[None]:
@@ -111,13 +128,18 @@ def create_app(
                 events.extend(decoded.events)
                 if decoded.rejections:
                     await reject(decoded.rejections, message.key)
+            fresh = window.fresh(events)
             metrics.messages.inc(len(batch))
             metrics.events_received.inc(len(events))
-            rows = first_seen.rows_to_write(events)
-            if rows:
-                await write(rows)
-                first_seen.mark_written(rows)
+            metrics.events_duplicate.inc(len(events) - len(fresh))
+            planned = first_seen.plan(fresh)
+            if planned.events:
+                await write(planned)
+            window.remember(fresh)
+            first_seen.mark_written(planned.active_users)
+            release(now)
             metrics.dedupe_keys.set(len(first_seen))
+            metrics.window_ids.set(len(window))
             for message in batch:
                 await stream.ack(message)
             yield None

@@ -12,7 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aggregation import ActiveUserRow, Store, StoredInvoice, StoreError, open_store
+from aggregation import (
+    ActiveUserRow,
+    DailyUsage,
+    EventRow,
+    Store,
+    StoredInvoice,
+    StoreError,
+    open_store,
+)
 from aggregation._schema import SqlStore
 from aggregation._server import ServerStore
 from deploy.local.services import LocalClickHouse
@@ -68,7 +76,7 @@ def _row(
 def _merge_everything(store: Store) -> None:
     """Force the merges that would otherwise happen at an unknown time."""
     assert isinstance(store, SqlStore)
-    for table in ("active_users", "invoices"):
+    for table in ("active_users", "events", "invoices"):
         store._execute(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
 
 
@@ -214,6 +222,34 @@ def test_invoices_are_ordered_and_filtered_by_team(store: Store) -> None:
     assert store.invoices() == ordered
     assert store.invoices("globex") == [inv for inv in ordered if inv.team == "globex"]
     assert store.invoices("initech") == []
+
+
+def _event(
+    event_id: str, user: str, *, day: date = JAN, kind: str = "login", source: str = "web"
+) -> EventRow:
+    return EventRow(team="acme", period_start=JAN, day=day, event_type=kind, source=source,
+                    event_id=event_id, user_id=user, time=T0)
+
+
+def test_daily_usage_counts_distinct_events_and_users(store: Store) -> None:
+    second_day = JAN + timedelta(days=1)
+    rows = [
+        _event("e1", "ann"), _event("e2", "ann"), _event("e3", "bob"),
+        _event("e3", "bob", source="api"),  # another source: another event
+        _event("e4", "ann", kind="clock_in"),
+        _event("e5", "cat", day=second_day),
+    ]
+    store.add_events(rows)
+    store.add_events(rows[:3])  # redelivery
+    _merge_everything(store)
+    store.add_events(rows)  # and again after a merge
+    assert store.daily_usage("acme", JAN) == [
+        DailyUsage(JAN, "clock_in", 1, 1),
+        DailyUsage(JAN, "login", 4, 2),
+        DailyUsage(second_day, "login", 1, 1),
+    ]
+    assert store.daily_usage("acme", second_day) == []
+    assert store.daily_usage("globex", JAN) == []
 
 
 _users = st.one_of(st.sampled_from(AWKWARD_IDS), st.text(st.characters(codec="utf-8"), max_size=6))

@@ -136,12 +136,13 @@ def test_an_earlier_event_arriving_late_is_written_again() -> None:
 def test_catalog_team_uses_its_anchor_and_zone() -> None:
     fs = FirstSeen(CLOCKS)
     # 06:30Z on 4 Aug is 23:30 on 3 Aug in Los Angeles (PDT): still the period from 4 Jul.
-    assert fs.row_for(ev("e1", "team-la", "u1", utc(2026, 8, 4, 6, 30))).period_start == date(
-        2026, 7, 4)
-    assert fs.row_for(ev("e2", "team-la", "u1", utc(2026, 8, 4, 7))).period_start == date(
+    row, counted = fs.place(ev("e1", "team-la", "u1", utc(2026, 8, 4, 6, 30)))
+    assert (row.period_start, counted.period_start, counted.day) == (
+        date(2026, 7, 4), date(2026, 7, 4), date(2026, 8, 3))
+    assert fs.place(ev("e2", "team-la", "u1", utc(2026, 8, 4, 7)))[0].period_start == date(
         2026, 8, 4)
     # The same instants for a team missing from the catalog: calendar months in UTC.
-    assert fs.row_for(ev("e3", "team-x", "u1", utc(2026, 8, 4, 6, 30))).period_start == date(
+    assert fs.place(ev("e3", "team-x", "u1", utc(2026, 8, 4, 6, 30)))[0].period_start == date(
         2026, 8, 1)
 
 
@@ -149,7 +150,8 @@ def test_unknown_team_uses_calendar_month_in_utc_whatever_the_offset() -> None:
     fs = FirstSeen(CLOCKS)
     plus_two = timezone(timedelta(hours=2))
     # 00:30 on 1 Aug at +02:00 is 22:30 on 31 Jul in UTC.
-    row = fs.row_for(ev("e1", "team-x", "u1", datetime(2026, 8, 1, 0, 30, tzinfo=plus_two)))
+    row, counted = fs.place(ev("e1", "team-x", "u1", datetime(2026, 8, 1, 0, 30, tzinfo=plus_two)))
+    assert counted.day == date(2026, 7, 31)
     assert row.period_start == date(2026, 7, 1)
     assert row.first_time == utc(2026, 7, 31, 22, 30)
     assert row.first_time.utcoffset() == timedelta(0)
@@ -158,15 +160,15 @@ def test_unknown_team_uses_calendar_month_in_utc_whatever_the_offset() -> None:
 def test_anchor_31_clamps_in_short_months() -> None:
     fs = FirstSeen(CLOCKS)
     # 30 Apr 2026 in Berlin is the anchor date of a month without a 31st.
-    assert fs.row_for(ev("e1", "team-berlin", "u1", utc(2026, 4, 29, 22, 30))).period_start == (
+    assert fs.place(ev("e1", "team-berlin", "u1", utc(2026, 4, 29, 22, 30)))[0].period_start == (
         date(2026, 4, 30))
-    assert fs.row_for(ev("e2", "team-berlin", "u1", utc(2026, 4, 29, 21, 30))).period_start == (
+    assert fs.place(ev("e2", "team-berlin", "u1", utc(2026, 4, 29, 21, 30)))[0].period_start == (
         date(2026, 3, 31))
 
 
 def test_first_time_is_whole_utc_seconds() -> None:
-    row = FirstSeen({}).row_for(ev("e1", "team-a", "u1", utc(2026, 7, 3, 9, 0, 0)
-                                   + timedelta(microseconds=750_000)))
+    row, _ = FirstSeen({}).place(ev("e1", "team-a", "u1", utc(2026, 7, 3, 9, 0, 0)
+                                    + timedelta(microseconds=750_000)))
     assert row.first_time == utc(2026, 7, 3, 9)
 
 
