@@ -7,15 +7,26 @@ period, so it carries the base line only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
 from aggregation.periods import Period, anchor_date, next_anchor_date, previous_anchor_date
 from invoicing.money import format_amount, format_unit_price, line_amount, sum_amounts, zero
 from schemas.catalog import Account, MauPlan
-from schemas.invoice import Invoice, InvoiceLine
+from schemas.invoice import Invoice, InvoiceLine, UsageRecord
 
-__all__ = ["rate_mau_invoice", "usage_period"]
+__all__ = ["Correction", "rate_mau_invoice", "usage_period"]
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A period billed on an earlier invoice whose count has grown since (late events)."""
+
+    period: Period
+    billed: int
+    current: int
 
 
 def _check_billing_date(account: Account, invoice_date: date) -> None:
@@ -61,8 +72,38 @@ def _overage_line(plan: MauPlan, period: Period, usage: int) -> InvoiceLine:
     )
 
 
+def _over(plan: MauPlan, users: int) -> int:
+    return max(users - plan.included_users, 0)
+
+
+def _adjustment_line(plan: MauPlan, correction: Correction) -> InvoiceLine | None:
+    """Charges the extra overage only: billed overage + adjustment = on-time overage."""
+    extra = _over(plan, correction.current) - _over(plan, correction.billed)
+    if extra <= 0:
+        return None
+    period = correction.period
+    return InvoiceLine(
+        kind="adjustment",
+        description=(
+            f"{_users(correction.current - correction.billed)} reported late for "
+            f"{period.start} to {period.end}: {correction.current} active, "
+            f"{correction.billed} billed, {plan.included_users} included"
+        ),
+        quantity=str(extra),
+        unit_price=format_unit_price(plan.overage_price, plan.currency),
+        amount=format_amount(line_amount(extra, plan.overage_price, plan.currency), plan.currency),
+        service_start=period.start,
+        service_end=period.end,
+    )
+
+
 def rate_mau_invoice(
-    *, account: Account, plan: MauPlan, invoice_date: date, usage: int | None
+    *,
+    account: Account,
+    plan: MauPlan,
+    invoice_date: date,
+    usage: int | None,
+    corrections: Sequence[Correction] = (),
 ) -> Invoice:
     """The invoice of one team on one of its billing dates.
 
@@ -74,7 +115,12 @@ def rate_mau_invoice(
       cost nothing. Above the allowance it reads "28 active users above 5 included" with the
       excess as quantity; at or below it reads "3 active users, 5 included" with quantity 0.
 
-    Each line is rounded once (half up); subtotal is the sum of the rounded lines; tax is zero.
+    - adjustment: one per correction whose growth adds overage, naming the corrected period;
+      the invoice that billed that period is never changed.
+
+    `usage` records what this invoice bills per period, so later closes can compute
+    corrections. Each line is rounded once (half up); subtotal is the sum of the rounded
+    lines; tax is zero.
     """
     period = usage_period(account, invoice_date)
     if period is None and usage is not None:
@@ -99,8 +145,21 @@ def rate_mau_invoice(
             service_end=service_end,
         )
     ]
+    records: list[UsageRecord] = []
     if period is not None and usage is not None:
         lines.append(_overage_line(plan, period, usage))
+        records.append(UsageRecord(period_start=period.start, period_end=period.end,
+                                   active_users=usage))
+    for correction in corrections:
+        if correction.period.end > invoice_date:
+            raise ValueError(f"{account.team}: cannot correct {correction.period.start} to "
+                             f"{correction.period.end} on the invoice of {invoice_date}")
+        adjustment = _adjustment_line(plan, correction)
+        if adjustment is not None:
+            lines.append(adjustment)
+            records.append(UsageRecord(period_start=correction.period.start,
+                                       period_end=correction.period.end,
+                                       active_users=correction.current))
     subtotal = sum_amounts((Decimal(line.amount) for line in lines), currency)
     tax = zero(currency)
     return Invoice(
@@ -111,4 +170,5 @@ def rate_mau_invoice(
         subtotal=format_amount(subtotal, currency),
         tax=format_amount(tax, currency),
         total=format_amount(sum_amounts([subtotal, tax], currency), currency),
+        usage=tuple(records),
     )

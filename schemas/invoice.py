@@ -24,6 +24,16 @@ class InvoiceLine(BaseModel):
     service_end: date
 
 
+class UsageRecord(BaseModel):
+    """The usage an invoice billed for a period: the billing log that adjustments read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    period_start: date
+    period_end: date
+    active_users: int
+
+
 class Invoice(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,6 +44,7 @@ class Invoice(BaseModel):
     subtotal: str
     tax: str
     total: str
+    usage: tuple[UsageRecord, ...] = ()
 
     def canonical_json(self) -> str:
         """The stored and printed form: same invoice, same bytes."""

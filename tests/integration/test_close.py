@@ -92,3 +92,32 @@ def test_publish_failure_issues_nothing(store: Store) -> None:
         close(store=store, catalog=CATALOG, as_of=datetime(2026, 2, 1, tzinfo=UTC),
               grace=HOUR, publish=broken)
     assert store.invoices() == []
+
+
+def test_late_events_become_an_adjustment_on_the_next_invoice(store: Store) -> None:
+    jan = date(2026, 1, 31)
+    store.add_active_users(users("team-eom", jan, 7))
+    feb_close = datetime(2026, 2, 28, 1, tzinfo=UTC)
+    first = close(store=store, catalog=CATALOG, as_of=feb_close, grace=HOUR,
+                  publish=lambda _invoice: None, team="team-eom")
+    feb_invoice = first.due[-1].body
+    late = [ActiveUserRow("team-eom", jan, f"late{n}", datetime(2026, 2, 27, tzinfo=UTC),
+                          f"l{n}", "timeclock", "login") for n in range(3)]
+    store.add_active_users(late)  # arrive after February's invoice billed January at 7
+
+    second = close(store=store, catalog=CATALOG, as_of=datetime(2026, 3, 31, 1, tzinfo=UTC),
+                   grace=HOUR, publish=lambda _invoice: None, team="team-eom")
+    assert second.due[1].body == feb_invoice  # the issued invoice never changes
+    march = Invoice.model_validate_json(second.due[2].body)
+    assert [(ln.kind, ln.quantity, ln.amount, ln.service_start) for ln in march.lines] == [
+        ("base", "1", "10.00", date(2026, 3, 31)),
+        ("overage", "0", "0.00", date(2026, 2, 28)),
+        ("adjustment", "3", "6.00", jan),
+    ]
+    # on time, January would have billed 10 - 5 = 5 users: 2 on February's, 3 on March's
+    feb = Invoice.model_validate_json(feb_invoice)
+    assert feb.lines[1].quantity == "2"
+    again = close(store=store, catalog=CATALOG, as_of=datetime(2026, 4, 30, 1, tzinfo=UTC),
+                  grace=HOUR, publish=lambda _invoice: None, team="team-eom")
+    april = Invoice.model_validate_json(again.due[3].body)
+    assert [ln.kind for ln in april.lines] == ["base", "overage"]  # corrected once only

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregation.periods import Period, next_anchor_date
-from invoicing.rating import rate_mau_invoice, usage_period
+from invoicing.rating import Correction, rate_mau_invoice, usage_period
 from schemas.catalog import Account, MauPlan
 from schemas.currency import CURRENCY_EXPONENTS
 from schemas.invoice import Invoice
@@ -50,6 +50,7 @@ def test_seed_001_first_invoice_is_the_base_fee_only() -> None:
         "subtotal": "10.00",
         "tax": "0.00",
         "total": "10.00",
+        "usage": [],
     }
     assert usage_period(ACME, D("2026-07-04")) is None
 
@@ -87,6 +88,7 @@ def test_seed_001_second_invoice_bills_28_users_above_the_included_5() -> None:
         "subtotal": "66.00",
         "tax": "0.00",
         "total": "66.00",
+        "usage": [{"period_start": "2026-07-04", "period_end": "2026-08-04", "active_users": 33}],
     }
 
 
@@ -232,3 +234,63 @@ def test_invoice_arithmetic_always_adds_up(
         assert fraction_digits(text) == digits
     assert len(invoice.lines) == (1 if usage is None else 2)
     assert Invoice.model_validate_json(invoice.canonical_json()) == invoice
+
+
+# --- late events ------------------------------------------------------------------------
+
+JULY = Period(D("2026-07-04"), D("2026-08-04"))
+
+
+def test_late_users_add_an_adjustment_naming_the_corrected_period() -> None:
+    # July was billed at 33 users (28 over); 3 more July users arrived after that close.
+    invoice = rate_mau_invoice(
+        account=ACME, plan=POWER, invoice_date=D("2026-09-04"), usage=6,
+        corrections=[Correction(JULY, billed=33, current=36)],
+    )
+    adjustment = invoice.lines[-1]
+    assert (adjustment.kind, adjustment.quantity, adjustment.amount) == ("adjustment", "3", "6.00")
+    assert (adjustment.service_start, adjustment.service_end) == (JULY.start, JULY.end)
+    assert adjustment.description == (
+        "3 active users reported late for 2026-07-04 to 2026-08-04: 36 active, 33 billed, "
+        "5 included")
+    assert invoice.total == "18.00"  # base 10 + August 1 over x 2 + adjustment 6
+    assert [r.active_users for r in invoice.usage] == [6, 36]
+
+
+def test_late_users_within_the_allowance_cost_nothing_and_add_no_line() -> None:
+    invoice = rate_mau_invoice(
+        account=ACME, plan=POWER, invoice_date=D("2026-09-04"), usage=2,
+        corrections=[Correction(JULY, billed=2, current=4)],
+    )
+    assert [line.kind for line in invoice.lines] == ["base", "overage"]
+
+
+def test_a_correction_of_a_period_not_yet_ended_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot correct"):
+        rate_mau_invoice(account=ACME, plan=POWER, invoice_date=D("2026-08-04"), usage=3,
+                         corrections=[Correction(Period(D("2026-08-04"), D("2026-09-04")), 1, 9)])
+
+
+@given(
+    included=st.integers(0, 50),
+    on_time=st.integers(0, 200),
+    late=st.integers(0, 200),
+    price=st.decimals(min_value=0, max_value=1000, places=2, allow_nan=False),
+)
+def test_a_late_event_plus_its_adjustment_equals_the_on_time_result(
+    included: int, on_time: int, late: int, price: Decimal
+) -> None:
+    plan = POWER.model_copy(update={"included_users": included, "overage_price": price})
+    billed_late = rate_mau_invoice(account=ACME, plan=plan, invoice_date=D("2026-08-04"),
+                                   usage=on_time)
+    corrected = rate_mau_invoice(
+        account=ACME, plan=plan, invoice_date=D("2026-09-04"), usage=0,
+        corrections=[Correction(JULY, billed=on_time, current=on_time + late)],
+    )
+    all_on_time = rate_mau_invoice(account=ACME, plan=plan, invoice_date=D("2026-08-04"),
+                                   usage=on_time + late)
+    july_charges = [
+        Decimal(line.amount) for inv in (billed_late, corrected) for line in inv.lines
+        if line.kind in ("overage", "adjustment") and line.service_start == JULY.start
+    ]
+    assert sum(july_charges) == Decimal(all_on_time.lines[1].amount)
