@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 
-@dataclass(frozen=True, slots=True)
-class ActiveUserRow:
+# Rows are named tuples: the worker builds two per event, and tuples are the cheapest
+# immutable records to build.
+class ActiveUserRow(NamedTuple):
     """A first-seen (team, period, user): the event that made the user count."""
 
     team: str
@@ -20,8 +21,7 @@ class ActiveUserRow:
     event_type: str
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
+class EventRow(NamedTuple):
     """One counted event, idempotent by (source, event_id): the audit trail and daily usage."""
 
     team: str

@@ -16,7 +16,7 @@ from aggregation.periods import (
     DEFAULT_ANCHOR_DAY,
     DEFAULT_ZONE,
     next_anchor_date,
-    period_containing,
+    period_for_date,
 )
 from aggregation.store import ActiveUserRow, EventRow
 from schemas.catalog import Catalog
@@ -67,19 +67,15 @@ class FirstSeen:
 
     def place(self, event: ActivityEvent) -> tuple[ActiveUserRow, EventRow]:
         """The first-seen candidate and the event row, both in the team's billing period."""
-        clock = self.clock(event.team)
-        period = period_containing(event.time, anchor_day=clock.anchor_day, zone=clock.zone)
+        team, user = event.subject, event.data.user_id
+        clock = self.clock(team)
+        day = event.time.astimezone(clock.zone).date()
+        start = period_for_date(day, clock.anchor_day).start
         at = event.time.astimezone(UTC).replace(microsecond=0)
-        active = ActiveUserRow(
-            team=event.team, period_start=period.start, user_id=event.user_id, first_time=at,
-            event_id=event.id, source=event.source, event_type=event.type,
+        return (
+            ActiveUserRow(team, start, user, at, event.id, event.source, event.type),
+            EventRow(team, start, day, event.type, event.source, event.id, user, at),
         )
-        counted = EventRow(
-            team=event.team, period_start=period.start,
-            day=event.time.astimezone(clock.zone).date(), event_type=event.type,
-            source=event.source, event_id=event.id, user_id=event.user_id, time=at,
-        )
-        return active, counted
 
     def plan(self, events: Iterable[ActivityEvent]) -> Planned:
         """Every event row, and the earliest event per key unless an earlier one was written."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -36,7 +36,7 @@ class ActivityEvent(BaseModel):
     id: str = Field(min_length=1, max_length=256)
     source: str = Field(min_length=1, max_length=256)
     type: EventType
-    time: AwareDatetime
+    time: Annotated[AwareDatetime, Field(ge=EARLIEST_TIME, le=LATEST_TIME)]
     subject: str = Field(min_length=1, max_length=256)
     data: ActivityData
 
@@ -47,16 +47,9 @@ class ActivityEvent(BaseModel):
             raise ValueError("time must be an RFC 3339 date-time with offset")
         return value
 
-    @field_validator("time")
-    @classmethod
-    def _storable(cls, value: datetime) -> datetime:
-        try:
-            in_range = EARLIEST_TIME <= value <= LATEST_TIME
-        except OverflowError:
-            in_range = False
-        if not in_range:
-            raise ValueError(f"time must be between {EARLIEST_TIME:%Y} and {LATEST_TIME:%Y}")
-        return value
+    def has_extensions(self) -> bool:
+        """Fields beyond the contract: the only parts of a valid event without a size bound."""
+        return bool(self.__pydantic_extra__) or bool(self.data.__pydantic_extra__)
 
     @property
     def team(self) -> str:

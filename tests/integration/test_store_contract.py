@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -289,7 +288,7 @@ def test_mau_and_first_events_match_a_python_model(
     team = uuid.uuid4().hex
     first: dict[str, ActiveUserRow] = {}
     for batch in batches:
-        rows = [replace(row, team=team) for row in batch]
+        rows = [row._replace(team=team) for row in batch]
         store.add_active_users(rows)
         for row in rows:
             best = first.get(row.user_id)
