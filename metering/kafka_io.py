@@ -57,6 +57,7 @@ def make_producer(bootstrap: str, *, linger_ms: int = DEFAULT_LINGER_MS) -> Kafk
 
 
 DEFAULT_HIGHWATER_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_FRAME_BYTES = 128 * 1024 * 1024
 
 
 def _highwaters(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -82,7 +83,9 @@ def group_lag(bootstrap: str, *, group: str, topic: str) -> int:
     """Messages in `topic` not yet committed by consumer group `group` (without joining it)."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-        client_id="metering-lag",
+        client_id="metering-lag", max_partition_fetch_bytes=1,
+        # the fetch that reports the high watermark returns at least one whole batch
+        receive_message_max_bytes=DEFAULT_MAX_FRAME_BYTES,
     )
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]

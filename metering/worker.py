@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.types import StreamT
 from prometheus_client import CollectorRegistry
 
@@ -40,6 +42,17 @@ log = logging.getLogger(__name__)
 DEFAULT_RETRY_FIRST_DELAY = 0.2
 DEFAULT_RETRY_MAX_DELAY = 10.0
 DEFAULT_RELEASE_INTERVAL_SECONDS = 60.0
+# Rejected originals are cut to this size: Kafka refuses messages over 1 MB by default, and
+# the first 256 KiB are plenty to see what a producer sent.
+DEFAULT_MAX_REJECTED_BYTES = 256 * 1024
+
+
+def rejected_headers(rejection: Rejection) -> dict[str, bytes]:
+    """Reason and detail; an original over the size cap is cut, and its size says so."""
+    headers = {"reason": rejection.reason.encode(), "detail": rejection.detail.encode()}
+    if len(rejection.raw) > DEFAULT_MAX_REJECTED_BYTES:
+        headers["original-bytes"] = str(len(rejection.raw)).encode()
+    return headers
 
 
 def create_app(
@@ -75,19 +88,24 @@ def create_app(
         store.add_active_users(planned.active_users)
 
     async def reject(rejections: Sequence[Rejection], key: bytes | None) -> None:
-        deliveries: list[Awaitable[Any]] = []
         for rejection in rejections:
             metrics.events_rejected.labels(reason=rejection.reason).inc()
-            deliveries.append(
-                await rejected_topic.send(
-                    key=key,
-                    value=rejection.raw,
-                    headers={"reason": rejection.reason.encode(),
-                             "detail": rejection.detail.encode()},
-                    force=True,
-                )
-            )
-        await asyncio.gather(*deliveries)
+        delay = DEFAULT_RETRY_FIRST_DELAY
+        while True:
+            try:
+                deliveries: list[Awaitable[Any]] = [
+                    await rejected_topic.send(
+                        key=key, value=rejection.raw[:DEFAULT_MAX_REJECTED_BYTES],
+                        headers=rejected_headers(rejection), force=True,
+                    )
+                    for rejection in rejections
+                ]
+                await asyncio.gather(*deliveries)
+                return
+            except (KafkaError, ProducerSendError) as exc:
+                log.warning("rejected-topic send failed, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DEFAULT_RETRY_MAX_DELAY)
 
     async def write(planned: Planned) -> None:
         delay = DEFAULT_RETRY_FIRST_DELAY
