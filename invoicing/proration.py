@@ -1,0 +1,179 @@
+"""Prepaid terms and what a span of one is worth (proration), as invoice lines.
+
+The rule: a span [start, end) of a term is worth days in the span / days in the term of the
+term's price ("exact_days"), computed exactly and rounded once, half up, to the currency's
+minor unit. Two month-based conventions reproduce Jibble's published figures:
+
+- months_2dp (seed 004): the span's days become months of the term rounded to 2 places
+  first: 167 of 365 days = 5.4904 -> 5.49 months, $30/month x 5.49 = $164.70, where exact days
+  give 360 x 167/365 = 164.7123 -> $164.71.
+- calendar_months (seed 002 "x 0.5 (proration for half a year)"): each whole anchor month is
+  one month, a partial month counts its days over that month's days.
+
+A term is whole anchor months: anchor dates come from the anchor day and are clamped to short
+months (aggregation/periods.py), so a term starting 31 Jan 2024 with anchor 31 ends on 31 Jan
+2025 and its second month is [29 Feb, 31 Mar).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from fractions import Fraction
+
+from aggregation.periods import anchor_date
+from invoicing.money import exponent, format_amount, format_unit_price, line_amount, quantize
+from schemas.invoice import InvoiceLine, LineKind
+from schemas.plans import Proration
+
+__all__ = [
+    "Portion",
+    "Proration",
+    "Term",
+    "charge_line",
+    "portion",
+    "prorated_line",
+    "scaled_amount",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Term:
+    """A prepaid term of `months` anchor months from `start` (an anchor date): [start, end)."""
+
+    start: date
+    months: int
+    anchor_day: int
+
+    def __post_init__(self) -> None:
+        if self.months < 1:
+            raise ValueError(f"term months must be >= 1, got {self.months}")
+        expected = anchor_date(self.start.year, self.start.month, anchor_day=self.anchor_day)
+        if self.start != expected:
+            raise ValueError(
+                f"term start {self.start} is not a billing date for anchor day "
+                f"{self.anchor_day} (that month's is {expected})"
+            )
+
+    @classmethod
+    def beginning(cls, start: date, *, months: int) -> Term:
+        """The term whose anchor day is `start`'s day."""
+        return cls(start=start, months=months, anchor_day=start.day)
+
+    def anchor(self, k: int) -> date:
+        """The k-th anchor date of the term; anchor(0) is the start, anchor(months) the end."""
+        year, month = divmod(self.start.year * 12 + self.start.month - 1 + k, 12)
+        return anchor_date(year, month + 1, anchor_day=self.anchor_day)
+
+    @property
+    def end(self) -> date:
+        return self.anchor(self.months)
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    def following(self) -> Term:
+        """The renewal term, starting where this one ends."""
+        return Term(start=self.end, months=self.months, anchor_day=self.anchor_day)
+
+    def contains(self, day: date) -> bool:
+        return self.start <= day < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class Portion:
+    """The share `ratio` of a term that [start, end) is worth; `basis` says how, for people."""
+
+    start: date
+    end: date
+    ratio: Fraction
+    basis: str
+
+
+def _half_up(value: Fraction, places: int) -> Decimal:
+    """Round an exact rational half up (away from zero on a tie), once."""
+    units = math.floor(abs(value) * 10**places + Fraction(1, 2))
+    return Decimal(f"{'-' if value < 0 else ''}{units}E-{places}")
+
+
+def _months_into(term: Term, day: date) -> Fraction:
+    """Calendar months from the term's start to `day`: whole anchor months plus the days of
+    the partial one over that month's days."""
+    for k in range(term.months):
+        low, high = term.anchor(k), term.anchor(k + 1)
+        if day < high:
+            return k + Fraction((day - low).days, (high - low).days)
+    return Fraction(term.months)
+
+
+def portion(*, start: date, end: date, term: Term, convention: Proration) -> Portion:
+    """The share of `term` that [start, end) is worth under `convention` (see module doc)."""
+    if not term.start <= start <= end <= term.end:
+        raise ValueError(f"{start} to {end} is not inside the term {term.start} to {term.end}")
+    days = (end - start).days
+    if convention == "exact_days":
+        return Portion(start, end, Fraction(days, term.days), f"{days}/{term.days} days")
+    if convention == "months_2dp":
+        months = _half_up(Fraction(days * term.months, term.days), 2)
+        return Portion(start, end, Fraction(months) / term.months, f"{months}/{term.months} months")
+    exact = _months_into(term, end) - _months_into(term, start)
+    shown = f"{exact.numerator}" if exact.denominator == 1 else f"~{_half_up(exact, 4)}"
+    return Portion(start, end, exact / term.months, f"{shown}/{term.months} calendar months")
+
+
+def scaled_amount(amount: Decimal, factor: Fraction, *, currency: str) -> Decimal:
+    """amount x factor computed exactly, then rounded once, half up, to the minor unit."""
+    if not isinstance(amount, Decimal):
+        raise TypeError(f"{type(amount).__name__} is not money; pass a Decimal")
+    return quantize(_half_up(Fraction(amount) * factor, exponent(currency)), currency)
+
+
+def charge_line(
+    *,
+    kind: LineKind,
+    label: str,
+    quantity: int,
+    unit_price: Decimal,
+    start: date,
+    end: date,
+    currency: str,
+) -> InvoiceLine:
+    """quantity x unit_price for the whole of [start, end): "<label>, <start> to <end>"."""
+    return InvoiceLine(
+        kind=kind,
+        description=f"{label}, {start} to {end}",
+        quantity=str(quantity),
+        unit_price=format_unit_price(unit_price, currency),
+        amount=format_amount(line_amount(quantity, unit_price, currency), currency),
+        service_start=start,
+        service_end=end,
+    )
+
+
+def prorated_line(
+    *,
+    kind: LineKind,
+    label: str,
+    quantity: int,
+    unit_price: Decimal,
+    share: Portion,
+    currency: str,
+) -> InvoiceLine:
+    """quantity x unit_price (a full term's price) x share.ratio, rounded once.
+
+    The description states the share ("prorated 167/365 days"), the one factor that
+    quantity x unit_price leaves out. A credit passes a negative unit_price.
+    """
+    amount = scaled_amount(unit_price, share.ratio * quantity, currency=currency)
+    return InvoiceLine(
+        kind=kind,
+        description=f"{label}, {share.start} to {share.end}, prorated {share.basis}",
+        quantity=str(quantity),
+        unit_price=format_unit_price(unit_price, currency),
+        amount=format_amount(amount, currency),
+        service_start=share.start,
+        service_end=share.end,
+    )
