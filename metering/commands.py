@@ -58,6 +58,10 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     catalog = load_settings_catalog(settings, required=False)
     store = open_ready_store(settings)
     ensure_topics(settings.bootstrap_servers, _all_topics(settings), partitions=settings.partitions)
+    try:
+        (settings.work_dir / f"{settings.app_id}-data").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"work dir {settings.work_dir}: {exc.strerror}") from exc
     registry = CollectorRegistry()
     app = create_app(settings, store=store, catalog=catalog, registry=registry)
     if settings.metrics_port is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,6 +41,8 @@ class Settings(BaseSettings):
     dedupe_window: int = Field(default=DEFAULT_WINDOW_EVENTS, ge=0)
     session_timeout_seconds: float = Field(default=DEFAULT_SESSION_TIMEOUT_SECONDS, gt=0)
     log_level: str = "warning"
+    # Faust keeps local state (none of ours: no tables) under here, not in the working dir
+    work_dir: Path = Path(tempfile.gettempdir()) / "metering-worker"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
 

@@ -62,6 +62,7 @@ def create_app(
         settings.app_id,
         broker=settings.broker_url,
         web_enabled=False,
+        datadir=str(settings.work_dir / f"{settings.app_id}-data"),
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         key_serializer="raw",
