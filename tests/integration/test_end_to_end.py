@@ -9,9 +9,7 @@ clickhouse-server 18.16, and `metering close` issues the invoices.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,12 +18,16 @@ from pathlib import Path
 
 import confluent_kafka
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
-from deploy.local.services import LocalBroker, LocalClickHouse, ManagedProcess
-from metering.kafka_io import ensure_topics, wait_for_lag_zero
+from deploy.local.services import LocalBroker, LocalClickHouse
+from metering.kafka_io import ensure_topics
+from tests.integration.pipeline import (
+    METERING,
+    consume_all,
+    run_worker_until_caught_up,
+    worker_env,
+)
 
-METERING = str(Path(sys.executable).with_name("metering"))
 CATALOG = """
 plans:
   power:
@@ -96,44 +98,20 @@ def stack(
               "charges": f"charges-{tag}"}
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(CATALOG)
-    env = {
-        **os.environ,
-        "METERING_BROKER_URL": broker.url,
-        "METERING_STORE_URL": f"clickhouse://127.0.0.1:{clickhouse_server.tcp_port}/e2e_{tag}",
-        "METERING_CATALOG": str(catalog),
-        "METERING_APP_ID": f"metering-{tag}",
-        "METERING_EVENTS_TOPIC": topics["events"],
-        "METERING_REJECTED_TOPIC": topics["rejected"],
-        "METERING_CHARGES_TOPIC": topics["charges"],
-        "METERING_PARTITIONS": "4",
-        "METERING_SESSION_TIMEOUT_SECONDS": "6",
-    }
+    env = worker_env(
+        broker_url=broker.url,
+        store_url=f"clickhouse://127.0.0.1:{clickhouse_server.tcp_port}/e2e_{tag}",
+        catalog=str(catalog), app_id=f"metering-{tag}", events_topic=topics["events"],
+        rejected_topic=topics["rejected"], charges_topic=topics["charges"], partitions="4",
+        session_timeout_seconds="6",
+    )
     ensure_topics(broker.bootstrap, topics.values(), partitions=4)
     yield Stack(env=env, broker=broker, topics=topics, tmp=tmp_path)
 
 
-def consume_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(parts)
-        consumer.seek_to_beginning()
-        return [(m.key, m.value, dict(m.headers)) for m in consumer]
-    finally:
-        consumer.close()
-
-
-def run_worker_until_caught_up(stack: Stack) -> None:
-    worker = ManagedProcess(name="metering worker", argv=[METERING, "worker"],
-                            log_path=stack.tmp / "worker.log", env=stack.env)
-    worker.spawn()
-    try:
-        wait_for_lag_zero(stack.broker.bootstrap, group=stack.env["METERING_APP_ID"],
-                          topic=stack.topics["events"], timeout=120, alive=worker.alive)
-    finally:
-        worker.stop()
-    assert "Traceback" not in (stack.tmp / "worker.log").read_text()
+def run_worker(stack: Stack) -> None:
+    run_worker_until_caught_up(env=stack.env, bootstrap=stack.broker.bootstrap,
+                               log_path=stack.tmp / "worker.log")
 
 
 def test_seed_001_daniel_end_to_end(stack: Stack) -> None:
@@ -155,7 +133,7 @@ def test_seed_001_daniel_end_to_end(stack: Stack) -> None:
     assert outside.flush(30) == 0 and failures == []
     del outside  # librdkafka keeps reconnecting until its producer is destroyed
 
-    run_worker_until_caught_up(stack)
+    run_worker(stack)
 
     rejected = consume_all(stack.broker.bootstrap, stack.topics["rejected"])
     assert sorted(h["reason"] for _, _, h in rejected) == [b"invalid_json", b"missing_field"]
@@ -200,6 +178,6 @@ def test_seed_001_daniel_end_to_end(stack: Stack) -> None:
     assert again.stdout == august.stdout
     assert b"issued 0 new invoices" in again.stderr
     charges = consume_all(stack.broker.bootstrap, stack.topics["charges"])
-    assert sorted((k, json.loads(v)["invoice_date"]) for k, v, _ in charges) == [
+    assert sorted((k, json.loads(v or b"")["invoice_date"]) for k, v, _ in charges) == [
         (b"team-angela", "2026-07-04"), (b"team-angela", "2026-08-04"),
         (b"team-daniel", "2026-07-04"), (b"team-daniel", "2026-08-04")]

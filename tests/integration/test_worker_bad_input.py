@@ -9,8 +9,6 @@ its reason and original bytes, nothing crashes the worker, nothing is silently d
 from __future__ import annotations
 
 import json
-import os
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,15 +16,15 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from aggregation import open_store
 from aggregation.store import ActiveUserRow
-from deploy.local.services import LocalBroker, LocalClickHouse, ManagedProcess
+from deploy.local.services import LocalBroker, LocalClickHouse
 from metering.decode import REJECT_REASONS
-from metering.kafka_io import BrokerError, ensure_topics, wait_for_lag_zero
+from metering.kafka_io import ensure_topics
+from tests.integration.pipeline import consume_all, run_worker_until_caught_up, worker_env
 
-METERING = str(Path(sys.executable).with_name("metering"))
 TEAM = "team-hostile"
 KEY = TEAM.encode()
 GOOD_AT = datetime(2026, 7, 10, 9, 0, tzinfo=UTC)
@@ -53,17 +51,11 @@ def stack(
     tag = uuid.uuid4().hex[:8]
     events, rejected = f"hostile-events-{tag}", f"hostile-rejected-{tag}"
     store_url = f"clickhouse://127.0.0.1:{clickhouse_server.tcp_port}/hostile_{tag}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
-    env.update({
-        "METERING_BROKER_URL": broker.url,
-        "METERING_STORE_URL": store_url,
-        "METERING_APP_ID": f"metering-hostile-{tag}",
-        "METERING_EVENTS_TOPIC": events,
-        "METERING_REJECTED_TOPIC": rejected,
-        "METERING_CHARGES_TOPIC": f"hostile-charges-{tag}",
-        "METERING_PARTITIONS": "1",
-        "METERING_SESSION_TIMEOUT_SECONDS": "6",
-    })
+    env = worker_env(
+        broker_url=broker.url, store_url=store_url, app_id=f"metering-hostile-{tag}",
+        events_topic=events, rejected_topic=rejected, charges_topic=f"hostile-charges-{tag}",
+        partitions="1", session_timeout_seconds="6",
+    )
     ensure_topics(broker.bootstrap, [events, rejected], partitions=1)
     yield Stack(env=env, broker=broker, events_topic=events, rejected_topic=rejected,
                 store_url=store_url, tmp=tmp_path)
@@ -99,41 +91,9 @@ def produce(stack: Stack, messages: list[tuple[bytes, bytes | None]]) -> None:
         producer.close()
 
 
-def consume_all(bootstrap: str, topic: str) -> list[Record]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(parts)
-        consumer.seek_to_beginning()
-        return [(m.key, m.value, dict(m.headers)) for m in consumer]
-    finally:
-        consumer.close()
-
-
-def run_worker_until_caught_up(stack: Stack) -> None:
-    log = stack.tmp / "worker.log"
-    worker = ManagedProcess(name="metering worker", argv=[METERING, "worker"], log_path=log,
-                            env=stack.env)
-
-    def healthy() -> bool:
-        # A crashed Faust agent leaves the process running; its traceback is in the log.
-        return worker.alive() and "Traceback" not in log.read_text(errors="replace")
-
-    worker.spawn()
-    try:
-        try:
-            wait_for_lag_zero(stack.broker.bootstrap, group=stack.env["METERING_APP_ID"],
-                              topic=stack.events_topic, timeout=CATCH_UP_TIMEOUT,
-                              alive=healthy)
-        except BrokerError as exc:
-            pytest.fail(f"worker did not catch up ({exc}); alive={worker.alive()}; "
-                        f"log: {log.read_text(errors='replace')[-3000:]}")
-        assert worker.alive(), f"worker exited: {worker.log_tail(20)}"
-    finally:
-        worker.stop()
-    text = log.read_text(errors="replace")
-    assert "Traceback" not in text, text[-4000:]
+def run_worker(stack: Stack) -> None:
+    run_worker_until_caught_up(env=stack.env, bootstrap=stack.broker.bootstrap,
+                               log_path=stack.tmp / "worker.log", timeout=CATCH_UP_TIMEOUT)
 
 
 def counted(stack: Stack, period_start: date = PERIOD) -> list[ActiveUserRow]:
@@ -173,7 +133,7 @@ def test_worker_rejects_each_bad_message_and_counts_only_good_users(stack: Stack
     messages.append((KEY, encode(event("good-last", "u-last", at=GOOD_AT + timedelta(days=9)))))
     produce(stack, messages)
 
-    run_worker_until_caught_up(stack)
+    run_worker(stack)
 
     rejected = consume_all(stack.broker.bootstrap, stack.rejected_topic)
     assert len(rejected) == len(singles_rejected) + 1, rejected
@@ -215,7 +175,7 @@ def test_worker_survives_event_times_the_store_cannot_hold(stack: Stack, at: str
     produce(stack, [(KEY, encode(event("before", "u-before"))), (KEY, odd),
                     (KEY, encode(event("after", "u-after")))])
 
-    run_worker_until_caught_up(stack)
+    run_worker(stack)
 
     rejected = consume_all(stack.broker.bootstrap, stack.rejected_topic)
     assert [(key, value) for key, value, _ in rejected] == [(KEY, odd)]
@@ -228,7 +188,7 @@ def test_worker_survives_a_tombstone(stack: Stack) -> None:
     an empty message, and the events after it are still counted."""
     produce(stack, [(b"tombstone", None), (KEY, encode(event("after", "u-after")))])
 
-    run_worker_until_caught_up(stack)
+    run_worker(stack)
 
     rejected = consume_all(stack.broker.bootstrap, stack.rejected_topic)
     assert [key for key, _, _ in rejected] == [b"tombstone"]

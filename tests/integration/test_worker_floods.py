@@ -7,8 +7,6 @@ count once (MAU 1, one event that day) and must not stop the events behind it.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -16,10 +14,10 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from aggregation import DailyUsage, open_store
-from deploy.local.services import LocalBroker, LocalClickHouse, ManagedProcess
-from metering.kafka_io import ensure_topics, wait_for_lag_zero
+from deploy.local.services import LocalBroker, LocalClickHouse
+from metering.kafka_io import ensure_topics
+from tests.integration.pipeline import run_worker_until_caught_up, worker_env
 
-METERING = str(Path(sys.executable).with_name("metering"))
 TEN_MB = 10 * 1024 * 1024
 AT = datetime(2026, 7, 10, 9, tzinfo=UTC)
 JULY = date(2026, 7, 1)  # teams outside any catalog: calendar months in UTC
@@ -59,20 +57,11 @@ def test_ten_megabyte_messages_and_a_duplicate_flood(
     producer.flush()
     producer.close()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
-    env.update({"METERING_BROKER_URL": broker.url, "METERING_STORE_URL": store_url,
-                "METERING_APP_ID": f"flood-{tag}", "METERING_EVENTS_TOPIC": topic,
-                "METERING_REJECTED_TOPIC": rejected, "METERING_PARTITIONS": "2",
-                "METERING_SESSION_TIMEOUT_SECONDS": "6"})
-    worker = ManagedProcess(name="metering worker", argv=[METERING, "worker"],
-                            log_path=tmp_path / "worker.log", env=env)
-    worker.spawn()
-    try:
-        wait_for_lag_zero(broker.bootstrap, group=f"flood-{tag}", topic=topic, timeout=240,
-                          alive=worker.alive)
-    finally:
-        worker.stop()
-    assert "Traceback" not in (tmp_path / "worker.log").read_text()
+    env = worker_env(broker_url=broker.url, store_url=store_url, app_id=f"flood-{tag}",
+                     events_topic=topic, rejected_topic=rejected, partitions="2",
+                     session_timeout_seconds="6")
+    run_worker_until_caught_up(env=env, bootstrap=broker.bootstrap,
+                               log_path=tmp_path / "worker.log", timeout=240)
 
     store = open_store(store_url)
     try:

@@ -1,0 +1,66 @@
+"""Shared by the integration tests that drive the real `metering` processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from deploy.local.services import ManagedProcess
+from metering.kafka_io import BrokerError, wait_for_lag_zero
+
+METERING = str(Path(sys.executable).with_name("metering"))
+DEFAULT_CATCH_UP_TIMEOUT = 120.0
+
+Record = tuple[bytes | None, bytes | None, dict[str, bytes]]
+
+
+def worker_env(**settings: str) -> dict[str, str]:
+    """This process's environment without its METERING_* settings, plus `settings`
+    (keys without the prefix: broker_url="kafka://..." sets METERING_BROKER_URL)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
+    env.update({f"METERING_{key.upper()}": value for key, value in settings.items()})
+    return env
+
+
+def consume_all(bootstrap: str, topic: str) -> list[Record]:
+    """Every record of `topic` from the beginning, without a consumer group."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        return [(m.key, m.value, dict(m.headers)) for m in consumer]
+    finally:
+        consumer.close()
+
+
+def run_worker_until_caught_up(
+    *, env: dict[str, str], bootstrap: str, log_path: Path,
+    timeout: float = DEFAULT_CATCH_UP_TIMEOUT,
+) -> str:
+    """Run `metering worker` until its group has committed the whole events topic; fail the
+    test if it crashes or logs a traceback. Returns the worker's log."""
+    worker = ManagedProcess(name="metering worker", argv=[METERING, "worker"],
+                            log_path=log_path, env=env)
+
+    def healthy() -> bool:
+        # A crashed Faust agent leaves the process running; its traceback is in the log.
+        return worker.alive() and "Traceback" not in log_path.read_text(errors="replace")
+
+    worker.spawn()
+    try:
+        wait_for_lag_zero(bootstrap, group=env["METERING_APP_ID"],
+                          topic=env["METERING_EVENTS_TOPIC"], timeout=timeout, alive=healthy)
+    except BrokerError as exc:
+        pytest.fail(f"worker did not catch up ({exc}); "
+                    f"log: {log_path.read_text(errors='replace')[-3000:]}")
+    finally:
+        worker.stop()
+    log = log_path.read_text(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
+    return log
