@@ -55,6 +55,8 @@ class BatchingEmitter:
         self._buffers: dict[str, _Buffer] = {}
         self._pending: list[FutureRecordMetadata] = []
         self._lock = threading.Lock()
+        self._accepting = True
+        self._linger_error: BaseException | None = None
         self._closed = threading.Event()
         self._timer = threading.Thread(target=self._linger_loop, name="emitter-linger",
                                        daemon=True)
@@ -67,22 +69,30 @@ class BatchingEmitter:
         team = event["subject"]
         encoded = json.dumps(event, separators=(",", ":")).encode()
         with self._lock:
-            if self._closed.is_set():
+            if not self._accepting:
                 raise BrokerError("emitter is closed")
+            self._raise_linger_error()
             buffer = self._buffers.get(team)
             if buffer is not None and buffer.size + len(encoded) + 1 > self._max_bytes:
-                self._send(team, self._buffers.pop(team))
+                self._send(team)
                 buffer = None
             if buffer is None:
                 buffer = self._buffers[team] = _Buffer(started=time.monotonic())
             buffer.events.append(encoded)
             buffer.size += len(encoded) + 1
             if len(buffer.events) >= self._max_events:
-                self._send(team, self._buffers.pop(team))
+                self._send(team)
 
-    def _send(self, team: str, buffer: _Buffer) -> None:
+    def _raise_linger_error(self) -> None:
+        if self._linger_error is not None:
+            raise BrokerError(f"sending a batch failed: {self._linger_error}")
+
+    def _send(self, team: str) -> None:
+        """Hand the team's buffer to the producer; it stays buffered if the producer refuses."""
+        buffer = self._buffers[team]
         value = b"[" + b",".join(buffer.events) + b"]"
         self._pending.append(self._producer.send(self._topic, key=team.encode(), value=value))
+        del self._buffers[team]
         self.sent_events += len(buffer.events)
         self.sent_messages += 1
 
@@ -92,16 +102,22 @@ class BatchingEmitter:
             due = [team for team, buf in self._buffers.items()
                    if everything or now - buf.started >= self._linger]
             for team in due:
-                self._send(team, self._buffers.pop(team))
+                self._send(team)
             # a long-lived emitter keeps only deliveries still in flight or failed
             self._pending = [f for f in self._pending if not f.is_done or f.failed()]
 
     def _linger_loop(self) -> None:
         while not self._closed.wait(self._linger / 2):
-            self._send_due(everything=False)
+            try:
+                self._send_due(everything=False)
+            except Exception as exc:  # noqa: BLE001 - reported by the next emit or flush
+                with self._lock:
+                    self._linger_error = exc
 
     def flush(self) -> None:
         """Send every buffer now and wait until the broker has acknowledged all of them."""
+        with self._lock:
+            self._raise_linger_error()
         self._send_due(everything=True)
         self._producer.flush()
         with self._lock:
@@ -114,6 +130,8 @@ class BatchingEmitter:
             )
 
     def close(self) -> None:
+        with self._lock:
+            self._accepting = False
         try:
             self.flush()
         finally:
