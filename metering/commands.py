@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Iterator
@@ -66,11 +67,25 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings, store=store, catalog=catalog, registry=registry)
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    tune_collector()
     try:
         faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
     finally:
         store.close()
     return 0
+
+
+# Each batch allocates hundreds of thousands of short-lived objects while the dedupe state
+# stays large: with the default threshold (700) the collector ran during most allocations
+# and took more time than validation itself (py-spy; bench/throughput.py in README).
+DEFAULT_GC_YOUNG_THRESHOLD = 100_000
+
+
+def tune_collector() -> None:
+    """Start-up objects leave the collector's generations; young collections run rarely."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(DEFAULT_GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _lines(source: str) -> Iterator[bytes]:
