@@ -1,4 +1,4 @@
-"""Issue 3 bad input at volume: a 10 MB message and a flood of duplicates of one event.
+"""Issue 3 bad input at volume: a 10 MB message and a flood of 1M duplicates of one event.
 
 Real broker, real `metering worker` process, real ClickHouse server. A duplicate flood must
 count once (MAU 1, one event that day) and must not stop the events behind it.
@@ -48,10 +48,10 @@ def test_ten_megabyte_messages_and_a_duplicate_flood(
     batch = b"[" + b",".join(members) + b"]"
     assert len(batch) >= TEN_MB
     producer.send(topic, key=big_team.encode(), value=batch)
-    # 200,000 deliveries of the same event, in batches as a retrying emitter would send
+    # 1,000,000 deliveries of the same event, in batches as a retrying emitter would send
     same = event("once", flood_team, "only-user")
-    flood = b"[" + b",".join([same] * 500) + b"]"
-    for _ in range(400):
+    flood = b"[" + b",".join([same] * 1000) + b"]"
+    for _ in range(1000):
         producer.send(topic, key=flood_team.encode(), value=flood)
     producer.send(topic, key=flood_team.encode(), value=event("after", flood_team, "late-user"))
     producer.flush()
