@@ -152,7 +152,6 @@ def run_close(settings: Settings, *, as_of: datetime, team: str | None) -> closi
     catalog = load_settings_catalog(settings, required=True)
     ensure_topics(settings.bootstrap_servers, [settings.charges_topic],
                   partitions=settings.partitions)
-    store = open_ready_store(settings)
     producer = make_producer(settings.bootstrap_servers, linger_ms=0)
 
     def publish(invoice: Invoice) -> None:
@@ -165,13 +164,16 @@ def run_close(settings: Settings, *, as_of: datetime, team: str | None) -> closi
             raise BrokerError(f"charge for {invoice.team} not published: {future.exception}")
 
     try:
-        return closing.close(
-            store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
-            publish=publish, team=team,
-        )
+        store = open_ready_store(settings)
+        try:
+            return closing.close(
+                store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
+                publish=publish, team=team,
+            )
+        finally:
+            store.close()
     finally:
         producer.close()
-        store.close()
 
 
 def close(args: argparse.Namespace, settings: Settings) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -53,6 +53,26 @@ def rejected_headers(rejection: Rejection) -> dict[str, bytes]:
     if len(rejection.raw) > DEFAULT_MAX_REJECTED_BYTES:
         headers["original-bytes"] = str(len(rejection.raw)).encode()
     return headers
+
+
+async def until_done(
+    what: str,
+    attempt: Callable[[], Awaitable[None]],
+    errors: tuple[type[Exception], ...],
+    *,
+    on_failure: Callable[[], None] = lambda: None,
+) -> None:
+    """Retry with exponential back-off: the batch stays unacknowledged until it succeeds."""
+    delay = DEFAULT_RETRY_FIRST_DELAY
+    while True:
+        try:
+            await attempt()
+            return
+        except errors as exc:
+            on_failure()
+            log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, DEFAULT_RETRY_MAX_DELAY)
 
 
 def create_app(
@@ -91,40 +111,33 @@ def create_app(
     async def reject(rejections: Sequence[Rejection], key: bytes | None) -> None:
         for rejection in rejections:
             metrics.events_rejected.labels(reason=rejection.reason).inc()
-        delay = DEFAULT_RETRY_FIRST_DELAY
-        while True:
-            try:
-                deliveries: list[Awaitable[Any]] = [
-                    await rejected_topic.send(
-                        key=key, value=rejection.raw[:DEFAULT_MAX_REJECTED_BYTES],
-                        headers=rejected_headers(rejection), force=True,
-                    )
-                    for rejection in rejections
-                ]
-                await asyncio.gather(*deliveries)
-                return
-            except (KafkaError, ProducerSendError) as exc:
-                log.warning("rejected-topic send failed, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, DEFAULT_RETRY_MAX_DELAY)
+
+        async def deliver() -> None:
+            deliveries: list[Awaitable[Any]] = [
+                await rejected_topic.send(
+                    key=key, value=rejection.raw[:DEFAULT_MAX_REJECTED_BYTES],
+                    headers=rejected_headers(rejection), force=True,
+                )
+                for rejection in rejections
+            ]
+            await asyncio.gather(*deliveries)
+
+        await until_done("rejected-topic send", deliver, (KafkaError, ProducerSendError))
 
     async def write(planned: Planned) -> None:
-        delay = DEFAULT_RETRY_FIRST_DELAY
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await loop.run_in_executor(executor, store_planned, planned)
-            except StoreError as exc:
-                metrics.store_up.set(0)
-                metrics.write_retries.inc()
-                log.warning("store write failed, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, DEFAULT_RETRY_MAX_DELAY)
-                continue
-            metrics.store_up.set(1)
-            metrics.rows_written.inc(len(planned.active_users))
-            metrics.events_written.inc(len(planned.events))
-            return
+
+        async def attempt() -> None:
+            await loop.run_in_executor(executor, store_planned, planned)
+
+        def failed() -> None:
+            metrics.store_up.set(0)
+            metrics.write_retries.inc()
+
+        await until_done("store write", attempt, (StoreError,), on_failure=failed)
+        metrics.store_up.set(1)
+        metrics.rows_written.inc(len(planned.active_users))
+        metrics.events_written.inc(len(planned.events))
 
     def release(now: datetime) -> None:
         nonlocal next_release
