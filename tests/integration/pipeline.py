@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from deploy.local.services import ManagedProcess
-from metering.kafka_io import BrokerError, wait_for_lag_zero
+from deploy.local.services import LocalBroker, LocalClickHouse, ManagedProcess
+from metering.kafka_io import BrokerError, ensure_topics, wait_for_lag_zero
 
 METERING = str(Path(sys.executable).with_name("metering"))
 DEFAULT_CATCH_UP_TIMEOUT = 120.0
@@ -64,3 +66,35 @@ def run_worker_until_caught_up(
     log = log_path.read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
     return log
+
+
+@dataclass
+class Stack:
+    """One isolated pipeline on the shared services: own topics, group and database."""
+
+    env: dict[str, str]
+    broker: LocalBroker
+    events_topic: str
+    rejected_topic: str
+    store_url: str
+    tmp: Path
+
+    def run_worker(self, timeout: float = DEFAULT_CATCH_UP_TIMEOUT) -> str:
+        return run_worker_until_caught_up(env=self.env, bootstrap=self.broker.bootstrap,
+                                          log_path=self.tmp / "worker.log", timeout=timeout)
+
+
+def new_stack(
+    name: str, *, broker: LocalBroker, clickhouse: LocalClickHouse, tmp: Path, partitions: int
+) -> Stack:
+    tag = f"{name}-{uuid.uuid4().hex[:8]}"
+    events, rejected = f"{tag}-events", f"{tag}-rejected"
+    store_url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/{tag.replace('-', '_')}"
+    env = worker_env(
+        broker_url=broker.url, store_url=store_url, app_id=f"metering-{tag}",
+        events_topic=events, rejected_topic=rejected, charges_topic=f"{tag}-charges",
+        partitions=str(partitions), session_timeout_seconds="6", work_dir=str(tmp / "worker"),
+    )
+    ensure_topics(broker.bootstrap, [events, rejected], partitions=partitions)
+    return Stack(env=env, broker=broker, events_topic=events, rejected_topic=rejected,
+                 store_url=store_url, tmp=tmp)

@@ -9,14 +9,11 @@ topic and compared with what was emitted; nothing here asserts how long anything
 from __future__ import annotations
 
 import json
-import os
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -24,11 +21,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from aggregation import open_store
-from deploy.local.services import LocalBroker, LocalClickHouse, ManagedProcess
+from deploy.local.services import LocalBroker, LocalClickHouse
 from metering.emitter import BatchingEmitter
-from metering.kafka_io import BrokerError, ensure_topics, make_producer, wait_for_lag_zero
+from metering.kafka_io import BrokerError, ensure_topics, make_producer
+from tests.integration.pipeline import Stack, new_stack
 
-METERING = str(Path(sys.executable).with_name("metering"))
 PARTITIONS = 4
 # Longer than any test: a batch is sent by size or by close, never by the clock.
 NO_LINGER = 600.0
@@ -234,62 +231,10 @@ def test_every_event_exactly_once_from_many_threads(
     assert (emitter.sent_events, emitter.sent_messages) == (threads_n * per_thread, len(records))
 
 
-@dataclass
-class Stack:
-    env: dict[str, str]
-    broker: LocalBroker
-    events_topic: str
-    rejected_topic: str
-    store_url: str
-    tmp: Path
-
-
 @pytest.fixture
-def stack(
-    broker: LocalBroker, clickhouse_server: LocalClickHouse, tmp_path: Path
-) -> Iterator[Stack]:
-    tag = uuid.uuid4().hex[:8]
-    events, rejected = f"emitter-events-{tag}", f"emitter-rejected-{tag}"
-    store_url = f"clickhouse://127.0.0.1:{clickhouse_server.tcp_port}/emitter_{tag}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
-    env.update({
-        "METERING_BROKER_URL": broker.url,
-        "METERING_STORE_URL": store_url,
-        "METERING_APP_ID": f"metering-emitter-{tag}",
-        "METERING_EVENTS_TOPIC": events,
-        "METERING_REJECTED_TOPIC": rejected,
-        "METERING_CHARGES_TOPIC": f"emitter-charges-{tag}",
-        "METERING_PARTITIONS": str(PARTITIONS),
-        "METERING_SESSION_TIMEOUT_SECONDS": "6",
-        "METERING_WORK_DIR": str(tmp_path / "worker"),
-    })
-    ensure_topics(broker.bootstrap, [events, rejected], partitions=PARTITIONS)
-    yield Stack(env=env, broker=broker, events_topic=events, rejected_topic=rejected,
-                store_url=store_url, tmp=tmp_path)
-
-
-def run_worker_until_caught_up(stack: Stack) -> None:
-    log = stack.tmp / "worker.log"
-    worker = ManagedProcess(name="metering worker", argv=[METERING, "worker"], log_path=log,
-                            env=stack.env)
-
-    def healthy() -> bool:
-        # A crashed Faust agent leaves the process running; its traceback is in the log.
-        return worker.alive() and "Traceback" not in log.read_text(errors="replace")
-
-    worker.spawn()
-    try:
-        try:
-            wait_for_lag_zero(stack.broker.bootstrap, group=stack.env["METERING_APP_ID"],
-                              topic=stack.events_topic, timeout=CATCH_UP_TIMEOUT,
-                              alive=healthy)
-        except BrokerError as exc:
-            pytest.fail(f"worker did not catch up ({exc}); "
-                        f"log: {log.read_text(errors='replace')[-3000:]}")
-    finally:
-        worker.stop()
-    text = log.read_text(errors="replace")
-    assert "Traceback" not in text, text[-4000:]
+def stack(broker: LocalBroker, clickhouse_server: LocalClickHouse, tmp_path: Path) -> Stack:
+    return new_stack("emitter", broker=broker, clickhouse=clickhouse_server, tmp=tmp_path,
+                     partitions=PARTITIONS)
 
 
 def test_emitter_batches_counted_by_the_worker(stack: Stack, producer: KafkaProducer) -> None:
@@ -315,7 +260,7 @@ def test_emitter_batches_counted_by_the_worker(stack: Stack, producer: KafkaProd
     finally:
         outside.close()
 
-    run_worker_until_caught_up(stack)
+    stack.run_worker(CATCH_UP_TIMEOUT)
 
     rejected = consume(stack.broker.bootstrap, stack.rejected_topic)
     assert len(rejected) == 1, rejected

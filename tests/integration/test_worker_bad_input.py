@@ -9,9 +9,6 @@ its reason and original bytes, nothing crashes the worker, nothing is silently d
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -22,8 +19,7 @@ from aggregation import open_store
 from aggregation.store import ActiveUserRow
 from deploy.local.services import LocalBroker, LocalClickHouse
 from metering.decode import REJECT_REASONS
-from metering.kafka_io import ensure_topics
-from tests.integration.pipeline import consume_all, run_worker_until_caught_up, worker_env
+from tests.integration.pipeline import Stack, consume_all, new_stack
 
 TEAM = "team-hostile"
 KEY = TEAM.encode()
@@ -34,31 +30,10 @@ CATCH_UP_TIMEOUT = 120.0
 Record = tuple[bytes | None, bytes | None, dict[str, bytes]]
 
 
-@dataclass
-class Stack:
-    env: dict[str, str]
-    broker: LocalBroker
-    events_topic: str
-    rejected_topic: str
-    store_url: str
-    tmp: Path
-
-
 @pytest.fixture
-def stack(
-    broker: LocalBroker, clickhouse_server: LocalClickHouse, tmp_path: Path
-) -> Iterator[Stack]:
-    tag = uuid.uuid4().hex[:8]
-    events, rejected = f"hostile-events-{tag}", f"hostile-rejected-{tag}"
-    store_url = f"clickhouse://127.0.0.1:{clickhouse_server.tcp_port}/hostile_{tag}"
-    env = worker_env(
-        broker_url=broker.url, store_url=store_url, app_id=f"metering-hostile-{tag}",
-        events_topic=events, rejected_topic=rejected, charges_topic=f"hostile-charges-{tag}",
-        partitions="1", session_timeout_seconds="6",
-    )
-    ensure_topics(broker.bootstrap, [events, rejected], partitions=1)
-    yield Stack(env=env, broker=broker, events_topic=events, rejected_topic=rejected,
-                store_url=store_url, tmp=tmp_path)
+def stack(broker: LocalBroker, clickhouse_server: LocalClickHouse, tmp_path: Path) -> Stack:
+    return new_stack("hostile", broker=broker, clickhouse=clickhouse_server, tmp=tmp_path,
+                     partitions=1)
 
 
 def event(
@@ -89,11 +64,6 @@ def produce(stack: Stack, messages: list[tuple[bytes, bytes | None]]) -> None:
             future.get(timeout=30)
     finally:
         producer.close()
-
-
-def run_worker(stack: Stack) -> None:
-    run_worker_until_caught_up(env=stack.env, bootstrap=stack.broker.bootstrap,
-                               log_path=stack.tmp / "worker.log", timeout=CATCH_UP_TIMEOUT)
 
 
 def counted(stack: Stack, period_start: date = PERIOD) -> list[ActiveUserRow]:
@@ -133,7 +103,7 @@ def test_worker_rejects_each_bad_message_and_counts_only_good_users(stack: Stack
     messages.append((KEY, encode(event("good-last", "u-last", at=GOOD_AT + timedelta(days=9)))))
     produce(stack, messages)
 
-    run_worker(stack)
+    stack.run_worker(CATCH_UP_TIMEOUT)
 
     rejected = consume_all(stack.broker.bootstrap, stack.rejected_topic)
     assert len(rejected) == len(singles_rejected) + 1, rejected
@@ -175,7 +145,7 @@ def test_worker_survives_event_times_the_store_cannot_hold(stack: Stack, at: str
     produce(stack, [(KEY, encode(event("before", "u-before"))), (KEY, odd),
                     (KEY, encode(event("after", "u-after")))])
 
-    run_worker(stack)
+    stack.run_worker(CATCH_UP_TIMEOUT)
 
     rejected = consume_all(stack.broker.bootstrap, stack.rejected_topic)
     assert [(key, value) for key, value, _ in rejected] == [(KEY, odd)]
@@ -188,7 +158,7 @@ def test_worker_survives_a_tombstone(stack: Stack) -> None:
     an empty message, and the events after it are still counted."""
     produce(stack, [(b"tombstone", None), (KEY, encode(event("after", "u-after")))])
 
-    run_worker(stack)
+    stack.run_worker(CATCH_UP_TIMEOUT)
 
     rejected = consume_all(stack.broker.bootstrap, stack.rejected_topic)
     assert [key for key, _, _ in rejected] == [b"tombstone"]
