@@ -8,6 +8,11 @@ the same invoice (same team and date, same bytes) on the next run instead of los
 Late events never rewrite an issued invoice: each invoice records the active users it
 billed per period (`usage`), and the next invoice adds an `adjustment` line for every
 earlier period whose count has grown since.
+
+Each account is rated by its plan's kind: "mau" (seed 001, `rate_mau_invoice`) or
+"mau_minimum" (seed 004, `mau_minimum_lines`). When the catalog has a `tax` table and the
+account a `billing_address`, the invoice gets one tax line (`invoice_with_tax`); otherwise
+its tax is zero and it carries no tax line.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from zoneinfo import ZoneInfo
 
 from aggregation.periods import Period, billing_dates
 from aggregation.store import Store, StoredInvoice
+from invoicing.mau_minimum import rate_mau_minimum_invoice
 from invoicing.rating import Correction, rate_mau_invoice, usage_period
-from schemas.catalog import Account, Catalog
+from invoicing.tax import invoice_with_tax
+from schemas.catalog import Account, Catalog, MauPlan
 from schemas.invoice import Invoice, UsageRecord
 
 Publish = Callable[[Invoice], None]
@@ -52,6 +59,20 @@ def billed_usage(invoices: list[Invoice]) -> dict[date, UsageRecord]:
     return billed
 
 
+def _taxed(catalog: Catalog, account: Account, invoice: Invoice) -> Invoice:
+    """`invoice` with its tax line when the catalog taxes this account; unchanged otherwise.
+
+    `invoice_with_tax` sums the untaxed lines into `subtotal` and appends the tax line, so
+    subtotal + tax = total = the sum of all lines, the tax line counted once."""
+    if catalog.tax is None or account.billing_address is None:
+        return invoice
+    taxed = invoice_with_tax(
+        team=invoice.team, invoice_date=invoice.invoice_date, currency=invoice.currency,
+        lines=invoice.lines, address=account.billing_address, table=catalog.tax,
+    )
+    return taxed.model_copy(update={"usage": invoice.usage})
+
+
 def _rate(
     store: Store, catalog: Catalog, account: Account, invoice_date: date, earlier: list[Invoice]
 ) -> Invoice:
@@ -64,10 +85,16 @@ def _rate(
         if record.period_end <= invoice_date
         and (current := store.mau(account.team, record.period_start)) > record.active_users
     ]
-    return rate_mau_invoice(
-        account=account, plan=catalog.plans[account.plan], invoice_date=invoice_date,
-        usage=usage, corrections=corrections,
-    )
+    plan = catalog.plans[account.plan]
+    invoice: Invoice
+    if isinstance(plan, MauPlan):
+        invoice = rate_mau_invoice(account=account, plan=plan, invoice_date=invoice_date,
+                                   usage=usage, corrections=corrections)
+    else:
+        invoice = rate_mau_minimum_invoice(account=account, plan=plan,
+                                           invoice_date=invoice_date, usage=usage,
+                                           corrections=corrections)
+    return _taxed(catalog, account, invoice)
 
 
 def close(

@@ -8,13 +8,14 @@ the second invoice on, the active users above the minimum during [previous D, D)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 from aggregation.periods import Period, next_anchor_date
 from invoicing.proration import charge_line
-from invoicing.rating import usage_period
+from invoicing.rating import Correction, billed_lines, untaxed_invoice, usage_period
 from schemas.catalog import Account
-from schemas.invoice import InvoiceLine
+from schemas.invoice import Invoice, InvoiceLine
 from schemas.plans import MauMinimumPlan
 
 __all__ = ["mau_minimum_lines", "minimum_line", "overage_line"]
@@ -67,3 +68,27 @@ def mau_minimum_lines(
     if usage is not None and active_users is not None:
         lines.append(overage_line(plan, usage, active_users=active_users))
     return tuple(lines)
+
+
+def rate_mau_minimum_invoice(
+    *,
+    account: Account,
+    plan: MauMinimumPlan,
+    invoice_date: date,
+    usage: int | None,
+    corrections: Sequence[Correction] = (),
+) -> Invoice:
+    """Seed 004: the minimum for [D, next D), the excess of [previous D, D) and one
+    adjustment per earlier period that grew late (users above the minimum not billed yet)."""
+    lines = list(mau_minimum_lines(plan=plan, account=account, invoice_date=invoice_date,
+                                   active_users=usage))
+    period = usage_period(account, invoice_date)
+    adjustments, records = billed_lines(
+        account=account, invoice_date=invoice_date,
+        usage=None if period is None or usage is None else (period, usage),
+        corrections=corrections, allowance=plan.minimum_users,
+        allowance_label=f"minimum of {plan.minimum_users}", unit_price=plan.unit_price,
+        currency=plan.currency,
+    )
+    return untaxed_invoice(team=account.team, invoice_date=invoice_date,
+                           currency=plan.currency, lines=lines + adjustments, records=records)

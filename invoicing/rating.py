@@ -17,7 +17,7 @@ from invoicing.money import format_amount, format_unit_price, line_amount, sum_a
 from schemas.catalog import Account, MauPlan
 from schemas.invoice import Invoice, InvoiceLine, UsageRecord
 
-__all__ = ["Correction", "rate_mau_invoice", "usage_period"]
+__all__ = ["Correction", "adjustment_line", "rate_mau_invoice", "usage_period"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +72,15 @@ def _overage_line(plan: MauPlan, period: Period, usage: int) -> InvoiceLine:
     )
 
 
-def _over(plan: MauPlan, users: int) -> int:
-    return max(users - plan.included_users, 0)
+def adjustment_line(
+    correction: Correction, *, allowance: int, allowance_label: str, unit_price: Decimal,
+    currency: str,
+) -> InvoiceLine | None:
+    """Charges the extra users above `allowance` only: billed + adjustment = on time.
 
-
-def _adjustment_line(plan: MauPlan, correction: Correction) -> InvoiceLine | None:
-    """Charges the extra overage only: billed overage + adjustment = on-time overage."""
-    extra = _over(plan, correction.current) - _over(plan, correction.billed)
+    `allowance_label` ends the description ("5 included", "minimum of 3"); None when the
+    growth adds nothing above the allowance."""
+    extra = max(correction.current - allowance, 0) - max(correction.billed - allowance, 0)
     if extra <= 0:
         return None
     period = correction.period
@@ -87,13 +89,71 @@ def _adjustment_line(plan: MauPlan, correction: Correction) -> InvoiceLine | Non
         description=(
             f"{_users(correction.current - correction.billed)} reported late for "
             f"{period.start} to {period.end}: {correction.current} active, "
-            f"{correction.billed} billed, {plan.included_users} included"
+            f"{correction.billed} billed, {allowance_label}"
         ),
         quantity=str(extra),
-        unit_price=format_unit_price(plan.overage_price, plan.currency),
-        amount=format_amount(line_amount(extra, plan.overage_price, plan.currency), plan.currency),
+        unit_price=format_unit_price(unit_price, currency),
+        amount=format_amount(line_amount(extra, unit_price, currency), currency),
         service_start=period.start,
         service_end=period.end,
+    )
+
+
+def billed_lines(
+    *,
+    account: Account,
+    invoice_date: date,
+    usage: tuple[Period, int] | None,
+    corrections: Sequence[Correction],
+    allowance: int,
+    allowance_label: str,
+    unit_price: Decimal,
+    currency: str,
+) -> tuple[list[InvoiceLine], list[UsageRecord]]:
+    """Adjustment lines for the corrections, and the usage records the invoice keeps: the
+    usage period's count and each corrected period's new count."""
+    lines: list[InvoiceLine] = []
+    records: list[UsageRecord] = []
+    if usage is not None:
+        period, users = usage
+        records.append(UsageRecord(period_start=period.start, period_end=period.end,
+                                   active_users=users))
+    for correction in corrections:
+        if correction.period.end > invoice_date:
+            raise ValueError(f"{account.team}: cannot correct {correction.period.start} to "
+                             f"{correction.period.end} on the invoice of {invoice_date}")
+        adjustment = adjustment_line(
+            correction, allowance=allowance, allowance_label=allowance_label,
+            unit_price=unit_price, currency=currency,
+        )
+        if adjustment is not None:
+            lines.append(adjustment)
+            records.append(UsageRecord(period_start=correction.period.start,
+                                       period_end=correction.period.end,
+                                       active_users=correction.current))
+    return lines, records
+
+
+def untaxed_invoice(
+    *,
+    team: str,
+    invoice_date: date,
+    currency: str,
+    lines: Sequence[InvoiceLine],
+    records: Sequence[UsageRecord],
+) -> Invoice:
+    """Subtotal is the sum of the rounded lines; tax zero (the close adds tax by address)."""
+    subtotal = sum_amounts((Decimal(line.amount) for line in lines), currency)
+    tax = zero(currency)
+    return Invoice(
+        team=team,
+        invoice_date=invoice_date,
+        currency=currency,
+        lines=tuple(lines),
+        subtotal=format_amount(subtotal, currency),
+        tax=format_amount(tax, currency),
+        total=format_amount(sum_amounts([subtotal, tax], currency), currency),
+        usage=tuple(records),
     )
 
 
@@ -145,30 +205,14 @@ def rate_mau_invoice(
             service_end=service_end,
         )
     ]
-    records: list[UsageRecord] = []
     if period is not None and usage is not None:
         lines.append(_overage_line(plan, period, usage))
-        records.append(UsageRecord(period_start=period.start, period_end=period.end,
-                                   active_users=usage))
-    for correction in corrections:
-        if correction.period.end > invoice_date:
-            raise ValueError(f"{account.team}: cannot correct {correction.period.start} to "
-                             f"{correction.period.end} on the invoice of {invoice_date}")
-        adjustment = _adjustment_line(plan, correction)
-        if adjustment is not None:
-            lines.append(adjustment)
-            records.append(UsageRecord(period_start=correction.period.start,
-                                       period_end=correction.period.end,
-                                       active_users=correction.current))
-    subtotal = sum_amounts((Decimal(line.amount) for line in lines), currency)
-    tax = zero(currency)
-    return Invoice(
-        team=account.team,
-        invoice_date=invoice_date,
+    adjustments, records = billed_lines(
+        account=account, invoice_date=invoice_date,
+        usage=None if period is None or usage is None else (period, usage),
+        corrections=corrections, allowance=plan.included_users,
+        allowance_label=f"{plan.included_users} included", unit_price=plan.overage_price,
         currency=currency,
-        lines=tuple(lines),
-        subtotal=format_amount(subtotal, currency),
-        tax=format_amount(tax, currency),
-        total=format_amount(sum_amounts([subtotal, tax], currency), currency),
-        usage=tuple(records),
     )
+    return untaxed_invoice(team=account.team, invoice_date=invoice_date, currency=currency,
+                           lines=lines + adjustments, records=records)

@@ -5,15 +5,24 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.currency import CURRENCY_EXPONENTS
+from schemas.plans import BillingAddress, MauMinimumPlan, TaxTable
 
-__all__ = ["Account", "Catalog", "CatalogError", "MauPlan", "load_catalog", "parse_catalog"]
+__all__ = [
+    "Account",
+    "Catalog",
+    "CatalogError",
+    "MauPlan",
+    "Plan",
+    "load_catalog",
+    "parse_catalog",
+]
 
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
@@ -27,6 +36,7 @@ class MauPlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: Literal["mau"] = "mau"
     name: str = Field(min_length=1)
     currency: str
     base_fee: Money
@@ -50,6 +60,7 @@ class Account(BaseModel):
     plan: str
     start_date: date
     timezone: str = "UTC"
+    billing_address: BillingAddress | None = None  # taxed by the catalog's `tax` table
 
     @field_validator("timezone")
     @classmethod
@@ -65,11 +76,28 @@ class Account(BaseModel):
         return self.start_date.day
 
 
+# A plan's `kind` picks its model; a plan without one is the seed 001 MAU plan.
+Plan = Annotated[MauPlan | MauMinimumPlan, Field(discriminator="kind")]
+PLAN_KINDS = frozenset({"mau", "mau_minimum"})
+
+
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    plans: dict[str, MauPlan] = Field(default_factory=dict)
+    plans: dict[str, Plan] = Field(default_factory=dict)
     accounts: tuple[Account, ...] = ()
+    tax: TaxTable | None = None
+
+    @field_validator("plans", mode="before")
+    @classmethod
+    def _default_kind(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {
+            name: {"kind": "mau", **plan} if isinstance(plan, dict) and "kind" not in plan
+            else plan
+            for name, plan in value.items()
+        }
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
@@ -77,6 +105,10 @@ class Catalog(BaseModel):
         for index, account in enumerate(self.accounts):
             if account.plan not in self.plans:
                 raise ValueError(f"accounts.{index}.plan: unknown plan {account.plan!r}")
+            if account.billing_address is not None and self.tax is None:
+                raise ValueError(
+                    f"accounts.{index}.billing_address: no top-level 'tax' table to apply it to"
+                )
             if account.team in seen:
                 raise ValueError(f"accounts.{index}.team: duplicate team {account.team!r}")
             seen.add(account.team)
@@ -88,7 +120,10 @@ class Catalog(BaseModel):
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(part) for part in err["loc"])
+    loc = list(err["loc"])
+    if len(loc) > 2 and loc[0] == "plans" and loc[2] in PLAN_KINDS:
+        del loc[2]  # the union's tag: "plans.daniel.unit_price", not "...mau_minimum.unit_price"
+    where = ".".join(str(part) for part in loc)
     message = str(err["msg"]).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,159 @@ def test_late_events_become_an_adjustment_on_the_next_invoice(store: Store) -> N
                   grace=HOUR, publish=lambda _invoice: None, team="team-eom")
     april = Invoice.model_validate_json(again.due[3].body)
     assert [ln.kind for ln in april.lines] == ["base", "overage"]  # corrected once only
+
+
+# Seed 004 (monthly plan, minimum of 3 MAUs) and seed 000 (tax by billing address).
+SEED_004 = parse_catalog("""
+plans:
+  attendance-pro: {kind: mau_minimum, name: Attendance Pro, currency: USD, unit_price: "2.00",
+                   minimum_users: 3}
+  power: {name: Power plan, currency: USD, base_fee: "10.00", included_users: 5,
+          overage_price: "2.00"}
+tax:
+  eu_vat: {NL: "0.21", IE: "0.23"}
+  us_sales_tax: {CA: "0.0725"}
+  seller_country: IE
+accounts:
+  - {team: team-daniel, plan: attendance-pro, start_date: 2026-07-04}
+  - {team: team-dutch, plan: attendance-pro, start_date: 2026-07-04,
+     billing_address: {country: NL}}
+  - {team: team-dutch-bv, plan: attendance-pro, start_date: 2026-07-04,
+     billing_address: {country: NL, vat_id: NL123456789B01, vat_id_valid: true}}
+  - {team: team-ca, plan: attendance-pro, start_date: 2026-07-04,
+     billing_address: {country: US, region: CA}}
+  - {team: team-ca-power, plan: power, start_date: 2026-07-04,
+     billing_address: {country: US, region: CA}}
+""")
+JULY = date(2026, 7, 4)
+AUG_CLOSE = datetime(2026, 8, 4, 1, tzinfo=UTC)
+
+
+def lines_of(invoice: Invoice) -> list[tuple[str, str, str, str, str, date, date]]:
+    return [(ln.kind, ln.description, ln.quantity, ln.unit_price, ln.amount, ln.service_start,
+             ln.service_end) for ln in invoice.lines]
+
+
+def assert_totals_add_up(invoice: Invoice) -> None:
+    untaxed = [Decimal(ln.amount) for ln in invoice.lines if ln.kind != "tax"]
+    taxes = [Decimal(ln.amount) for ln in invoice.lines if ln.kind == "tax"]
+    assert sum(untaxed, Decimal(0)) == Decimal(invoice.subtotal)
+    assert sum(taxes, Decimal(0)) == Decimal(invoice.tax)
+    assert Decimal(invoice.subtotal) + Decimal(invoice.tax) == Decimal(invoice.total)
+
+
+def test_seed_004_daniel_pays_the_minimum_then_the_excess(store: Store) -> None:
+    store.add_active_users(users("team-daniel", JULY, 33))
+    published: list[Invoice] = []
+    first = close(store=store, catalog=SEED_004, as_of=AUG_CLOSE, grace=HOUR,
+                  publish=published.append, team="team-daniel")
+    july, august = first.issued
+    # "He is charged $2 * 3 = $6 (minimum)" when his trial ends on 4 July.
+    assert (july.invoice_date, july.subtotal, july.tax, july.total) == (
+        JULY, "6.00", "0.00", "6.00")
+    assert lines_of(july) == [
+        ("minimum", "Attendance Pro, minimum of 3 active users, 2026-07-04 to 2026-08-04",
+         "3", "2.00", "6.00", JULY, date(2026, 8, 4))]
+    assert july.usage == ()
+    # 33 MAUs in July: "an additional $60 (because he already paid $6)", plus August's $6.
+    assert (august.invoice_date, august.subtotal, august.tax, august.total) == (
+        date(2026, 8, 4), "66.00", "0.00", "66.00")
+    assert lines_of(august) == [
+        ("minimum", "Attendance Pro, minimum of 3 active users, 2026-08-04 to 2026-09-04",
+         "3", "2.00", "6.00", date(2026, 8, 4), date(2026, 9, 4)),
+        ("overage", "33 active users, 30 above the minimum of 3, 2026-07-04 to 2026-08-04",
+         "30", "2.00", "60.00", JULY, date(2026, 8, 4)),
+    ]
+    assert [(u.period_start, u.active_users) for u in august.usage] == [(JULY, 33)]
+
+    again = close(store=store, catalog=SEED_004, as_of=AUG_CLOSE, grace=HOUR,
+                  publish=published.append, team="team-daniel")
+    assert again.issued == []
+    assert [inv.body for inv in again.due] == [inv.body for inv in first.due]
+    assert [inv.body for inv in first.due] == [july.canonical_json(), august.canonical_json()]
+    assert published == [july, august]
+
+
+def test_seed_004_late_events_become_an_adjustment_above_the_minimum(store: Store) -> None:
+    store.add_active_users(users("team-daniel", JULY, 2))  # within the minimum
+    first = close(store=store, catalog=SEED_004, as_of=AUG_CLOSE, grace=HOUR,
+                  publish=lambda _invoice: None, team="team-daniel")
+    august_body = first.due[-1].body
+    late = [ActiveUserRow("team-daniel", JULY, f"late{n}", datetime(2026, 8, 3, tzinfo=UTC),
+                          f"l{n}", "timeclock", "login") for n in range(3)]
+    store.add_active_users(late)  # July is now 5: 2 above the minimum, billed as 0
+
+    second = close(store=store, catalog=SEED_004, as_of=datetime(2026, 9, 4, 1, tzinfo=UTC),
+                   grace=HOUR, publish=lambda _invoice: None, team="team-daniel")
+    assert second.due[1].body == august_body  # the issued invoice never changes
+    september = Invoice.model_validate_json(second.due[2].body)
+    assert lines_of(september)[1:] == [
+        ("overage", "0 active users, 0 above the minimum of 3, 2026-08-04 to 2026-09-04",
+         "0", "2.00", "0.00", date(2026, 8, 4), date(2026, 9, 4)),
+        ("adjustment", "3 active users reported late for 2026-07-04 to 2026-08-04: 5 active, "
+         "2 billed, minimum of 3", "2", "2.00", "4.00", JULY, date(2026, 8, 4)),
+    ]
+    assert september.total == "10.00"
+    october = close(store=store, catalog=SEED_004, as_of=datetime(2026, 10, 4, 1, tzinfo=UTC),
+                    grace=HOUR, publish=lambda _invoice: None, team="team-daniel")
+    last = Invoice.model_validate_json(october.due[3].body)
+    assert [ln.kind for ln in last.lines] == ["minimum", "overage"]  # corrected once only
+
+
+def test_tax_by_billing_address_through_close(store: Store) -> None:
+    for team in ("team-dutch", "team-dutch-bv", "team-ca", "team-ca-power", "team-daniel"):
+        store.add_active_users(users(team, JULY, 33))
+    published: list[Invoice] = []
+    first = close(store=store, catalog=SEED_004, as_of=AUG_CLOSE, grace=HOUR,
+                  publish=published.append)
+    august = {inv.team: inv for inv in first.issued if inv.invoice_date == date(2026, 8, 4)}
+    for invoice in first.issued:
+        assert_totals_add_up(invoice)
+    service = (JULY, date(2026, 9, 4))
+
+    def tax_of(team: str) -> tuple[str, str, str, str, str, date, date]:
+        *untaxed, tax = lines_of(august[team])
+        assert [line[0] for line in untaxed] in (["minimum", "overage"], ["base", "overage"])
+        return tax
+
+    # EU country without a VAT number: VAT at the country's rate on 66.00.
+    assert tax_of("team-dutch") == ("tax", "VAT 21% (NL)", "66.00", "0.21", "13.86", *service)
+    assert (august["team-dutch"].subtotal, august["team-dutch"].tax,
+            august["team-dutch"].total) == ("66.00", "13.86", "79.86")
+    # A valid VAT number outside the seller's country: reverse charge, tax zero but stated.
+    assert tax_of("team-dutch-bv") == (
+        "tax", "VAT reverse charge (NL, VAT number NL123456789B01): the customer accounts for "
+        "the VAT", "66.00", "0", "0.00", *service)
+    assert august["team-dutch-bv"].total == "66.00"
+    # A US state in the table: sales tax, 66.00 x 7.25% = 4.785 -> 4.79 (half up).
+    assert tax_of("team-ca") == (
+        "tax", "Sales tax 7.25% (US-CA)", "66.00", "0.0725", "4.79", *service)
+    assert august["team-ca"].total == "70.79"
+    # The seed 001 plan is taxed the same way: 10.00 base + 28 x 2.00 = 66.00.
+    assert tax_of("team-ca-power")[1:5] == ("Sales tax 7.25% (US-CA)", "66.00", "0.0725", "4.79")
+    # No billing address: no tax line, as before.
+    assert [ln.kind for ln in august["team-daniel"].lines] == ["minimum", "overage"]
+    assert august["team-daniel"].tax == "0.00"
+    # The usage log survives taxation, so later corrections still work.
+    assert [(u.period_start, u.active_users) for u in august["team-dutch"].usage] == [(JULY, 33)]
+
+    again = close(store=store, catalog=SEED_004, as_of=AUG_CLOSE, grace=HOUR,
+                  publish=published.append)
+    assert again.issued == []
+    assert [inv.body for inv in again.due] == [inv.body for inv in first.due]
+    assert len(published) == 10
+
+
+def test_late_events_on_a_taxed_invoice_are_taxed_on_the_next_one(store: Store) -> None:
+    store.add_active_users(users("team-dutch", JULY, 33))
+    close(store=store, catalog=SEED_004, as_of=AUG_CLOSE, grace=HOUR,
+          publish=lambda _invoice: None, team="team-dutch")
+    store.add_active_users([ActiveUserRow("team-dutch", JULY, "late", datetime(
+        2026, 8, 3, tzinfo=UTC), "late", "timeclock", "login")])
+    result = close(store=store, catalog=SEED_004, as_of=datetime(2026, 9, 4, 1, tzinfo=UTC),
+                   grace=HOUR, publish=lambda _invoice: None, team="team-dutch")
+    september = Invoice.model_validate_json(result.due[-1].body)
+    assert [(ln.kind, ln.amount) for ln in september.lines] == [
+        ("minimum", "6.00"), ("overage", "0.00"), ("adjustment", "2.00"), ("tax", "1.68")]
+    assert (september.subtotal, september.tax, september.total) == ("8.00", "1.68", "9.68")
+    assert_totals_add_up(september)

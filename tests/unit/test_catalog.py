@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from schemas.catalog import Account, CatalogError, MauPlan, load_catalog, parse_catalog
+from schemas.plans import BillingAddress, MauMinimumPlan, TaxTable
 
 VALID = """
 plans:
@@ -162,3 +163,104 @@ def test_catalog_that_is_not_utf8_is_a_catalog_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as caught:
         load_catalog(path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+SEED_004 = """
+plans:
+  power: {name: Power plan, currency: USD, base_fee: "10.00", included_users: 5,
+          overage_price: "2.00"}
+  attendance-pro:
+    kind: mau_minimum
+    name: Attendance Pro
+    currency: USD
+    unit_price: "2.00"
+    minimum_users: 3
+tax:
+  eu_vat: {NL: "0.21", IE: "0.23"}
+  us_sales_tax: {CA: "0.0725"}
+  seller_country: IE
+accounts:
+  - team: team-daniel
+    plan: attendance-pro
+    start_date: 2026-07-04
+    billing_address: {country: NL, vat_id: NL123456789B01, vat_id_valid: true}
+  - {team: team-acme, plan: power, start_date: 2026-07-04}
+"""
+
+
+def replace_004(old: str, new: str) -> str:
+    assert old in SEED_004
+    return SEED_004.replace(old, new, 1)
+
+
+def test_plan_kinds_tax_table_and_billing_address() -> None:
+    catalog = parse_catalog(SEED_004)
+    assert catalog.plans["attendance-pro"] == MauMinimumPlan(
+        name="Attendance Pro", currency="USD", unit_price=Decimal(2), minimum_users=3)
+    assert catalog.plans["power"].kind == "mau"  # no `kind`: the seed 001 MAU plan
+    assert catalog.tax == TaxTable(eu_vat={"NL": Decimal("0.21"), "IE": Decimal("0.23")},
+                                   us_sales_tax={"CA": Decimal("0.0725")}, seller_country="IE")
+    daniel, acme = catalog.accounts
+    assert daniel.billing_address == BillingAddress(
+        country="NL", vat_id="NL123456789B01", vat_id_valid=True)
+    assert acme.billing_address is None
+    explicit = replace_004("power: {name", "power: {kind: mau, name")
+    assert parse_catalog(explicit) == catalog
+
+
+def test_catalog_without_new_fields_has_no_tax() -> None:
+    catalog = parse_catalog(VALID)
+    assert catalog.tax is None
+    assert all(account.billing_address is None for account in catalog.accounts)
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        pytest.param(replace_004("kind: mau_minimum", "kind: seats"),
+                     ["plans.attendance-pro", "'seats'", "mau_minimum"], id="unknown-kind"),
+        pytest.param(replace_004('unit_price: "2.00"', 'unit_price: "-2.00"'),
+                     ["plans.attendance-pro.unit_price"], id="negative-unit-price"),
+        pytest.param(replace_004("minimum_users: 3", "minimum_users: -3"),
+                     ["plans.attendance-pro.minimum_users"], id="negative-minimum"),
+        pytest.param(replace_004("    minimum_users: 3\n", ""),
+                     ["plans.attendance-pro.minimum_users"], id="missing-minimum"),
+        pytest.param(replace_004("minimum_users: 3", "minimum_users: 3\n    base_fee: 1"),
+                     ["plans.attendance-pro.base_fee"], id="field-of-other-kind"),
+        pytest.param(replace_004("currency: USD\n    unit", "currency: EURO\n    unit"),
+                     ["plans.attendance-pro.currency", "EURO"], id="minimum-unknown-currency"),
+        pytest.param(replace_004("power: {name", "power: {kind: mau_minimum, name"),
+                     ["plans.power"], id="mau-fields-under-minimum-kind"),
+        pytest.param(replace_004("{country: NL,", "{country: Netherlands,"),
+                     ["accounts.0.billing_address.country"], id="bad-country-code"),
+        pytest.param(replace_004("vat_id: NL123456789B01, ", ""),
+                     ["accounts.0.billing_address", "vat_id"], id="valid-vat-without-id"),
+        pytest.param(replace_004("{country: NL,", "{country: NL, city: Utrecht,"),
+                     ["accounts.0.billing_address.city"], id="address-extra-field"),
+        pytest.param(replace_004('NL: "0.21"', 'NL: "1.21"'), ["tax.eu_vat.NL"],
+                     id="vat-rate-not-below-1"),
+        pytest.param(replace_004('CA: "0.0725"', 'CA: "-0.01"'), ["tax.us_sales_tax.CA"],
+                     id="negative-sales-tax"),
+        pytest.param(replace_004("eu_vat: {NL", "eu_vat: {nl"), ["tax.eu_vat.nl"],
+                     id="lower-case-country"),
+        pytest.param(replace_004("  seller_country: IE\n", "  seller_country: IE\n  vat: 1\n"),
+                     ["tax.vat"], id="tax-extra-field"),
+        pytest.param(replace_004("tax:\n", "taxes:\n"), ["taxes"], id="misspelt-tax"),
+        pytest.param(
+            SEED_004.split("tax:\n")[0] + "accounts:" + SEED_004.split("accounts:")[1],
+            ["accounts.0.billing_address", "tax"], id="address-without-tax-table"),
+    ],
+)
+def test_bad_plan_kind_or_tax_is_one_line_naming_the_field(text: str, names: list[str]) -> None:
+    message = catalog_error(text)
+    for name in names:
+        assert name in message, message
+
+
+def test_example_catalog_has_a_seed_004_plan_and_a_tax_table() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "catalog.yaml"
+    catalog = load_catalog(example)
+    assert isinstance(catalog.plans["attendance-pro"], MauMinimumPlan)
+    assert catalog.tax is not None and catalog.tax.eu_vat["NL"] == Decimal("0.21")
+    daniel = catalog.account("team-daniel")
+    assert daniel is not None and daniel.billing_address is not None
