@@ -13,7 +13,13 @@ from datetime import date
 
 from aggregation.periods import Period, next_anchor_date
 from invoicing.proration import charge_line
-from invoicing.rating import Correction, billed_lines, untaxed_invoice, usage_period
+from invoicing.rating import (
+    Correction,
+    billed_lines,
+    billed_usage_period,
+    untaxed_invoice,
+    usage_period,
+)
 from schemas.catalog import Account
 from schemas.invoice import Invoice, InvoiceLine
 from schemas.plans import MauMinimumPlan
@@ -55,14 +61,7 @@ def mau_minimum_lines(
 ) -> tuple[InvoiceLine, ...]:
     """Lines of `account`'s invoice on a billing date. `active_users` counts the MAUs of
     `usage_period(account, invoice_date)` and is None exactly on the first invoice."""
-    usage = usage_period(account, invoice_date)
-    if usage is None and active_users is not None:
-        raise ValueError(f"{account.team}: first invoice {invoice_date} has no usage to bill")
-    if usage is not None and active_users is None:
-        raise ValueError(
-            f"{account.team}: invoice {invoice_date} needs the MAU count of "
-            f"{usage.start} to {usage.end}"
-        )
+    usage = billed_usage_period(account, invoice_date, active_users)
     advance = Period(invoice_date, next_anchor_date(invoice_date, account.anchor_day))
     lines = [minimum_line(plan, advance)]
     if usage is not None and active_users is not None:

@@ -17,7 +17,15 @@ from invoicing.money import format_amount, format_unit_price, line_amount, sum_a
 from schemas.catalog import Account, MauPlan
 from schemas.invoice import Invoice, InvoiceLine, UsageRecord
 
-__all__ = ["Correction", "adjustment_line", "rate_mau_invoice", "usage_period"]
+__all__ = [
+    "Correction",
+    "adjustment_line",
+    "billed_lines",
+    "billed_usage_period",
+    "rate_mau_invoice",
+    "untaxed_invoice",
+    "usage_period",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,22 @@ def usage_period(account: Account, invoice_date: date) -> Period | None:
     if invoice_date == account.start_date:
         return None
     return Period(previous_anchor_date(invoice_date, account.anchor_day), invoice_date)
+
+
+def billed_usage_period(account: Account, invoice_date: date, usage: int | None) -> Period | None:
+    """`usage_period`, checked against the count given for it: None exactly on the first
+    invoice, a count >= 0 on every later one."""
+    period = usage_period(account, invoice_date)
+    if period is None and usage is not None:
+        raise ValueError(f"{account.team}: first invoice {invoice_date} has no usage to bill")
+    if period is not None and usage is None:
+        raise ValueError(
+            f"{account.team}: invoice {invoice_date} needs the MAU count of "
+            f"{period.start} to {period.end}"
+        )
+    if usage is not None and usage < 0:
+        raise ValueError(f"{account.team}: usage must be >= 0, got {usage}")
+    return period
 
 
 def _users(count: int) -> str:
@@ -182,16 +206,7 @@ def rate_mau_invoice(
     corrections. Each line is rounded once (half up); subtotal is the sum of the rounded
     lines; tax is zero.
     """
-    period = usage_period(account, invoice_date)
-    if period is None and usage is not None:
-        raise ValueError(f"{account.team}: first invoice {invoice_date} has no usage to bill")
-    if period is not None and usage is None:
-        raise ValueError(
-            f"{account.team}: invoice {invoice_date} needs the MAU count of "
-            f"{period.start} to {period.end}"
-        )
-    if usage is not None and usage < 0:
-        raise ValueError(f"{account.team}: usage must be >= 0, got {usage}")
+    period = billed_usage_period(account, invoice_date, usage)
     currency = plan.currency
     service_end = next_anchor_date(invoice_date, account.anchor_day)
     lines = [
