@@ -5,10 +5,11 @@ from __future__ import annotations
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from metering.event_window import DEFAULT_WINDOW_EVENTS
 
@@ -17,11 +18,28 @@ DEFAULT_STORE_URL = "chdb:///var/lib/metering/chdb"
 DEFAULT_EVENTS_TOPIC = "activity-events"
 DEFAULT_REJECTED_TOPIC = "activity-events-rejected"
 DEFAULT_CHARGES_TOPIC = "billing-charges"
+DEFAULT_CHANGES_TOPIC = "billing-changes"
+DEFAULT_CHANGES_REJECTED_TOPIC = "billing-changes-rejected"
+DEFAULT_API_PORT = 8080
 DEFAULT_PARTITIONS = 8
 DEFAULT_GRACE = timedelta(hours=1)
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_BATCH_LINGER_SECONDS = 0.5
 DEFAULT_SESSION_TIMEOUT_SECONDS = 10.0
+
+
+_URL_FIELDS = frozenset({"broker_url", "store_url"})
+
+
+def redact_url(url: Any) -> Any:
+    """`url` with the password of its user info replaced by ***, for printing."""
+    if not isinstance(url, str):
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 class Settings(BaseSettings):
@@ -45,6 +63,25 @@ class Settings(BaseSettings):
     work_dir: Path = Path(tempfile.gettempdir()) / "metering-worker"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    changes_topic: str = DEFAULT_CHANGES_TOPIC
+    changes_rejected_topic: str = DEFAULT_CHANGES_REJECTED_TOPIC
+    # `metering serve`: the read API and its /metrics
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=DEFAULT_API_PORT, ge=0, le=65535)
+    # Bearer tokens the API accepts: a comma-separated list in METERING_API_TOKENS
+    api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # serve runs the close every this many seconds (0: never; cron runs `metering close`)
+    close_interval_seconds: float = Field(default=0, ge=0)
+    # Opt-in per-team MAU gauge for the N largest teams (0: off); bounded label values
+    top_teams_metric: int = Field(default=0, ge=0, le=1000)
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _token_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(token.strip() for token in value.split(",") if token.strip())
+        return value
 
     @field_validator("broker_url")
     @classmethod
@@ -53,6 +90,11 @@ class Settings(BaseSettings):
         if parts.scheme != "kafka" or not parts.hostname or parts.port is None:
             raise ValueError(f"broker URL must look like kafka://host:port, got {value!r}")
         return value
+
+    def __repr_args__(self) -> Any:
+        """Printouts and logs show URLs without their passwords (tokens are SecretStr)."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name in _URL_FIELDS else value
 
     @property
     def bootstrap_servers(self) -> str:
