@@ -11,6 +11,7 @@ from aggregation.store import (
     DailyUsage,
     EventRow,
     Store,
+    StoredChange,
     StoredInvoice,
     StoreError,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "EventRow",
     "Store",
     "StoreError",
+    "StoredChange",
     "StoredInvoice",
     "open_store",
 ]

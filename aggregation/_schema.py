@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from aggregation.store import ActiveUserRow, DailyUsage, EventRow, StoredInvoice
+from aggregation.store import ActiveUserRow, DailyUsage, EventRow, StoredChange, StoredInvoice
 
 Param = str | int | date
 Row = Sequence[Any]
@@ -61,9 +61,21 @@ CREATE_INVOICES = """
 CREATE TABLE IF NOT EXISTS {db}.invoices (
     team String,
     invoice_date Date,
+    reference String,
     body String,
     issued_at DateTime('UTC') DEFAULT now()
-) ENGINE = ReplacingMergeTree() ORDER BY (team, invoice_date, issued_at, body)
+) ENGINE = ReplacingMergeTree() ORDER BY (team, invoice_date, reference, issued_at, body)
+"""
+
+CREATE_CHANGES = """
+CREATE TABLE IF NOT EXISTS {db}.billing_changes (
+    team String,
+    source String,
+    change_id String,
+    time DateTime('UTC'),
+    body String,
+    inserted_at DateTime('UTC') DEFAULT now()
+) ENGINE = ReplacingMergeTree() ORDER BY (team, source, change_id, time, body)
 """
 
 INSERT_ACTIVE_USERS = (
@@ -76,7 +88,9 @@ INSERT_EVENTS = (
     " (team, period_start, day, event_type, source, event_id, user_id, time) VALUES"
 )
 
-INSERT_INVOICE = "INSERT INTO {db}.invoices (team, invoice_date, body) VALUES"
+INSERT_INVOICE = "INSERT INTO {db}.invoices (team, invoice_date, reference, body) VALUES"
+
+INSERT_CHANGES = "INSERT INTO {db}.billing_changes (team, source, change_id, time, body) VALUES"
 
 SELECT_MAU = """
 SELECT uniqExact(user_id) FROM {db}.active_users
@@ -103,26 +117,39 @@ SELECT
     argMin(event_type, (first_time, event_id, source, event_type))
 FROM {db}.active_users
 WHERE team = %(team)s AND period_start = %(period_start)s
+    AND (%(from_first)s = 1 OR user_id > %(after)s)
 GROUP BY user_id
 ORDER BY user_id
 """
+SELECT_ACTIVE_USERS_PAGE = SELECT_ACTIVE_USERS + "LIMIT %(limit)s\n"
 
 SELECT_INVOICE_COUNT = """
 SELECT count() FROM {db}.invoices
-WHERE team = %(team)s AND invoice_date = %(invoice_date)s
+WHERE team = %(team)s AND invoice_date = %(invoice_date)s AND reference = %(reference)s
 """
 
 # add_invoice skips existing keys, so duplicates only come from racing writers;
 # the earliest issued_at (then the smallest body) wins for them, on both engines.
 _SELECT_INVOICES = """
-SELECT team, toString(invoice_date), argMin(body, (issued_at, body))
+SELECT team, toString(invoice_date), reference, argMin(body, (issued_at, body))
 FROM {{db}}.invoices
 {where}
-GROUP BY team, invoice_date
-ORDER BY team, invoice_date
+GROUP BY team, invoice_date, reference
+ORDER BY team, invoice_date, reference
 """
 SELECT_INVOICES = _SELECT_INVOICES.format(where="")
 SELECT_TEAM_INVOICES = _SELECT_INVOICES.format(where="WHERE team = %(team)s")
+
+# Identical rows collapse in merges; a change re-sent with another body under the same id
+# keeps its earliest-inserted form, on both engines.
+SELECT_CHANGES = """
+SELECT source, change_id, toUnixTimestamp(argMin(time, (inserted_at, body))) AS effective,
+       argMin(body, (inserted_at, body))
+FROM {db}.billing_changes
+WHERE team = %(team)s
+GROUP BY source, change_id
+ORDER BY effective, source, change_id
+"""
 
 
 def check_database(name: str) -> str:
@@ -136,7 +163,9 @@ def schema_statements(database: str) -> list[str]:
     db = check_database(database)
     return [
         sql.format(db=db)
-        for sql in (CREATE_DATABASE, CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES)
+        for sql in (
+            CREATE_DATABASE, CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES, CREATE_CHANGES
+        )
     ]
 
 
@@ -146,12 +175,15 @@ class Statements:
     insert_active_users: str
     insert_events: str
     insert_invoice: str
+    insert_changes: str
     daily_usage: str
     mau: str
     active_users: str
+    active_users_page: str
     invoice_count: str
     invoices: str
     team_invoices: str
+    changes: str
 
     @classmethod
     def for_database(cls, database: str) -> Statements:
@@ -161,12 +193,15 @@ class Statements:
             insert_active_users=INSERT_ACTIVE_USERS.format(db=db),
             insert_events=INSERT_EVENTS.format(db=db),
             insert_invoice=INSERT_INVOICE.format(db=db),
+            insert_changes=INSERT_CHANGES.format(db=db),
             daily_usage=SELECT_DAILY_USAGE.format(db=db),
             mau=SELECT_MAU.format(db=db),
             active_users=SELECT_ACTIVE_USERS.format(db=db),
+            active_users_page=SELECT_ACTIVE_USERS_PAGE.format(db=db),
             invoice_count=SELECT_INVOICE_COUNT.format(db=db),
             invoices=SELECT_INVOICES.format(db=db),
             team_invoices=SELECT_TEAM_INVOICES.format(db=db),
+            changes=SELECT_CHANGES.format(db=db),
         )
 
 
@@ -252,8 +287,19 @@ class SqlStore(ABC):
         rows = self._select(self._sql.mau, {"team": team, "period_start": period_start})
         return int(rows[0][0])
 
-    def active_users(self, team: str, period_start: date) -> list[ActiveUserRow]:
-        rows = self._select(self._sql.active_users, {"team": team, "period_start": period_start})
+    def active_users(
+        self, team: str, period_start: date, *, after: str | None = None, limit: int = 0
+    ) -> list[ActiveUserRow]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        params: dict[str, Param] = {
+            "team": team, "period_start": period_start,
+            "from_first": int(after is None), "after": after or "",
+        }
+        if limit:
+            rows = self._select(self._sql.active_users_page, {**params, "limit": limit})
+        else:
+            rows = self._select(self._sql.active_users, params)
         return [
             ActiveUserRow(
                 team=team,
@@ -268,10 +314,16 @@ class SqlStore(ABC):
         ]
 
     def add_invoice(self, invoice: StoredInvoice) -> None:
-        key: dict[str, Param] = {"team": invoice.team, "invoice_date": invoice.invoice_date}
+        key: dict[str, Param] = {
+            "team": invoice.team, "invoice_date": invoice.invoice_date,
+            "reference": invoice.reference,
+        }
         if int(self._select(self._sql.invoice_count, key)[0][0]) > 0:
             return
-        self._insert(self._sql.insert_invoice, [(invoice.team, invoice.invoice_date, invoice.body)])
+        self._insert(
+            self._sql.insert_invoice,
+            [(invoice.team, invoice.invoice_date, invoice.reference, invoice.body)],
+        )
 
     def invoices(self, team: str | None = None) -> list[StoredInvoice]:
         if team is None:
@@ -279,6 +331,24 @@ class SqlStore(ABC):
         else:
             rows = self._select(self._sql.team_invoices, {"team": team})
         return [
-            StoredInvoice(team=str(row_team), invoice_date=date.fromisoformat(day), body=str(body))
-            for row_team, day, body in rows
+            StoredInvoice(team=str(row_team), invoice_date=date.fromisoformat(day),
+                          body=str(body), reference=str(reference))
+            for row_team, day, reference, body in rows
+        ]
+
+    def add_changes(self, changes: Sequence[StoredChange]) -> None:
+        if not changes:
+            return
+        values = [
+            (change.team, change.source, change.change_id, _unix_seconds(change.time), change.body)
+            for change in changes
+        ]
+        self._insert(self._sql.insert_changes, values)
+
+    def changes(self, team: str) -> list[StoredChange]:
+        rows = self._select(self._sql.changes, {"team": team})
+        return [
+            StoredChange(team=team, source=str(source), change_id=str(change_id),
+                         time=datetime.fromtimestamp(int(seconds), UTC), body=str(body))
+            for source, change_id, seconds, body in rows
         ]

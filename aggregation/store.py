@@ -47,6 +47,20 @@ class StoredInvoice:
     team: str
     invoice_date: date
     body: str  # canonical invoice JSON, returned byte for byte as stored
+    # "" for the invoice of a billing date; a billing change's "source/id" for the invoice
+    # of an immediate charge (seats added, upgrade), so a day can hold both
+    reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChange:
+    """A billing change as received on `billing-changes`, idempotent by (source, change_id)."""
+
+    team: str
+    source: str
+    change_id: str
+    time: datetime  # effective time, timezone-aware, stored as UTC seconds
+    body: str  # the change's JSON, returned byte for byte
 
 
 class StoreError(RuntimeError):
@@ -69,14 +83,25 @@ class Store(Protocol):
     def mau(self, team: str, period_start: date) -> int:
         """Exact number of distinct users of the team in the period."""
 
-    def active_users(self, team: str, period_start: date) -> list[ActiveUserRow]:
-        """Counted users with their earliest event, ordered by user id."""
+    def active_users(
+        self, team: str, period_start: date, *, after: str | None = None, limit: int = 0
+    ) -> list[ActiveUserRow]:
+        """Counted users with their earliest event, ordered by user id (bytes); a page holds
+        the first `limit` (0: all) whose id sorts after `after` (None: from the first)."""
 
     def add_invoice(self, invoice: StoredInvoice) -> None:
-        """Record an issued invoice; a second add for the same team and date is ignored."""
+        """Record an issued invoice; a second add for the same (team, date, reference) is
+        ignored."""
 
     def invoices(self, team: str | None = None) -> list[StoredInvoice]:
-        """Issued invoices, one per (team, date), ordered by team then date."""
+        """Issued invoices, one per (team, date, reference), ordered by those three."""
+
+    def add_changes(self, changes: Sequence[StoredChange]) -> None:
+        """Record billing changes; the same (team, source, id) again changes nothing."""
+
+    def changes(self, team: str) -> list[StoredChange]:
+        """The team's billing changes, one per (source, id), in effect order (time, then
+        source and id)."""
 
     def close(self) -> None:
         """Release connections (and, for chdb, the data path)."""

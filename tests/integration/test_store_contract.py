@@ -16,6 +16,7 @@ from aggregation import (
     DailyUsage,
     EventRow,
     Store,
+    StoredChange,
     StoredInvoice,
     StoreError,
     open_store,
@@ -75,7 +76,7 @@ def _row(
 def _merge_everything(store: Store) -> None:
     """Force the merges that would otherwise happen at an unknown time."""
     assert isinstance(store, SqlStore)
-    for table in ("active_users", "events", "invoices"):
+    for table in ("active_users", "events", "invoices", "billing_changes"):
         store._execute(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
 
 
@@ -221,6 +222,45 @@ def test_invoices_are_ordered_and_filtered_by_team(store: Store) -> None:
     assert store.invoices() == ordered
     assert store.invoices("globex") == [inv for inv in ordered if inv.team == "globex"]
     assert store.invoices("initech") == []
+
+
+def test_immediate_invoices_share_a_day_with_the_billing_date_invoice(store: Store) -> None:
+    renewal = StoredInvoice("acme", JAN, "renewal")
+    seats = StoredInvoice("acme", JAN, "seats", reference="crm/chg-1")
+    upgrade = StoredInvoice("acme", JAN, "upgrade", reference="crm/chg-2")
+    for invoice in (upgrade, seats, renewal, StoredInvoice("acme", JAN, "again", "crm/chg-1")):
+        store.add_invoice(invoice)
+    _merge_everything(store)
+    assert store.invoices("acme") == [renewal, seats, upgrade]
+
+
+def _change(change_id: str, at: datetime, body: str = "{}", source: str = "crm") -> StoredChange:
+    return StoredChange(team="acme", source=source, change_id=change_id, time=at, body=body)
+
+
+def test_changes_are_idempotent_and_in_effect_order(store: Store) -> None:
+    later = _change("b", T0 + timedelta(days=2), '{"type": "cancel"}')
+    earlier = _change("z", T0, '{"type": "add_units", "note": "it\'s \\ é"}')
+    same_time = _change("a", T0, source="hr")
+    store.add_changes([later, earlier])
+    store.add_changes([later, earlier, same_time])
+    store.add_changes([])
+    _merge_everything(store)
+    assert store.changes("acme") == [earlier, same_time, later]
+    assert store.changes("globex") == []
+
+
+def test_active_users_come_in_pages(store: Store) -> None:
+    names = ["", *(f"u{i:02d}" for i in range(6))]  # "" sorts first and is a real id
+    store.add_active_users([_row(name) for name in reversed(names)])
+    pages: list[list[str]] = []
+    after: str | None = None
+    while page := store.active_users("acme", JAN, after=after, limit=3):
+        pages.append([row.user_id for row in page])
+        after = page[-1].user_id
+    assert pages == [names[:3], names[3:6], names[6:]]
+    with pytest.raises(ValueError, match="limit"):
+        store.active_users("acme", JAN, limit=-1)
 
 
 def _event(
