@@ -3,38 +3,50 @@
 Silver-style billing log: the store's `invoices` table is the log; an invoice already
 in it is never rated again, so a second close is a no-op that returns the same bytes.
 Each new invoice is published before it is recorded: a crash in between re-publishes
-the same invoice (same team and date, same bytes) on the next run instead of losing it.
+the same invoice (same team, date and reference, same bytes) on the next run instead of
+losing it.
 
-Late events never rewrite an issued invoice: each invoice records the active users it
-billed per period (`usage`), and the next invoice adds an `adjustment` line for every
+MAU plans ("mau", seed 001; "mau_minimum", seed 004) are rated on each billing date from the
+store's usage. Late events never rewrite an issued invoice: each invoice records the active
+users it billed per period (`usage`), and the next invoice adds an `adjustment` line for every
 earlier period whose count has grown since.
 
-Each account is rated by its plan's kind: "mau" (seed 001, `rate_mau_invoice`) or
-"mau_minimum" (seed 004, `mau_minimum_lines`). When the catalog has a `tax` table and the
-account a `billing_address`, the invoice gets one tax line (`invoice_with_tax`); otherwise
-its tax is zero and it carries no tax line.
+Licence, seat and tier plans are billed from their schedule (schedule.py): the account's
+billing changes, as stored, replayed from its start. An invoice is due at the moment it
+arises (a billing date's local midnight, or a change's effective time) plus grace. Every
+schedule is built before anything is issued, so a history that cannot apply (for example
+after a catalog edit) stops the close with one line and issues nothing.
+
+When the catalog has a `tax` table and the account a `billing_address`, the invoice gets one
+tax line (`invoice_with_tax`); otherwise its tax is zero and it carries no tax line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from aggregation.periods import Period, billing_dates
+from aggregation.periods import Period, billing_dates, next_anchor_date
 from aggregation.store import Store, StoredInvoice
 from invoicing.mau_minimum import rate_mau_minimum_invoice
-from invoicing.rating import Correction, rate_mau_invoice, usage_period
+from invoicing.rating import Correction, rate_mau_invoice, untaxed_invoice, usage_period
+from invoicing.schedule import ChangeError, Scheduled, schedule
 from invoicing.tax import invoice_with_tax
 from schemas.catalog import Account, Catalog, MauPlan
+from schemas.changes import BillingChange
 from schemas.invoice import Invoice, UsageRecord
+from schemas.plans import MauMinimumPlan
+
+__all__ = ["CloseError", "CloseResult", "billed_usage", "close", "due_dates", "estimate"]
 
 Publish = Callable[[Invoice], None]
+Key = tuple[date, str]  # invoice date, reference
 
 
 class CloseError(ValueError):
-    """The close cannot run as asked (for example an unknown team)."""
+    """The close cannot run as asked (an unknown team, a billing history that cannot apply)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +82,12 @@ def _taxed(catalog: Catalog, account: Account, invoice: Invoice) -> Invoice:
         team=invoice.team, invoice_date=invoice.invoice_date, currency=invoice.currency,
         lines=invoice.lines, address=account.billing_address, table=catalog.tax,
     )
-    return taxed.model_copy(update={"usage": invoice.usage})
+    return taxed.model_copy(update={"usage": invoice.usage, "reference": invoice.reference})
 
 
-def _rate(
-    store: Store, catalog: Catalog, account: Account, invoice_date: date, earlier: list[Invoice]
+def _rate_usage(
+    store: Store, account: Account, plan: MauPlan | MauMinimumPlan, invoice_date: date,
+    earlier: list[Invoice],
 ) -> Invoice:
     period = usage_period(account, invoice_date)
     usage = None if period is None else store.mau(account.team, period.start)
@@ -85,16 +98,73 @@ def _rate(
         if record.period_end <= invoice_date
         and (current := store.mau(account.team, record.period_start)) > record.active_users
     ]
-    plan = catalog.plans[account.plan]
-    invoice: Invoice
     if isinstance(plan, MauPlan):
-        invoice = rate_mau_invoice(account=account, plan=plan, invoice_date=invoice_date,
-                                   usage=usage, corrections=corrections)
-    else:
-        invoice = rate_mau_minimum_invoice(account=account, plan=plan,
-                                           invoice_date=invoice_date, usage=usage,
-                                           corrections=corrections)
-    return _taxed(catalog, account, invoice)
+        return rate_mau_invoice(account=account, plan=plan, invoice_date=invoice_date,
+                                usage=usage, corrections=corrections)
+    return rate_mau_minimum_invoice(account=account, plan=plan, invoice_date=invoice_date,
+                                    usage=usage, corrections=corrections)
+
+
+def _scheduled_invoice(account: Account, currency: str, item: Scheduled) -> Invoice:
+    invoice = untaxed_invoice(team=account.team, invoice_date=item.invoice_date,
+                              currency=currency, lines=item.lines, records=())
+    return invoice.model_copy(update={"reference": item.reference})
+
+
+def _changes(store: Store, team: str, *, as_of: datetime) -> list[BillingChange]:
+    """The team's stored changes in effect up to `as_of`, in effect order."""
+    changes = [BillingChange.model_validate_json(stored.body) for stored in store.changes(team)]
+    return [change for change in changes if change.time <= as_of]
+
+
+def _schedule(store: Store, catalog: Catalog, account: Account, as_of: datetime,
+              until: date) -> list[Scheduled]:
+    try:
+        return schedule(account, catalog, _changes(store, account.team, as_of=as_of),
+                        until=until)
+    except ChangeError as exc:
+        raise CloseError(str(exc)) from exc
+
+
+class _Account:
+    """What the close needs of one account: its invoices due by `as_of`, rated on demand."""
+
+    def __init__(self, store: Store, catalog: Catalog, account: Account, as_of: datetime,
+                 grace: timedelta) -> None:
+        self.store, self.catalog, self.account = store, catalog, account
+        self.plan = catalog.plans[account.plan]
+        self.as_of, self.grace = as_of, grace
+        self.usage_rated = isinstance(self.plan, MauPlan | MauMinimumPlan)
+        self.scheduled: dict[Key, Scheduled] = {}
+        if not self.usage_rated:
+            local = as_of.astimezone(ZoneInfo(account.timezone)).date()
+            items = _schedule(store, catalog, account, as_of, local)
+            self.scheduled = {(item.invoice_date, item.reference): item for item in items
+                              if item.arises + grace <= as_of}
+
+    def due(self) -> list[Key]:
+        if self.usage_rated:
+            return [(day, "") for day in due_dates(self.account, as_of=self.as_of,
+                                                   grace=self.grace)]
+        return list(self.scheduled)
+
+    def rate(self, key: Key, earlier: list[Invoice]) -> Invoice:
+        if isinstance(self.plan, MauPlan | MauMinimumPlan):
+            prior = [inv for inv in earlier if inv.invoice_date < key[0]]
+            invoice = _rate_usage(self.store, self.account, self.plan, key[0], prior)
+        else:
+            invoice = _scheduled_invoice(self.account, self.plan.currency, self.scheduled[key])
+        return _taxed(self.catalog, self.account, invoice)
+
+
+def _accounts(catalog: Catalog, team: str | None) -> Iterator[Account]:
+    if team is None:
+        yield from catalog.accounts
+        return
+    account = catalog.account(team)
+    if account is None:
+        raise CloseError(f"unknown team {team!r}: not in the catalog")
+    yield account
 
 
 def close(
@@ -108,29 +178,49 @@ def close(
 ) -> CloseResult:
     if as_of.tzinfo is None:
         raise CloseError("as_of must carry a time zone")
-    accounts = catalog.accounts
-    if team is not None:
-        account = catalog.account(team)
-        if account is None:
-            raise CloseError(f"unknown team {team!r}: not in the catalog")
-        accounts = (account,)
+    accounts = [_Account(store, catalog, account, as_of, grace)
+                for account in _accounts(catalog, team)]
     stored: dict[str, list[Invoice]] = {}
     for inv in store.invoices(team):
         stored.setdefault(inv.team, []).append(Invoice.model_validate_json(inv.body))
     issued: list[Invoice] = []
-    due_keys: set[tuple[str, date]] = set()
-    for account in accounts:
-        earlier = stored.setdefault(account.team, [])
-        issued_dates = {inv.invoice_date for inv in earlier}
-        for invoice_date in due_dates(account, as_of=as_of, grace=grace):
-            due_keys.add((account.team, invoice_date))
-            if invoice_date in issued_dates:
+    due_keys: set[tuple[str, date, str]] = set()
+    for billed in accounts:
+        name = billed.account.team
+        earlier = stored.setdefault(name, [])
+        issued_keys = {(inv.invoice_date, inv.reference) for inv in earlier}
+        for key in billed.due():
+            due_keys.add((name, *key))
+            if key in issued_keys:
                 continue
-            prior = [inv for inv in earlier if inv.invoice_date < invoice_date]
-            invoice = _rate(store, catalog, account, invoice_date, prior)
+            invoice = billed.rate(key, earlier)
             publish(invoice)
-            store.add_invoice(StoredInvoice(account.team, invoice_date, invoice.canonical_json()))
+            store.add_invoice(StoredInvoice(name, key[0], invoice.canonical_json(), key[1]))
             earlier.append(invoice)
             issued.append(invoice)
-    due = [inv for inv in store.invoices(team) if (inv.team, inv.invoice_date) in due_keys]
+    due = [inv for inv in store.invoices(team)
+           if (inv.team, inv.invoice_date, inv.reference) in due_keys]
     return CloseResult(issued=issued, due=due)
+
+
+def estimate(*, store: Store, catalog: Catalog, team: str, now: datetime) -> Invoice | None:
+    """The invoice the team's next billing date would issue if its open period ended `now`:
+    usage so far, changes in effect by `now`. None when nothing more will be billed (a
+    cancelled subscription). Raises CloseError for an unknown team."""
+    account = next(_accounts(catalog, team))
+    plan = catalog.plans[account.plan]
+    local = now.astimezone(ZoneInfo(account.timezone)).date()
+    if isinstance(plan, MauPlan | MauMinimumPlan):
+        following = (account.start_date if local < account.start_date
+                     else next_anchor_date(local, account.anchor_day))
+        earlier = [Invoice.model_validate_json(inv.body) for inv in store.invoices(team)]
+        invoice = _rate_usage(store, account, plan, following,
+                              [inv for inv in earlier if inv.invoice_date < following])
+        return _taxed(catalog, account, invoice)
+    horizon = local + timedelta(days=400)  # past the next renewal of an annual term
+    items = _schedule(store, catalog, account, now, horizon)
+    upcoming = next((item for item in items if not item.reference and item.invoice_date > local),
+                    None)
+    if upcoming is None:
+        return None
+    return _taxed(catalog, account, _scheduled_invoice(account, plan.currency, upcoming))

@@ -12,7 +12,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.currency import CURRENCY_EXPONENTS
-from schemas.plans import BillingAddress, MauMinimumPlan, TaxTable
+from schemas.plans import (
+    Billing,
+    BillingAddress,
+    LicencePlan,
+    MauMinimumPlan,
+    SeatPlan,
+    TaxTable,
+    TierPlan,
+    seat_shortage,
+)
 
 __all__ = [
     "Account",
@@ -52,7 +61,13 @@ class MauPlan(BaseModel):
 
 
 class Account(BaseModel):
-    """A billed team; the day of month of `start_date` is its billing anchor."""
+    """A billed team; the day of month of `start_date` is its billing anchor.
+
+    Licence and seat plans: `units` bought on the start date; seat plans also the `members`
+    (owner included) the seats must hold. Tier plans: the subscription `owner`, `billing`
+    monthly or annual, and `billing_day` when billing is not on the start date's day (the
+    first month is then prorated up to the first billing day).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,6 +76,11 @@ class Account(BaseModel):
     start_date: date
     timezone: str = "UTC"
     billing_address: BillingAddress | None = None  # taxed by the catalog's `tax` table
+    units: int | None = Field(default=None, ge=0)
+    members: int | None = Field(default=None, ge=1)
+    owner: str | None = Field(default=None, min_length=1)
+    billing: Billing | None = None
+    billing_day: int | None = Field(default=None, ge=1, le=31)
 
     @field_validator("timezone")
     @classmethod
@@ -73,12 +93,40 @@ class Account(BaseModel):
 
     @property
     def anchor_day(self) -> int:
-        return self.start_date.day
+        return self.billing_day or self.start_date.day
 
 
 # A plan's `kind` picks its model; a plan without one is the seed 001 MAU plan.
-Plan = Annotated[MauPlan | MauMinimumPlan, Field(discriminator="kind")]
-PLAN_KINDS = frozenset({"mau", "mau_minimum"})
+Plan = Annotated[
+    MauPlan | MauMinimumPlan | LicencePlan | SeatPlan | TierPlan, Field(discriminator="kind")
+]
+PLAN_KINDS = frozenset({"mau", "mau_minimum", "licence", "seat", "tier"})
+# Account fields each plan kind needs (required) and may take (allowed).
+_ACCOUNT_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "mau": (frozenset(), frozenset()),
+    "mau_minimum": (frozenset(), frozenset()),
+    "licence": (frozenset({"units"}), frozenset({"units"})),
+    "seat": (frozenset({"units", "members"}), frozenset({"units", "members"})),
+    "tier": (frozenset({"owner"}), frozenset({"owner", "billing", "billing_day"})),
+}
+
+
+def _account_problem(account: Account, plan: Plan) -> str | None:
+    """Why `account`'s plan-specific fields do not fit its plan's kind, naming the field."""
+    required, allowed = _ACCOUNT_FIELDS[plan.kind]
+    given = {name for name in ("units", "members", "owner", "billing", "billing_day")
+             if getattr(account, name) is not None}
+    for name in sorted(required - given):
+        return f"{name}: needed by {plan.kind} plan {account.plan!r}"
+    for name in sorted(given - allowed):
+        return f"{name}: not used by {plan.kind} plan {account.plan!r}"
+    if isinstance(plan, SeatPlan) and account.units is not None and account.members:
+        shortage = seat_shortage(seats=account.units, members=account.members)
+        if shortage:
+            return f"units: {shortage}"
+    if account.billing_day is not None and account.billing_day == account.start_date.day:
+        return "billing_day: same as the start date's day; leave it out"
+    return None
 
 
 class Catalog(BaseModel):
@@ -105,6 +153,9 @@ class Catalog(BaseModel):
         for index, account in enumerate(self.accounts):
             if account.plan not in self.plans:
                 raise ValueError(f"accounts.{index}.plan: unknown plan {account.plan!r}")
+            problem = _account_problem(account, self.plans[account.plan])
+            if problem:
+                raise ValueError(f"accounts.{index}.{problem}")
             if account.billing_address is not None and self.tax is None:
                 raise ValueError(
                     f"accounts.{index}.billing_address: no top-level 'tax' table to apply it to"

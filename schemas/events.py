@@ -21,6 +21,16 @@ EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)
 
 
+def rfc3339_text(value: object) -> object:
+    """A before-validator: only RFC 3339 text with an offset may become a time."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("time must be an RFC 3339 date-time with offset")
+    return value
+
+
+EventTime = Annotated[AwareDatetime, Field(ge=EARLIEST_TIME, le=LATEST_TIME)]
+
+
 class ActivityData(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -36,16 +46,11 @@ class ActivityEvent(BaseModel):
     id: str = Field(min_length=1, max_length=256)
     source: str = Field(min_length=1, max_length=256)
     type: EventType
-    time: Annotated[AwareDatetime, Field(ge=EARLIEST_TIME, le=LATEST_TIME)]
+    time: EventTime
     subject: str = Field(min_length=1, max_length=256)
     data: ActivityData
 
-    @field_validator("time", mode="before")
-    @classmethod
-    def _rfc3339_text(cls, value: object) -> object:
-        if not isinstance(value, str) or not _RFC3339.fullmatch(value):
-            raise ValueError("time must be an RFC 3339 date-time with offset")
-        return value
+    _rfc3339_time = field_validator("time", mode="before")(rfc3339_text)
 
     def has_extensions(self) -> bool:
         """Fields beyond the contract: the only parts of a valid event without a size bound."""

@@ -45,7 +45,10 @@ class Invoice(BaseModel):
     tax: str
     total: str
     usage: tuple[UsageRecord, ...] = ()
+    # The billing change ("source/id") an immediate charge comes from; absent on the invoice
+    # of a billing date, so (team, invoice_date, reference) names every invoice.
+    reference: str = ""
 
     def canonical_json(self) -> str:
         """The stored and printed form: same invoice, same bytes."""
-        return self.model_dump_json()
+        return self.model_dump_json(exclude={"reference"} if not self.reference else None)

@@ -22,13 +22,16 @@ __all__ = [
     "BillingAddress",
     "LicencePlan",
     "MauMinimumPlan",
+    "PlanChanges",
     "PrepaidPlan",
     "Proration",
     "SeatOrder",
     "SeatPlan",
     "SubscriptionChange",
     "SubscriptionHistory",
+    "TIER_ACTIONS",
     "TaxTable",
+    "TierAction",
     "TierPlan",
     "seat_shortage",
 ]
@@ -39,6 +42,17 @@ __all__ = [
 # calendar_months Jibble seed 002: whole anchor months, a partial month by its own days.
 Proration = Literal["exact_days", "months_2dp", "calendar_months"]
 Billing = Literal["monthly", "annual"]
+# How a tier plan bills a change of plan mid-term (invoicing/subscription.py):
+# prorate_next_invoice   seed 003: the next invoice adds the new plan's partial term and
+#                        credits the old plan's unused time; anyone may downgrade.
+# charge_difference_now  seed 000: an upgrade charges the prorated difference at once; a
+#                        downgrade is refused while usage exceeds the lower tier, and its
+#                        unused difference is credited on the next invoice.
+PlanChanges = Literal["prorate_next_invoice", "charge_difference_now"]
+TierAction = Literal["change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon"]
+TIER_ACTIONS: frozenset[str] = frozenset(
+    {"change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon"}
+)
 
 
 def _known_currency(value: str) -> str:
@@ -145,6 +159,7 @@ class TierPlan(_Frozen):
     limits: dict[str, Count] = Field(default_factory=dict)
     addons: dict[str, AddOn] = Field(default_factory=dict)
     proration: Proration = "exact_days"
+    plan_changes: PlanChanges = "prorate_next_invoice"
 
     @model_validator(mode="after")
     def _addons_raise_known_limits(self) -> TierPlan:
@@ -162,12 +177,17 @@ class SubscriptionChange(_Frozen):
 
     change_plan names the new plan; a more expensive one is an upgrade (owner only). leave is
     a member leaving the organization; only the owner's leaving affects the subscription.
+    add_addon / remove_addon (seed 000) name the add-on and its units. `usage` is what the
+    organization uses now ("users": 10), checked against a lower tier's limits.
     """
 
     at: date
     by: Name
-    action: Literal["change_plan", "cancel", "resume", "leave"]
+    action: TierAction
     plan: Name | None = None
+    addon: Name | None = None
+    units: int = Field(default=1, ge=1)
+    usage: dict[str, Count] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _plan_iff_change(self) -> SubscriptionChange:
@@ -175,6 +195,10 @@ class SubscriptionChange(_Frozen):
             raise ValueError("plan: change_plan needs the new plan's name")
         if self.action != "change_plan" and self.plan is not None:
             raise ValueError(f"plan: only change_plan names a plan, not {self.action}")
+        if self.action.endswith("_addon") and self.addon is None:
+            raise ValueError(f"addon: {self.action} needs the add-on's name")
+        if not self.action.endswith("_addon") and self.addon is not None:
+            raise ValueError(f"addon: only add_addon and remove_addon name one, not {self.action}")
         return self
 
 

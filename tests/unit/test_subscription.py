@@ -18,7 +18,6 @@ from invoicing.subscription import (
     Subscription,
     apply_change,
     renew,
-    replay,
     start_subscription,
 )
 from schemas.invoice import InvoiceLine
@@ -153,26 +152,6 @@ def test_changes_must_fall_in_the_current_month_one_per_day() -> None:
     with pytest.raises(ValueError, match="already on Medium"):
         apply_change(subscription, change("2025-03-17", "alice", "change_plan", "Medium"),
                      plans=PLANS)
-
-
-def test_replay_renews_on_every_billing_date_between_changes() -> None:
-    history = SubscriptionHistory(changes=(
-        change("2025-03-16", "alice", "change_plan", "Medium"),
-        change("2025-04-10", "bob", "cancel"),
-        change("2025-09-01", "alice", "resume"),  # after `until`: not applied yet
-    ))
-    state, invoices = replay(started(), history, plans=PLANS, until=D("2025-06-01"))
-    # 1 April: 20.00 + 10.32 - 5.16 (see the upgrade test). 1 May: the cancelled plan ends
-    # with nothing pending, so no invoice, and the free plan is never billed.
-    assert list(invoices) == [D("2025-04-01")]
-    assert amounts(invoices[D("2025-04-01")]) == [
-        ("base", "20.00"), ("proration", "10.32"), ("credit", "-5.16")]
-    assert (state.status, state.plan, state.month.start) == ("free", FREE, D("2025-05-01"))
-
-
-def test_replay_of_a_quiet_subscription_bills_each_month() -> None:
-    _, invoices = replay(started(), SubscriptionHistory(), plans=PLANS, until=D("2025-05-31"))
-    assert list(invoices) == [D("2025-04-01"), D("2025-05-01")]
 
 
 @pytest.mark.parametrize(

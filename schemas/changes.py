@@ -1,0 +1,88 @@
+"""Billing changes on `billing-changes`: CloudEvents 1.0 structured JSON, key = team.
+
+```json
+{"specversion": "1.0", "id": "chg-7", "source": "crm", "type": "add_units",
+ "time": "2019-01-18T10:00:00Z", "subject": "team-daniel", "data": {"count": 20}}
+```
+
+`time` is when the change takes effect; `subject` is the team; `(source, id)` identifies it,
+so a redelivery changes nothing. Types, by plan kind:
+
+- licence and seat plans: add_units (count bought now, charged prorated at once),
+  reduce_units (licences: count the renewal bills); seat plans also member_added and
+  member_archived (count members, default 1; seats must hold every member).
+- tier plans: change_plan (plan, by), cancel, resume, leave (by), add_addon and remove_addon
+  (addon, count default 1); change_plan may carry `usage` for a lower tier's limits.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.events import EventTime, rfc3339_text
+
+__all__ = ["CHANGE_TYPES", "BillingChange", "ChangeData", "ChangeType"]
+
+ChangeType = Literal[
+    "change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon",
+    "add_units", "reduce_units", "member_added", "member_archived",
+]
+CHANGE_TYPES: tuple[ChangeType, ...] = (
+    "change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon",
+    "add_units", "reduce_units", "member_added", "member_archived",
+)
+_NEEDS_BY = frozenset({"change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon"})
+
+
+class ChangeData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: str | None = Field(default=None, min_length=1, max_length=256)  # who made the change
+    plan: str | None = Field(default=None, min_length=1, max_length=256)
+    addon: str | None = Field(default=None, min_length=1, max_length=256)
+    count: int | None = Field(default=None, ge=0, le=1_000_000)
+    usage: dict[str, int] = Field(default_factory=dict, max_length=64)
+
+
+class BillingChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=256)
+    type: ChangeType
+    time: EventTime
+    subject: str = Field(min_length=1, max_length=256)
+    data: ChangeData = ChangeData()
+
+    _rfc3339_time = field_validator("time", mode="before")(rfc3339_text)
+
+    @model_validator(mode="after")
+    def _fields_of_type(self) -> BillingChange:
+        data, kind = self.data, self.type
+        if kind in _NEEDS_BY and data.by is None:
+            raise ValueError(f"data.by: {kind} needs who made it")
+        if (kind == "change_plan") != (data.plan is not None):
+            raise ValueError(f"data.plan: {'needed' if kind == 'change_plan' else 'not used'} "
+                             f"by {kind}")
+        if kind.endswith("_addon") != (data.addon is not None):
+            raise ValueError(f"data.addon: {'needed' if kind.endswith('_addon') else 'not used'}"
+                             f" by {kind}")
+        if kind in ("add_units", "reduce_units") and data.count is None:
+            raise ValueError(f"data.count: {kind} needs a count")
+        if kind != "reduce_units" and data.count == 0:
+            raise ValueError(f"data.count: {kind} needs a count of at least 1")
+        if data.usage and kind != "change_plan":
+            raise ValueError(f"data.usage: only change_plan carries usage, not {kind}")
+        return self
+
+    @property
+    def team(self) -> str:
+        return self.subject
+
+    @property
+    def reference(self) -> str:
+        """How invoices and the store name the change: "source/id"."""
+        return f"{self.source}/{self.id}"
