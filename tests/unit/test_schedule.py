@@ -9,14 +9,15 @@ a prorated first month). Prices the seeds do not give are made up and say so.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from invoicing.schedule import ChangeError, Scheduled, schedule
-from schemas.catalog import Catalog, parse_catalog
+from schemas.catalog import Catalog, load_catalog, parse_catalog
 from schemas.changes import BillingChange
 
 D = date.fromisoformat
@@ -251,3 +252,16 @@ def test_lines_sum_to_what_each_invoice_charges(catalog: Catalog) -> None:
     items = run(catalog, "daniel", [], "2020-07-04")
     assert [sum(Decimal(line.amount) for line in item.lines) for item in items] == [
         Decimal("810.00")] * 3
+
+
+def test_every_example_account_has_a_schedule() -> None:
+    example = load_catalog(Path(__file__).resolve().parents[2] / "deploy" / "examples"
+                           / "catalog.yaml")
+    scheduled = [account for account in example.accounts
+                 if example.plans[account.plan].kind in ("licence", "seat", "tier")]
+    assert {account.team for account in scheduled} == {
+        "team-angela", "team-jibble-seats", "team-jootle", "team-org"}
+    for account in scheduled:
+        items = schedule(account, example, [], until=account.start_date + timedelta(days=400))
+        assert items and items[0].invoice_date == account.start_date
+        assert all(Decimal(line.amount) > 0 for item in items for line in item.lines)
