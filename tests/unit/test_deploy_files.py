@@ -1,32 +1,370 @@
-"""The production-shaped files that cannot run here (no Docker engine) stay well-formed."""
+"""The production-shaped files that cannot run here (no Docker engine) stay well-formed.
+
+docker-compose.yml, the Prometheus scrape config and the Grafana provisioning and dashboard
+are only ever exercised by users with Docker, so these tests check what would break there:
+unpinned images, missing mounted files, wiring between services, and dashboard queries on
+metric names the code does not expose.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
+import re
+from functools import cache
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
-from schemas.catalog import load_catalog
+import metering.metrics
+from metering.settings import Settings
+from schemas.catalog import MauPlan, load_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "metering.json"
+DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
+DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "metering.yml"
+
+SERVICES = {"kafka", "clickhouse", "worker", "api", "prometheus", "grafana"}
+PUBLISHED = {"kafka": {9092}, "clickhouse": {8123, 9000}, "api": {8080},
+             "prometheus": {9090}, "grafana": {3000}}
+METERING_SERVICES = ("worker", "api")
+# `${NAME:?message}`: compose refuses to start when NAME is unset, and no value is committed
+REQUIRED_VARIABLE = re.compile(r"^\$\{(?P<name>[A-Z_][A-Z0-9_]*):?\?[^}]*\}$")
+SECRET_KEY = re.compile(r"TOKEN|PASSWORD|SECRET|API_KEY", re.IGNORECASE)
+METRIC_NAME = re.compile(r"\bmetering_[a-zA-Z0-9_]*[a-zA-Z0-9]\b")
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+GROUPING = re.compile(r"\b(?:by|without)\s*\((?P<labels>[^)]*)\)")
+LEGEND_LABEL = re.compile(r"\{\{\s*(?P<label>\w+)\s*\}\}")
 
 
-def test_compose_services_are_pinned_and_wired() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert set(services) >= {"kafka", "clickhouse", "worker"}
-    for name, service in services.items():
-        image = service["image"]
-        tag = image.rsplit(":", 1)[1] if ":" in image else ""
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@cache
+def _compose() -> dict[str, Any]:
+    compose: dict[str, Any] = _yaml(COMPOSE)
+    return compose
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = _compose()["services"]
+    return services
+
+
+def _env(service: str) -> dict[str, str]:
+    env = _services()[service].get("environment", {})
+    assert isinstance(env, dict), f"{service}: write environment as a mapping"
+    return {str(key): str(value) for key, value in env.items()}
+
+
+def _default(value: str) -> str:
+    """The value compose uses for `${NAME:-default}` when NAME is unset; others unchanged."""
+    match = re.fullmatch(r"\$\{[A-Z_][A-Z0-9_]*:?-(?P<default>[^}]*)\}", value)
+    return match["default"] if match else value
+
+
+def _image_tag(image: str) -> str:
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[1] if ":" in last else ""
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host path, container path) of every bind mount; named volumes are skipped."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            if volume.get("type") == "bind":
+                mounts.append((volume["source"], volume["target"]))
+            continue
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/", "~")):
+            mounts.append((source, target))
+    return mounts
+
+
+def _published_ports(service: dict[str, Any]) -> dict[int, int]:
+    """host port -> container port."""
+    ports = {}
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ports[int(port["published"])] = int(port["target"])
+            continue
+        *_, host, container = str(port).split(":")
+        ports[int(host)] = int(container.split("/")[0])
+    return ports
+
+
+def _container_path(service: str, host_path: Path) -> str:
+    for source, target in _bind_mounts(_services()[service]):
+        if (ROOT / source).resolve() == host_path.resolve():
+            return target
+    raise AssertionError(f"{service} does not mount {host_path.relative_to(ROOT)}")
+
+
+def test_compose_names_every_service_of_the_stack() -> None:
+    assert set(_services()) >= SERVICES
+
+
+def test_compose_images_are_pinned() -> None:
+    for name, service in _services().items():
+        image = service.get("image", "")
+        tag = _image_tag(image)
         assert tag and tag != "latest", f"{name}: image {image!r} is not pinned"
-    env = services["worker"]["environment"]
-    assert env["METERING_BROKER_URL"] == "kafka://kafka:9092"
-    assert env["METERING_STORE_URL"].startswith("clickhouse://clickhouse:9000/")
-    mounted = services["worker"]["volumes"][0].split(":")[0]
-    assert (ROOT / mounted).is_file()
-    assert (ROOT / services["worker"]["build"]["dockerfile"]).is_file()
+        if "build" in service:
+            assert (ROOT / service["build"]["context"]).is_dir()
+            assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+
+
+def test_worker_and_api_share_one_built_image() -> None:
+    images = {_services()[name]["image"] for name in METERING_SERVICES}
+    assert len(images) == 1, images
+
+
+def test_compose_bind_mounts_exist_in_the_repository() -> None:
+    for name, service in _services().items():
+        for source, _ in _bind_mounts(service):
+            assert (ROOT / source).exists(), f"{name}: mounts missing {source}"
+
+
+def test_compose_publishes_the_documented_ports() -> None:
+    for name, ports in PUBLISHED.items():
+        assert set(_published_ports(_services()[name])) >= ports, name
+
+
+def test_compose_long_running_services_have_healthchecks() -> None:
+    for name in SERVICES:
+        assert "test" in _services()[name].get("healthcheck", {}), f"{name}: no healthcheck"
+
+
+def test_worker_and_api_reach_kafka_and_clickhouse_services() -> None:
+    kafka_env = _env("kafka")
+    assert "PLAINTEXT://kafka:9092" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    for name in METERING_SERVICES:
+        env = _env(name)
+        assert env["METERING_BROKER_URL"] == "kafka://kafka:9092", name
+        assert env["METERING_STORE_URL"].startswith("clickhouse://clickhouse:9000/"), name
+        database = env["METERING_STORE_URL"].rsplit("/", 1)[1]
+        assert database == _env("clickhouse")["CLICKHOUSE_DB"], name
+        catalog = env["METERING_CATALOG"]
+        mounted = {target: source for source, target in _bind_mounts(_services()[name])}
+        assert (ROOT / mounted[catalog]).is_file(), f"{name}: catalog {catalog} is not mounted"
+        depends = _services()[name]["depends_on"]
+        assert {"kafka", "clickhouse"} <= set(depends), name
+
+
+def test_metering_settings_come_from_known_variables() -> None:
+    known = {f"METERING_{field.upper()}" for field in Settings.model_fields}
+    for name in METERING_SERVICES:
+        unknown = {key for key in _env(name) if key.startswith("METERING_")} - known
+        assert not unknown, f"{name}: no setting reads {sorted(unknown)}"
+
+
+def test_partitions_match_between_kafka_and_workers() -> None:
+    partitions = _default(_env("worker")["METERING_PARTITIONS"])
+    assert int(partitions) >= _services()["worker"]["deploy"]["replicas"]
+    assert _default(_env("kafka")["KAFKA_NUM_PARTITIONS"]) == partitions
+
+
+def test_worker_exposes_metrics_on_all_interfaces() -> None:
+    env = _env("worker")
+    assert env["METERING_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 - inside its container
+    assert int(env["METERING_METRICS_PORT"]) > 0
+
+
+def test_api_serves_and_runs_the_close() -> None:
+    api = _services()["api"]
+    env = _env("api")
+    assert api["command"] == ["serve"]
+    assert env["METERING_API_HOST"] == "0.0.0.0"  # noqa: S104 - inside its container
+    assert _published_ports(api)[int(env["METERING_API_PORT"])] == int(env["METERING_API_PORT"])
+    assert float(env["METERING_CLOSE_INTERVAL_SECONDS"]) == 300
+    assert int(env["METERING_TOP_TEAMS_METRIC"]) > 0
+
+
+def test_api_tokens_come_from_the_environment() -> None:
+    tokens = _env("api")["METERING_API_TOKENS"]
+    match = REQUIRED_VARIABLE.match(tokens)
+    assert match and match["name"] == "METERING_API_TOKENS", f"literal token {tokens!r}"
+
+
+def test_no_secret_is_committed_in_compose() -> None:
+    for name in _services():
+        for key, value in _env(name).items():
+            if SECRET_KEY.search(key):
+                assert REQUIRED_VARIABLE.match(value), f"{name}: {key} has a literal value"
+    if (ROOT / ".env").exists():
+        gitignore = ROOT / ".gitignore"
+        ignored = gitignore.read_text().splitlines() if gitignore.exists() else []
+        assert {".env", "/.env"} & {line.strip() for line in ignored}, ".env is not git-ignored"
+
+
+def test_prometheus_scrapes_every_worker_replica_and_the_api() -> None:
+    config = _yaml(PROMETHEUS)
+    assert _container_path("prometheus", PROMETHEUS) == "/etc/prometheus/prometheus.yml"
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    workers = [job for job in jobs.values() if "dns_sd_configs" in job]
+    assert len(workers) == 1, "one dns_sd job finds every scaled worker replica"
+    (discovery,) = workers[0]["dns_sd_configs"]
+    assert discovery["names"] == ["worker"]
+    assert discovery["type"] == "A"
+    assert discovery["port"] == int(_env("worker")["METERING_METRICS_PORT"])
+    assert workers[0].get("metrics_path", "/metrics") == "/metrics"
+    api_target = f"api:{_env('api')['METERING_API_PORT']}"
+    api_jobs = [
+        job for job in jobs.values()
+        for static in job.get("static_configs", [])
+        if api_target in static["targets"]
+    ]
+    assert len(api_jobs) == 1, f"no job scrapes {api_target}"
+    assert api_jobs[0].get("metrics_path", "/metrics") == "/metrics"
+    # The API's /metrics needs no token: a scrape config with credentials would hide that
+    assert "authorization" not in api_jobs[0] and "bearer_token" not in api_jobs[0]
+
+
+def _datasource_uid() -> str:
+    (datasource,) = _yaml(DATASOURCES)["datasources"]
+    assert datasource["type"] == "prometheus"
+    prometheus_port = next(iter(_published_ports(_services()["prometheus"]).values()))
+    assert datasource["url"] == f"http://prometheus:{prometheus_port}"
+    uid: str = datasource["uid"]
+    return uid
+
+
+def test_grafana_provisions_the_datasource_and_dashboards() -> None:
+    assert _container_path("grafana", GRAFANA / "provisioning") == "/etc/grafana/provisioning"
+    assert _datasource_uid()
+    (provider,) = _yaml(DASHBOARD_PROVIDERS)["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == _container_path("grafana", DASHBOARD.parent)
+
+
+def _dashboard() -> dict[str, Any]:
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return dashboard
+
+
+def _query_panels() -> list[dict[str, Any]]:
+    panels = []
+    for panel in _dashboard()["panels"]:
+        panels.extend([panel, *panel.get("panels", [])])
+    return [panel for panel in panels if panel.get("targets")]
+
+
+def test_dashboard_is_pinned_and_uses_the_provisioned_datasource() -> None:
+    dashboard = _dashboard()
+    assert dashboard["uid"] and dashboard["schemaVersion"] >= 36
+    uid = _datasource_uid()
+    panels = _query_panels()
+    assert len(panels) >= 8
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in panels:
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid, panel["title"]
+            assert target["expr"].strip(), panel["title"]
+
+
+def _exposed_names(registry: CollectorRegistry) -> set[str]:
+    """Series names a scrape shows: `_total` back on counters (prometheus_client strips it
+    from family names), `_bucket`/`_sum`/`_count` on histograms. Built from the families
+    because a labelled family with no children yet has no samples."""
+    names = set()
+    for family in registry.collect():
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        elif family.type == "histogram":
+            names.update(f"{family.name}{suffix}" for suffix in HISTOGRAM_SUFFIXES)
+        elif family.type == "summary":
+            names.update({family.name, f"{family.name}_sum", f"{family.name}_count"})
+        elif family.type == "info":
+            names.add(f"{family.name}_info")
+        else:
+            names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+@cache
+def _declared_metrics() -> dict[str, frozenset[str]]:
+    """Series name -> label names, for every metric the classes of metering.metrics declare."""
+    creates = []
+    for _, cls in inspect.getmembers(metering.metrics, inspect.isclass):
+        create = getattr(cls, "create", None)
+        if cls.__module__ == metering.metrics.__name__ and callable(create):
+            creates.append(create)
+    assert creates, "metering.metrics declares no metric classes"
+    declared: dict[str, frozenset[str]] = {}
+    for create in creates:
+        # One registry per class: the worker and the API serve separate registries, and a
+        # metric both declare would otherwise collide here but not in production
+        registry = CollectorRegistry()
+        create(registry)
+        # A family without children yet shows its label names in no sample, and
+        # prometheus_client offers no public accessor for them
+        collectors = registry._names_to_collectors
+        for name in _exposed_names(registry):
+            labels = frozenset(getattr(collectors[name], "_labelnames", ()))
+            declared[name] = labels | {"le"} if name.endswith("_bucket") else labels
+    return declared
+
+
+def _dashboard_metric_names() -> dict[str, str]:
+    """metric name -> title of a panel that queries it."""
+    used: dict[str, str] = {}
+    for panel in _query_panels():
+        for target in panel["targets"]:
+            for name in METRIC_NAME.findall(target["expr"]):
+                used.setdefault(name, panel["title"])
+    return used
+
+
+def test_dashboard_covers_the_operational_metrics() -> None:
+    used = set(_dashboard_metric_names())
+    assert used >= {
+        "metering_events_received_total", "metering_event_rows_written_total",
+        "metering_events_duplicate_total", "metering_events_late_total",
+        "metering_events_rejected_total", "metering_consumer_lag", "metering_store_up",
+        "metering_store_write_retries_total", "metering_team_mau",
+        "metering_close_runs_total", "metering_close_duration_seconds_bucket",
+        "metering_invoices_issued_total", "metering_last_successful_close_timestamp_seconds",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_dashboard_metric_names()))
+def test_dashboard_metric_is_declared_by_the_code(name: str) -> None:
+    assert name in _declared_metrics(), (
+        f"{name} (panel {_dashboard_metric_names()[name]!r}) is not declared in metering.metrics"
+    )
+
+
+def test_dashboard_groups_and_legends_use_declared_labels() -> None:
+    declared = _declared_metrics()
+    for panel in _query_panels():
+        for target in panel["targets"]:
+            expr = target["expr"]
+            labels: set[str] = set()
+            for name in METRIC_NAME.findall(expr):
+                labels |= declared.get(name, frozenset())
+            used = {
+                label.strip()
+                for group in GROUPING.findall(expr) for label in group.split(",")
+                if label.strip()
+            }
+            used |= set(LEGEND_LABEL.findall(target.get("legendFormat", "")))
+            assert used <= labels, f"{panel['title']}: no metric has labels {used - labels}"
 
 
 def test_example_catalog_loads() -> None:
     catalog = load_catalog(ROOT / "deploy" / "examples" / "catalog.yaml")
-    assert catalog.plans["power"].included_users == 5
+    power = catalog.plans["power"]
+    assert isinstance(power, MauPlan)
+    assert power.included_users == 5
