@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := clickhouse-server
+APT_PACKAGES := clickhouse-server prometheus
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit integration bench system-deps clean

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 
 from aggregation.store import StoreError
 from invoicing.close import CloseError
-from metering import commands
+from metering import commands, logs
 from metering.commands import CliError
 from metering.kafka_io import BrokerError
 from metering.settings import Settings
@@ -86,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("file", help="a file of JSON lines, or - for standard input")
     emit.set_defaults(run=commands.emit)
 
+    backfill = sub.add_parser(
+        "backfill", help="re-send archived CloudEvents JSON lines with their original ids"
+    )
+    backfill.add_argument("file", help="a file of JSON lines, or - for standard input")
+    backfill.add_argument("--progress", action="store_true",
+                          help="show the progress bar even when stderr is not a terminal")
+    backfill.set_defaults(run=commands.backfill)
+
     usage = sub.add_parser("usage", help="MAU and counted users of a team's period")
     usage.add_argument("--team", required=True)
     usage.add_argument("--at", type=parse_moment, help="a date or date-time in the period")
@@ -96,19 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     close.add_argument("--as-of", dest="as_of", type=parse_moment, required=True)
     close.add_argument("--team")
     close.add_argument("--json", action="store_true")
+    close.add_argument("--progress", action="store_true",
+                       help="show the progress bar even when stderr is not a terminal")
     close.set_defaults(run=commands.close)
 
-    for command in (demo, worker, emit, usage, close):
+    for command in (demo, worker, emit, backfill, usage, close):
         _add_common(command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    for noisy in ("kafka", "clickhouse_driver"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace, Settings], int] = args.run
     settings = build_settings(args)
+    try:
+        logs.configure(settings)
+    except ValueError as exc:
+        fail(f"setting log_level: {exc}", EXIT_USAGE)
     try:
         code = run(args, settings)
     except (CliError, CatalogError, CloseError, BrokerError, StoreError) as exc:

@@ -5,21 +5,40 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import stat
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, start_http_server
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from aggregation import open_store
 from aggregation.periods import period_containing
-from aggregation.store import Store
+from aggregation.store import Store, StoredInvoice
 from invoicing import close as closing
 from metering.emit import emit_lines
 from metering.first_seen import DEFAULT_CLOCK, BillingClock
 from metering.kafka_io import BrokerError, ensure_topics, make_producer
+from metering.logs import logging_config
+from metering.metrics import CloseMetrics
 from metering.report import invoice_table, usage_table
 from metering.settings import Settings
 from schemas.catalog import Catalog, load_catalog
@@ -48,7 +67,10 @@ def open_ready_store(settings: Settings) -> Store:
 
 
 def _all_topics(settings: Settings) -> list[str]:
-    return [settings.events_topic, settings.rejected_topic, settings.charges_topic]
+    return [
+        settings.events_topic, settings.rejected_topic, settings.charges_topic,
+        settings.changes_topic, settings.changes_rejected_topic,
+    ]
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -69,7 +91,10 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     tune_collector()
     try:
-        faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+        # Faust replaces the root logging configuration when it starts: hand it ours.
+        faust.Worker(
+            app, loglevel=settings.log_level, logging_config=logging_config(settings), quiet=True
+        ).execute_from_commandline()
     finally:
         store.close()
     return 0
@@ -88,28 +113,91 @@ def tune_collector() -> None:
     gc.set_threshold(DEFAULT_GC_YOUNG_THRESHOLD, middle, old)
 
 
-def _lines(source: str) -> Iterator[bytes]:
+def show_progress(args: argparse.Namespace) -> bool:
+    """A progress bar on stderr when asked (--progress) or when a person watches it."""
+    return bool(args.progress) or sys.stderr.isatty()
+
+
+def _progress(*columns: str | ProgressColumn) -> Progress:
+    return Progress(*columns, console=Console(stderr=True, force_terminal=True))
+
+
+def _open_source(source: str) -> tuple[BinaryIO, int | None]:
+    """The input of emit and backfill, and its size in bytes when it is a regular file."""
     if source == "-":
-        yield from sys.stdin.buffer
-        return
+        handle: BinaryIO = sys.stdin.buffer
+    else:
+        try:
+            handle = Path(source).open("rb")
+        except OSError as exc:
+            raise CliError(f"{source}: cannot read ({exc.strerror})") from exc
     try:
-        with Path(source).open("rb") as handle:
-            yield from handle
+        info = os.fstat(handle.fileno())
+    except (OSError, ValueError):
+        return handle, None  # stdin may be a stream without a descriptor
+    return handle, info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _read(source: str, handle: BinaryIO) -> Iterator[bytes]:
+    try:
+        yield from handle
     except OSError as exc:
         raise CliError(f"{source}: cannot read ({exc.strerror})") from exc
 
 
-def emit(args: argparse.Namespace, settings: Settings) -> int:
-    ensure_topics(settings.bootstrap_servers, _all_topics(settings), partitions=settings.partitions)
-    producer = make_producer(settings.bootstrap_servers)
+# Advancing a rich bar costs a lock and a clock read: done per this many bytes, not per line.
+DEFAULT_PROGRESS_STEP_BYTES = 64 * 1024
+
+
+def _counting(lines: Iterable[bytes], progress: Progress, task: TaskID) -> Iterator[bytes]:
+    step = 0
+    for line in lines:
+        yield line
+        step += len(line)
+        if step >= DEFAULT_PROGRESS_STEP_BYTES:
+            progress.advance(task, step)
+            step = 0
+    progress.advance(task, step)
+
+
+def _send_lines(source: str, settings: Settings, *, progress: bool) -> int:
+    """emit and backfill: validate and send the lines, report rejected lines, exit 1 if any."""
+    handle, size = _open_source(source)
     try:
-        report = emit_lines(_lines(args.file), producer=producer, topic=settings.events_topic)
+        ensure_topics(settings.bootstrap_servers, _all_topics(settings),
+                      partitions=settings.partitions)
+        producer = make_producer(settings.bootstrap_servers)
+        try:
+            lines = _read(source, handle)
+            if progress:
+                with _progress(
+                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(),
+                ) as bar:
+                    task = bar.add_task(f"sending {source}", total=size)
+                    report = emit_lines(_counting(lines, bar, task), producer=producer,
+                                        topic=settings.events_topic)
+            else:
+                report = emit_lines(lines, producer=producer, topic=settings.events_topic)
+        finally:
+            producer.close()
     finally:
-        producer.close()
+        handle.close()
     for rejected in report.rejected:
         print(f"line {rejected.line}: {rejected.reason}: {rejected.detail}", file=sys.stderr)
     print(f"sent {report.sent} events; rejected {len(report.rejected)} lines")
     return 1 if report.rejected else 0
+
+
+def emit(args: argparse.Namespace, settings: Settings) -> int:
+    return _send_lines(args.file, settings, progress=False)
+
+
+def backfill(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-send archived events with their original (source, id): the store counts each
+    (source, id) once, so events already seen change nothing, and events for a period
+    already closed reach the next invoice as an adjustment line."""
+    return _send_lines(args.file, settings, progress=show_progress(args))
 
 
 def usage(args: argparse.Namespace, settings: Settings) -> int:
@@ -148,8 +236,36 @@ def usage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def run_close(settings: Settings, *, as_of: datetime, team: str | None) -> closing.CloseResult:
+def run_close(
+    settings: Settings,
+    *,
+    as_of: datetime,
+    team: str | None,
+    metrics: CloseMetrics | None = None,
+    progress: bool = False,
+) -> closing.CloseResult:
+    """Close team by team (the progress bar counts teams) and record the run in `metrics`."""
+    started = time.monotonic()
+    issued: list[Invoice] = []
+    ok = False
+    try:
+        due = _close_teams(settings, as_of=as_of, team=team, issued=issued, progress=progress)
+        ok = True
+    finally:
+        if metrics is not None:
+            metrics.record(ok=ok, seconds=time.monotonic() - started, issued=len(issued),
+                           finished_at=time.time())
+    return closing.CloseResult(issued=issued, due=due)
+
+
+def _close_teams(
+    settings: Settings, *, as_of: datetime, team: str | None, issued: list[Invoice],
+    progress: bool,
+) -> list[StoredInvoice]:
+    """Invoices due for `team` or every catalog team, ordered by team then date; each team's
+    new invoices are appended to `issued` once closed, so a failed run still counts them."""
     catalog = load_settings_catalog(settings, required=True)
+    teams = [team] if team is not None else [account.team for account in catalog.accounts]
     ensure_topics(settings.bootstrap_servers, [settings.charges_topic],
                   partitions=settings.partitions)
     producer = make_producer(settings.bootstrap_servers, linger_ms=0)
@@ -163,21 +279,42 @@ def run_close(settings: Settings, *, as_of: datetime, team: str | None) -> closi
         if future.failed():
             raise BrokerError(f"charge for {invoice.team} not published: {future.exception}")
 
+    def close_one(name: str) -> list[StoredInvoice]:
+        result = closing.close(
+            store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
+            publish=publish, team=name,
+        )
+        issued.extend(result.issued)
+        return result.due
+
+    due: list[StoredInvoice] = []
     try:
         store = open_ready_store(settings)
         try:
-            return closing.close(
-                store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
-                publish=publish, team=team,
-            )
+            if progress:
+                with _progress(
+                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                ) as bar:
+                    task = bar.add_task("closing", total=len(teams))
+                    for name in teams:
+                        bar.update(task, description=f"closing {name}")
+                        due.extend(close_one(name))
+                        bar.advance(task)
+                    bar.update(task, description="closed")
+            else:
+                for name in teams:
+                    due.extend(close_one(name))
         finally:
             store.close()
     finally:
         producer.close()
+    return sorted(due, key=lambda inv: (inv.team, inv.invoice_date))
 
 
 def close(args: argparse.Namespace, settings: Settings) -> int:
-    result = run_close(settings, as_of=args.as_of, team=args.team)
+    result = run_close(settings, as_of=args.as_of, team=args.team,
+                       progress=show_progress(args))
     if args.json:
         print("[" + ", ".join(inv.body for inv in result.due) + "]")
     else:

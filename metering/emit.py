@@ -27,10 +27,30 @@ class EmitReport:
     rejected: list[LineRejection] = field(default_factory=list)
 
 
+# Futures are settled every this many sends, so that a backfill of an archive of millions of
+# events holds a bounded number of them and stops soon after the broker starts refusing.
+DEFAULT_SETTLE_EVERY = 10_000
+
+
+def _settle(producer: KafkaProducer, pending: list[FutureRecordMetadata], sent: int) -> int:
+    """Wait for `pending`; returns `sent` plus their count, or raises if any failed."""
+    producer.flush()
+    failed = [f for f in pending if f.failed()]
+    if failed:
+        raise BrokerError(
+            f"{len(failed)} of {sent + len(pending)} events were not acknowledged: "
+            f"{failed[0].exception}"
+        )
+    sent += len(pending)
+    pending.clear()
+    return sent
+
+
 def emit_lines(
     lines: Iterable[bytes], *, producer: KafkaProducer, topic: str, now: datetime | None = None
 ) -> EmitReport:
-    """Invalid lines are reported with their 1-based line number and never sent."""
+    """Invalid lines are reported with their 1-based line number and never sent. A single
+    valid event is sent as its original bytes, so its id and fields travel unchanged."""
     report = EmitReport()
     pending: list[FutureRecordMetadata] = []
     clock = now or datetime.now(UTC)
@@ -47,11 +67,7 @@ def emit_lines(
                 event.model_dump(mode="json"), separators=(",", ":")
             ).encode()
             pending.append(producer.send(topic, key=event.team.encode(), value=value))
-    producer.flush()
-    failed = [f for f in pending if f.failed()]
-    report.sent = len(pending) - len(failed)
-    if failed:
-        raise BrokerError(
-            f"{len(failed)} of {len(pending)} events were not acknowledged: {failed[0].exception}"
-        )
+        if len(pending) >= DEFAULT_SETTLE_EVERY:
+            report.sent = _settle(producer, pending, report.sent)
+    report.sent = _settle(producer, pending, report.sent)
     return report

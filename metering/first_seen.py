@@ -7,6 +7,7 @@ memory is released once the period has ended and its grace has passed.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -16,6 +17,7 @@ from aggregation.periods import (
     DEFAULT_ANCHOR_DAY,
     DEFAULT_ZONE,
     next_anchor_date,
+    period_containing,
     period_for_date,
 )
 from aggregation.store import ActiveUserRow, EventRow
@@ -102,12 +104,40 @@ class FirstSeen:
         for row in rows:
             self._written.setdefault((row.team, row.period_start), {})[row.user_id] = _order(row)
 
+    def closed(self, team: str, period_start: date, *, now: datetime, grace: timedelta) -> bool:
+        """Whether the team's period starting on `period_start` ended, plus grace, by `now`."""
+        clock = self.clock(team)
+        end = next_anchor_date(period_start, clock.anchor_day)
+        return datetime.combine(end, datetime.min.time(), tzinfo=clock.zone) + grace <= now
+
+    def late(
+        self, events: Iterable[EventRow], *, now: datetime, grace: timedelta
+    ) -> Counter[PeriodKey]:
+        """Per (team, period start), the events counted into a period already closed at
+        `now`: they land after the close and reach the next invoice as an adjustment."""
+        late: Counter[PeriodKey] = Counter()
+        closed: dict[PeriodKey, bool] = {}
+        for row in events:
+            key = (row.team, row.period_start)
+            if key not in closed:
+                closed[key] = self.closed(row.team, row.period_start, now=now, grace=grace)
+            if closed[key]:
+                late[key] += 1
+        return late
+
+    def current_counts(self, now: datetime) -> dict[PeriodKey, int]:
+        """Users this worker wrote per (team, start of the team's period containing `now`)."""
+        counts: dict[PeriodKey, int] = {}
+        for (team, start), users in self._written.items():
+            clock = self.clock(team)
+            if period_containing(now, anchor_day=clock.anchor_day, zone=clock.zone).start == start:
+                counts[(team, start)] = len(users)
+        return counts
+
     def release_closed(self, *, now: datetime, grace: timedelta) -> int:
         """Forget periods whose end plus grace has passed; returns the keys released."""
         released = 0
         for team, start in list(self._written):
-            clock = self.clock(team)
-            end = next_anchor_date(start, clock.anchor_day)
-            if datetime.combine(end, datetime.min.time(), tzinfo=clock.zone) + grace <= now:
+            if self.closed(team, start, now=now, grace=grace):
                 released += len(self._written.pop((team, start)))
         return released

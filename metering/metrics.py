@@ -1,12 +1,35 @@
-"""Every metric the worker exposes, declared once against a passed-in registry."""
+"""Every metric the worker and the close job expose, declared once against a passed-in registry.
+
+Each class builds its metrics with `create(registry)`; nothing registers on the global
+default registry, so a process serves exactly the registry it passes around.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from metering.billing_changes import CHANGE_REJECT_REASONS
 from metering.decode import REJECT_REASONS
+
+CLOSE_OUTCOMES = ("ok", "error")
+# A close rates a few invoices per team: seconds for a handful of teams, minutes for many.
+CLOSE_DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+Labels = tuple[str, ...]
+
+
+def _replace_series(gauge: Gauge, shown: set[Labels], values: Mapping[Labels, float]) -> None:
+    """Set one series per label tuple and remove the series that are no longer there, so a
+    revoked partition or a team that left the top N stops being reported."""
+    for labels in shown - values.keys():
+        gauge.remove(*labels)
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    shown.clear()
+    shown.update(values)
 
 
 @dataclass(frozen=True)
@@ -15,12 +38,15 @@ class WorkerMetrics:
     events_received: Counter
     events_rejected: Counter
     events_duplicate: Counter
+    events_late: Counter
     rows_written: Counter
     events_written: Counter
     write_retries: Counter
     store_up: Gauge
     dedupe_keys: Gauge
     window_ids: Gauge
+    consumer_lag: Gauge
+    _lag_series: set[Labels] = field(default_factory=set)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -41,6 +67,11 @@ class WorkerMetrics:
             events_duplicate=Counter(
                 "metering_events_duplicate_total",
                 "Events dropped as repeats of a (source, id) in the dedupe window",
+                registry=registry,
+            ),
+            events_late=Counter(
+                "metering_events_late_total",
+                "Events counted into a period whose end plus grace had passed when processed",
                 registry=registry,
             ),
             events_written=Counter(
@@ -66,4 +97,123 @@ class WorkerMetrics:
                 "metering_dedupe_window_ids", "(source, id) pairs held in the dedupe window",
                 registry=registry,
             ),
+            consumer_lag=Gauge(
+                "metering_consumer_lag",
+                "Messages behind the high watermark, per partition assigned to this worker",
+                ["topic", "partition"], registry=registry,
+            ),
+        )
+
+    def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
+        """Lag per (topic, partition) of the current assignment; others are removed."""
+        _replace_series(
+            self.consumer_lag, self._lag_series,
+            {(topic, str(partition)): behind for (topic, partition), behind in lag.items()},
+        )
+
+
+@dataclass(frozen=True)
+class ChangeMetrics:
+    """The `billing-changes` agent: every change is stored, a repeat, or rejected."""
+
+    received: Counter
+    stored: Counter
+    duplicate: Counter
+    rejected: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ChangeMetrics:
+        rejected = Counter(
+            "metering_changes_rejected_total",
+            "Billing changes sent to the rejected-changes topic, by reason",
+            ["reason"], registry=registry,
+        )
+        for reason in CHANGE_REJECT_REASONS:
+            rejected.labels(reason=reason)
+        return cls(
+            received=Counter(
+                "metering_changes_received_total", "Billing change messages consumed",
+                registry=registry,
+            ),
+            stored=Counter(
+                "metering_changes_stored_total", "Billing changes added to the team's history",
+                registry=registry,
+            ),
+            duplicate=Counter(
+                "metering_changes_duplicate_total",
+                "Billing changes whose (source, id) the history already holds",
+                registry=registry,
+            ),
+            rejected=rejected,
+        )
+
+
+@dataclass(frozen=True)
+class CloseMetrics:
+    runs: Counter
+    duration: Histogram
+    invoices_issued: Counter
+    last_success: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> CloseMetrics:
+        runs = Counter(
+            "metering_close_runs_total", "Close runs, by outcome", ["outcome"], registry=registry
+        )
+        for outcome in CLOSE_OUTCOMES:
+            runs.labels(outcome=outcome)
+        return cls(
+            runs=runs,
+            duration=Histogram(
+                "metering_close_duration_seconds", "Wall time of a close run, ok or not",
+                buckets=CLOSE_DURATION_BUCKETS, registry=registry,
+            ),
+            invoices_issued=Counter(
+                "metering_invoices_issued_total", "Invoices issued (published and recorded)",
+                registry=registry,
+            ),
+            last_success=Gauge(
+                "metering_last_successful_close_timestamp_seconds",
+                "Unix time at which the last successful close finished", registry=registry,
+            ),
+        )
+
+    def record(self, *, ok: bool, seconds: float, issued: int, finished_at: float) -> None:
+        """One close run; `issued` counts even for a failed run, whose invoices stay issued."""
+        self.runs.labels(outcome="ok" if ok else "error").inc()
+        self.duration.observe(seconds)
+        self.invoices_issued.inc(issued)
+        if ok:
+            self.last_success.set(finished_at)
+
+
+def top_teams(mau: Mapping[str, int], limit: int) -> dict[str, int]:
+    """The `limit` teams with the most active users; ties go to the smaller team name so
+    that the chosen set does not flap between scrapes."""
+    ranked = sorted(mau.items(), key=lambda item: (-item[1], item[0]))
+    return dict(ranked[:limit])
+
+
+@dataclass(frozen=True)
+class TeamMetrics:
+    """Opt-in (`METERING_TOP_TEAMS_METRIC`): a per-team label is only bounded when capped."""
+
+    mau: Gauge
+    _series: set[Labels] = field(default_factory=set)
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> TeamMetrics:
+        return cls(
+            mau=Gauge(
+                "metering_team_mau",
+                "Active users in the current billing period, for the largest teams only",
+                ["team"], registry=registry,
+            ),
+        )
+
+    def publish(self, mau: Mapping[str, int], *, limit: int) -> None:
+        """Keep the `limit` largest of `mau`; teams that dropped out lose their series."""
+        _replace_series(
+            self.mau, self._series,
+            {(team,): users for team, users in top_teams(mau, limit).items()},
         )

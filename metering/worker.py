@@ -1,4 +1,4 @@
-"""Faust app and the activity agent.
+"""Faust app and the activity agent (the billing-changes agent is in `change_agent`).
 
 Agent `count_active_users`:
   input  `activity-events` (key = team; value = one CloudEvent or a JSON array of them)
@@ -10,6 +10,11 @@ Agent `count_active_users`:
 Offsets are committed only after a batch's rows are written and its rejections delivered:
 `take_events` acknowledges a batch even when the agent is cancelled mid-write (shutdown),
 so each batch holds one more reference on its messages and drops it only once durable.
+
+Timers: every few seconds the lag of each assigned partition (high watermark of the last
+fetch minus the offset after the last message this worker finished); with
+METERING_TOP_TEAMS_METRIC, the current-period MAU of the largest teams, read from the store.
+Log lines about a batch, a rejection or a retry carry topic, partitions and offsets.
 """
 
 from __future__ import annotations
@@ -17,62 +22,61 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.exceptions import ProducerSendError
-from faust.types import StreamT
+from faust.exceptions import ConsumerNotStarted
+from faust.types import TP, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry
 
 from aggregation.store import Store, StoreError
+from metering.agent_io import message_context, send_rejected, until_done
+from metering.change_agent import add_change_agent
 from metering.decode import Rejection, decode_message
 from metering.event_window import EventWindow
 from metering.first_seen import FirstSeen, Planned, clocks_from_catalog
-from metering.metrics import WorkerMetrics
+from metering.metrics import ChangeMetrics, TeamMetrics, WorkerMetrics, top_teams
 from metering.settings import Settings
 from schemas.catalog import Catalog
 from schemas.events import ActivityEvent
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RETRY_FIRST_DELAY = 0.2
-DEFAULT_RETRY_MAX_DELAY = 10.0
 DEFAULT_RELEASE_INTERVAL_SECONDS = 60.0
-# Rejected originals are cut to this size: Kafka refuses messages over 1 MB by default, and
-# the first 256 KiB are plenty to see what a producer sent.
-DEFAULT_MAX_REJECTED_BYTES = 256 * 1024
+DEFAULT_LAG_INTERVAL_SECONDS = 5.0
+DEFAULT_POSITION_TIMEOUT_SECONDS = 2.0
+DEFAULT_TOP_TEAMS_INTERVAL_SECONDS = 30.0
 
 
-def rejected_headers(rejection: Rejection) -> dict[str, bytes]:
-    """Reason and detail; an original over the size cap is cut, and its size says so."""
-    headers = {"reason": rejection.reason.encode(), "detail": rejection.detail.encode()}
-    if len(rejection.raw) > DEFAULT_MAX_REJECTED_BYTES:
-        headers["original-bytes"] = str(len(rejection.raw)).encode()
-    return headers
+def consumer_lag(
+    highwaters: Mapping[TP, int | None], consumed: Mapping[TP, int | None]
+) -> dict[tuple[str, int], int]:
+    """Messages behind the high watermark per (topic, partition); a partition without a
+    fetch yet (no high watermark) or without a known position has no value."""
+    lag: dict[tuple[str, int], int] = {}
+    for tp, highwater in highwaters.items():
+        position = consumed.get(tp)
+        if highwater is not None and position is not None:
+            lag[(tp.topic, tp.partition)] = max(highwater - position, 0)
+    return lag
 
 
-async def until_done(
-    what: str,
-    attempt: Callable[[], Awaitable[None]],
-    errors: tuple[type[Exception], ...],
-    *,
-    on_failure: Callable[[], None] = lambda: None,
-) -> None:
-    """Retry with exponential back-off: the batch stays unacknowledged until it succeeds."""
-    delay = DEFAULT_RETRY_FIRST_DELAY
-    while True:
-        try:
-            await attempt()
-            return
-        except errors as exc:
-            on_failure()
-            log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, DEFAULT_RETRY_MAX_DELAY)
+def batch_context(batch: Sequence[EventT[bytes]]) -> dict[str, Any]:
+    """Log fields naming a batch's messages: its topic, partitions and per partition the
+    first and last offset (a batch mixes the partitions assigned to this worker)."""
+    spans: dict[int, list[int]] = {}
+    topic = ""
+    for event in batch:
+        message = event.message
+        topic = message.topic
+        span = spans.setdefault(message.partition, [message.offset, message.offset])
+        span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
+    partitions = sorted(spans)
+    return {"topic": topic, "partitions": partitions, "offsets": [spans[p] for p in partitions]}
 
 
 def create_app(
@@ -103,28 +107,22 @@ def create_app(
     window = EventWindow(settings.dedupe_window)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
     next_release = time.monotonic() + DEFAULT_RELEASE_INTERVAL_SECONDS
+    # Offset after the last message finished per partition: what a commit will cover.
+    finished: dict[TP, int] = {}
 
     def store_planned(planned: Planned) -> None:
         store.add_events(planned.events)
         store.add_active_users(planned.active_users)
 
-    async def reject(rejections: Sequence[Rejection], key: bytes | None) -> None:
+    async def reject(rejections: Sequence[Rejection], message: Message) -> None:
+        context = message_context(message)
         for rejection in rejections:
             metrics.events_rejected.labels(reason=rejection.reason).inc()
+            log.info("event rejected: %s: %s", rejection.reason, rejection.detail,
+                     extra={**context, "reason": rejection.reason})
+        await send_rejected(rejected_topic, rejections, message)
 
-        async def deliver() -> None:
-            deliveries: list[Awaitable[Any]] = [
-                await rejected_topic.send(
-                    key=key, value=rejection.raw[:DEFAULT_MAX_REJECTED_BYTES],
-                    headers=rejected_headers(rejection), force=True,
-                )
-                for rejection in rejections
-            ]
-            await asyncio.gather(*deliveries)
-
-        await until_done("rejected-topic send", deliver, (KafkaError, ProducerSendError))
-
-    async def write(planned: Planned) -> None:
+    async def write(planned: Planned, context: Mapping[str, Any]) -> None:
         loop = asyncio.get_running_loop()
 
         async def attempt() -> None:
@@ -134,10 +132,19 @@ def create_app(
             metrics.store_up.set(0)
             metrics.write_retries.inc()
 
-        await until_done("store write", attempt, (StoreError,), on_failure=failed)
+        await until_done("store write", attempt, (StoreError,), on_failure=failed,
+                         context=context)
         metrics.store_up.set(1)
         metrics.rows_written.inc(len(planned.active_users))
         metrics.events_written.inc(len(planned.events))
+
+    def count_late(planned: Planned, now: datetime, context: Mapping[str, Any]) -> None:
+        late = first_seen.late(planned.events, now=now, grace=settings.grace)
+        for (team, period_start), events in late.items():
+            metrics.events_late.inc(events)
+            log.info("%d late events for a closed period: the next invoice adjusts it", events,
+                     extra={**context, "team": team, "period_start": period_start.isoformat(),
+                            "events": events})
 
     def release(now: datetime) -> None:
         nonlocal next_release
@@ -153,20 +160,22 @@ def create_app(
         ):
             for message in batch:
                 message.message.incref()
+            context = batch_context(batch)
             now = datetime.now(UTC)
             events: list[ActivityEvent] = []
             for message in batch:
                 decoded = decode_message(message.value or b"", now=now)  # tombstone: empty
                 events.extend(decoded.events)
                 if decoded.rejections:
-                    await reject(decoded.rejections, message.key)
+                    await reject(decoded.rejections, message.message)
             fresh = window.fresh(events)
             metrics.messages.inc(len(batch))
             metrics.events_received.inc(len(events))
             metrics.events_duplicate.inc(len(events) - len(fresh))
             planned = first_seen.plan(fresh)
             if planned.events:
-                await write(planned)
+                await write(planned, context)
+                count_late(planned, now, context)
             window.remember(fresh)
             first_seen.mark_written(planned.active_users)
             release(now)
@@ -174,6 +183,62 @@ def create_app(
             metrics.window_ids.set(len(window))
             for message in batch:
                 await stream.ack(message)
+                finished[message.message.tp] = message.message.offset + 1
+            log.debug("batch of %d messages, %d events done", len(batch), len(events),
+                      extra=context)
             yield None
+
+    def forget_finished(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """On revocation: another worker may move a partition on before it comes back."""
+        finished.clear()
+
+    app.on_partitions_revoked.connect(forget_finished)
+
+    async def refresh_lag() -> None:
+        consumer = app.consumer
+        try:
+            # Faust also assigns its internal assignor topic; only the events topic lags.
+            assigned = {tp for tp in consumer.assignment() if tp.topic == settings.events_topic}
+            positions: dict[TP, int | None] = {tp: finished.get(tp) for tp in assigned}
+            for tp, position in positions.items():
+                if position is None:
+                    positions[tp] = await asyncio.wait_for(
+                        consumer.position(tp), DEFAULT_POSITION_TIMEOUT_SECONDS
+                    )
+            highwaters = {tp: consumer.highwater(tp) for tp in assigned}
+        # A rebalance can revoke a partition between these calls; aiokafka then asserts
+        # (highwater) or raises, and the next tick reads the new assignment.
+        except (ConsumerNotStarted, KafkaError, AssertionError, TimeoutError) as exc:
+            log.debug("consumer lag not refreshed: %r", exc)
+            return
+        metrics.set_lag(consumer_lag(highwaters, positions))
+
+    app.timer(DEFAULT_LAG_INTERVAL_SECONDS)(refresh_lag)
+    add_change_agent(app, settings=settings, store=store, catalog=catalog,
+                     metrics=ChangeMetrics.create(registry), executor=executor)
+
+    if settings.top_teams_metric > 0:
+        team_metrics = TeamMetrics.create(registry)
+
+        def read_mau(periods: Mapping[str, date]) -> dict[str, int]:
+            return {team: store.mau(team, start) for team, start in periods.items()}
+
+        async def refresh_top_teams() -> None:
+            # Rank by this worker's memory (teams of its partitions, first seen since it
+            # started), then publish the store's exact MAU of the chosen teams.
+            counts = first_seen.current_counts(datetime.now(UTC))
+            ranked = top_teams({team: n for (team, _), n in counts.items()},
+                               settings.top_teams_metric)
+            periods = {team: start for (team, start) in counts if team in ranked}
+            try:
+                mau = await asyncio.get_running_loop().run_in_executor(
+                    executor, read_mau, periods
+                )
+            except StoreError as exc:
+                log.warning("team MAU not refreshed: %s", exc)
+                return
+            team_metrics.publish(mau, limit=settings.top_teams_metric)
+
+        app.timer(DEFAULT_TOP_TEAMS_INTERVAL_SECONDS)(refresh_top_teams)
 
     return app

