@@ -175,7 +175,11 @@ def close(
     grace: timedelta,
     publish: Publish,
     team: str | None = None,
+    on_team: Callable[[str], None] = lambda team: None,
 ) -> CloseResult:
+    """Issue what is due for `team` or every catalog team. Every schedule is built before
+    anything is issued, so a history the catalog refuses issues nothing; `on_team` is called
+    with each team's name once its invoices are issued (a progress bar counts them)."""
     if as_of.tzinfo is None:
         raise CloseError("as_of must carry a time zone")
     accounts = [_Account(store, catalog, account, as_of, grace)
@@ -198,6 +202,7 @@ def close(
             store.add_invoice(StoredInvoice(name, key[0], invoice.canonical_json(), key[1]))
             earlier.append(invoice)
             issued.append(invoice)
+        on_team(name)
     due = [inv for inv in store.invoices(team)
            if (inv.team, inv.invoice_date, inv.reference) in due_keys]
     return CloseResult(issued=issued, due=due)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import stat
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -32,7 +33,7 @@ from rich.progress import (
 
 from aggregation import open_store
 from aggregation.periods import period_containing
-from aggregation.store import Store, StoredInvoice
+from aggregation.store import Store
 from invoicing import close as closing
 from metering.emit import emit_lines
 from metering.first_seen import DEFAULT_CLOCK, BillingClock
@@ -244,28 +245,44 @@ def run_close(
     metrics: CloseMetrics | None = None,
     progress: bool = False,
 ) -> closing.CloseResult:
-    """Close team by team (the progress bar counts teams) and record the run in `metrics`."""
+    """Issue and publish what is due; the progress bar counts teams. The run is recorded in
+    `metrics`, a failed one with the invoices it published before failing."""
     started = time.monotonic()
-    issued: list[Invoice] = []
+    published: list[Invoice] = []
     ok = False
     try:
-        due = _close_teams(settings, as_of=as_of, team=team, issued=issued, progress=progress)
+        result = _close(settings, as_of=as_of, team=team, published=published,
+                        progress=progress)
         ok = True
     finally:
         if metrics is not None:
-            metrics.record(ok=ok, seconds=time.monotonic() - started, issued=len(issued),
+            metrics.record(ok=ok, seconds=time.monotonic() - started, issued=len(published),
                            finished_at=time.time())
-    return closing.CloseResult(issued=issued, due=due)
+    return result
 
 
-def _close_teams(
-    settings: Settings, *, as_of: datetime, team: str | None, issued: list[Invoice],
+def _no_progress(team: str) -> None:
+    """No bar: nothing to advance."""
+
+
+def _team_bar(stack: contextlib.ExitStack, teams: int) -> Callable[[str], None]:
+    """A bar over `teams`, closed with `stack`; the returned callable advances it."""
+    bar = stack.enter_context(_progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    ))
+    task = bar.add_task("closing", total=teams)
+
+    def advance(team: str) -> None:
+        bar.update(task, advance=1, description=f"closed {team}")
+
+    return advance
+
+
+def _close(
+    settings: Settings, *, as_of: datetime, team: str | None, published: list[Invoice],
     progress: bool,
-) -> list[StoredInvoice]:
-    """Invoices due for `team` or every catalog team, ordered by team then date; each team's
-    new invoices are appended to `issued` once closed, so a failed run still counts them."""
+) -> closing.CloseResult:
     catalog = load_settings_catalog(settings, required=True)
-    teams = [team] if team is not None else [account.team for account in catalog.accounts]
     ensure_topics(settings.bootstrap_servers, [settings.charges_topic],
                   partitions=settings.partitions)
     producer = make_producer(settings.bootstrap_servers, linger_ms=0)
@@ -278,38 +295,24 @@ def _close_teams(
         producer.flush()
         if future.failed():
             raise BrokerError(f"charge for {invoice.team} not published: {future.exception}")
+        published.append(invoice)
 
-    def close_one(name: str) -> list[StoredInvoice]:
-        result = closing.close(
-            store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
-            publish=publish, team=name,
-        )
-        issued.extend(result.issued)
-        return result.due
-
-    due: list[StoredInvoice] = []
     try:
         store = open_ready_store(settings)
         try:
-            if progress:
-                with _progress(
-                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                ) as bar:
-                    task = bar.add_task("closing", total=len(teams))
-                    for name in teams:
-                        bar.update(task, description=f"closing {name}")
-                        due.extend(close_one(name))
-                        bar.advance(task)
-                    bar.update(task, description="closed")
-            else:
-                for name in teams:
-                    due.extend(close_one(name))
+            with contextlib.ExitStack() as stack:
+                on_team: Callable[[str], None] = _no_progress
+                if progress:
+                    teams = 1 if team is not None else len(catalog.accounts)
+                    on_team = _team_bar(stack, teams)
+                return closing.close(
+                    store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
+                    publish=publish, team=team, on_team=on_team,
+                )
         finally:
             store.close()
     finally:
         producer.close()
-    return sorted(due, key=lambda inv: (inv.team, inv.invoice_date))
 
 
 def close(args: argparse.Namespace, settings: Settings) -> int:
