@@ -25,23 +25,26 @@ __all__ = [
     "StoredChange",
     "StoredInvoice",
     "open_store",
+    "redact_url",
 ]
 
 DEFAULT_PORT = 9000
 DEFAULT_DATABASE = "metering"
 
 
-def _shown(parts: SplitResult) -> str:
+def redact_url(url: str) -> str:
+    """`url` with the password of its user info replaced by ***, for printing."""
+    parts = urlsplit(url)
     if parts.password is None:
-        return repr(parts.geturl())
+        return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return repr(parts._replace(netloc=netloc).geturl())
+    return parts._replace(netloc=netloc).geturl()
 
 
 def open_store(url: str) -> Store:
     """Open `clickhouse://[user[:password]@]host[:port][/db]` or `chdb:///abs/path`."""
     parts = urlsplit(url)
-    shown = _shown(parts)
+    shown = repr(redact_url(url))
     if parts.query or parts.fragment:
         raise ValueError(f"store URL {shown} must not have a query or fragment")
     if parts.scheme == "clickhouse":

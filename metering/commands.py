@@ -30,6 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Column
 
 from aggregation import open_store
 from aggregation.periods import period_containing
@@ -119,8 +120,14 @@ def show_progress(args: argparse.Namespace) -> bool:
     return bool(args.progress) or sys.stderr.isatty()
 
 
-def _progress(*columns: str | ProgressColumn) -> Progress:
-    return Progress(*columns, console=Console(stderr=True, force_terminal=True))
+# A long path or team name must not push the bar off an 80-column pipe.
+DEFAULT_DESCRIPTION_WIDTH = 32
+
+
+def _progress(*columns: ProgressColumn) -> Progress:
+    description = TextColumn("{task.description}", table_column=Column(
+        max_width=DEFAULT_DESCRIPTION_WIDTH, no_wrap=True, overflow="ellipsis"))
+    return Progress(description, *columns, console=Console(stderr=True, force_terminal=True))
 
 
 def _open_source(source: str) -> tuple[BinaryIO, int | None]:
@@ -172,7 +179,7 @@ def _send_lines(source: str, settings: Settings, *, progress: bool) -> int:
             lines = _read(source, handle)
             if progress:
                 with _progress(
-                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    BarColumn(), DownloadColumn(),
                     TransferSpeedColumn(), TimeRemainingColumn(),
                 ) as bar:
                     task = bar.add_task(f"sending {source}", total=size)
@@ -267,9 +274,7 @@ def _no_progress(team: str) -> None:
 
 def _team_bar(stack: contextlib.ExitStack, teams: int) -> Callable[[str], None]:
     """A bar over `teams`, closed with `stack`; the returned callable advances it."""
-    bar = stack.enter_context(_progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-    ))
+    bar = stack.enter_context(_progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()))
     task = bar.add_task("closing", total=teams)
 
     def advance(team: str) -> None:

@@ -71,7 +71,7 @@ class WorkerMetrics:
             ),
             events_late=Counter(
                 "metering_events_late_total",
-                "Events counted into a period whose end plus grace had passed when processed",
+                "Events for a period past its end plus grace when processed (replays included)",
                 registry=registry,
             ),
             events_written=Counter(

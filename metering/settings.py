@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from aggregation import redact_url
 from metering.event_window import DEFAULT_WINDOW_EVENTS
 
 DEFAULT_BROKER_URL = "kafka://127.0.0.1:9092"
@@ -29,17 +30,6 @@ DEFAULT_SESSION_TIMEOUT_SECONDS = 10.0
 
 
 _URL_FIELDS = frozenset({"broker_url", "store_url"})
-
-
-def redact_url(url: Any) -> Any:
-    """`url` with the password of its user info replaced by ***, for printing."""
-    if not isinstance(url, str):
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 class Settings(BaseSettings):
@@ -91,10 +81,16 @@ class Settings(BaseSettings):
             raise ValueError(f"broker URL must look like kafka://host:port, got {value!r}")
         return value
 
+    @field_serializer(*_URL_FIELDS)
+    def _dump_url(self, url: str) -> str:
+        """model_dump and model_dump_json show URLs without their passwords too."""
+        return redact_url(url)
+
     def __repr_args__(self) -> Any:
         """Printouts and logs show URLs without their passwords (tokens are SecretStr)."""
         for name, value in super().__repr_args__():
-            yield name, redact_url(value) if name in _URL_FIELDS else value
+            shown = name in _URL_FIELDS and isinstance(value, str)
+            yield name, redact_url(value) if shown else value
 
     @property
     def bootstrap_servers(self) -> str:

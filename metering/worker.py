@@ -142,7 +142,8 @@ def create_app(
         late = first_seen.late(planned.events, now=now, grace=settings.grace)
         for (team, period_start), events in late.items():
             metrics.events_late.inc(events)
-            log.info("%d late events for a closed period: the next invoice adjusts it", events,
+            log.info("%d events for a period past its end plus grace: counted, and an invoice "
+                     "already issued for it gets an adjustment on the next one", events,
                      extra={**context, "team": team, "period_start": period_start.isoformat(),
                             "events": events})
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 __all__ = [
     "ManagedProcess",
@@ -64,12 +64,14 @@ def _die_with_parent() -> None:
 
 @dataclass(eq=False)
 class ManagedProcess:
-    """One server process, stopped by PID: SIGTERM, then SIGKILL after a timeout."""
+    """One server process, stopped by PID: SIGTERM, then SIGKILL after a timeout. Its output
+    goes to `log_path`; stderr goes to `stderr_path` instead when that is given."""
 
     name: str
     argv: list[str]
     log_path: Path
     env: dict[str, str] | None = None
+    stderr_path: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -80,12 +82,17 @@ class ManagedProcess:
 
     def spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
+        with contextlib.ExitStack() as files:
+            log = files.enter_context(self.log_path.open("ab"))
+            errors: IO[bytes] | int = subprocess.STDOUT
+            if self.stderr_path is not None:
+                self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
+                errors = files.enter_context(self.stderr_path.open("ab"))
             self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=errors,
                 env=self.env,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
@@ -95,8 +102,10 @@ class ManagedProcess:
         return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines: int = 5) -> str:
+        """The last lines of stderr: where a failed start explains itself."""
         try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
+            path = self.stderr_path or self.log_path
+            text = path.read_text(errors="replace").strip().splitlines()
         except OSError:
             return ""
         return " | ".join(text[-lines:])
