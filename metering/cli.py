@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from aggregation.store import StoreError
 from invoicing.close import CloseError
-from metering import commands, logs
+from metering import commands, logs, serve
 from metering.commands import CliError
 from metering.kafka_io import BrokerError
 from metering.settings import Settings
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     emit = sub.add_parser("emit", help="send CloudEvents JSON lines to the events topic")
     emit.add_argument("file", help="a file of JSON lines, or - for standard input")
+    emit.add_argument("--changes", action="store_true",
+                      help="the lines are billing changes: send them to METERING_CHANGES_TOPIC")
     emit.set_defaults(run=commands.emit)
 
     backfill = sub.add_parser(
@@ -107,7 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show the progress bar even when stderr is not a terminal")
     close.set_defaults(run=commands.close)
 
-    for command in (demo, worker, emit, backfill, usage, close):
+    serve_api = sub.add_parser("serve", help="HTTP read API for dashboards plus /metrics")
+    serve_api.add_argument("--host", help="listen address (METERING_API_HOST)")
+    serve_api.add_argument("--port", type=serve.port_number,
+                           help="listen port, 0 for any free one (METERING_API_PORT)")
+    serve_api.set_defaults(run=serve.serve)
+
+    for command in (demo, worker, emit, backfill, usage, close, serve_api):
         _add_common(command)
     return parser
 

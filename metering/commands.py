@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
+from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 from rich.progress import (
@@ -36,7 +37,7 @@ from aggregation import open_store
 from aggregation.periods import period_containing
 from aggregation.store import Store
 from invoicing import close as closing
-from metering.emit import emit_lines
+from metering.emit import EmitReport, emit_change_lines, emit_lines
 from metering.first_seen import DEFAULT_CLOCK, BillingClock
 from metering.kafka_io import BrokerError, ensure_topics, make_producer
 from metering.logs import logging_config
@@ -168,8 +169,18 @@ def _counting(lines: Iterable[bytes], progress: Progress, task: TaskID) -> Itera
     progress.advance(task, step)
 
 
-def _send_lines(source: str, settings: Settings, *, progress: bool) -> int:
-    """emit and backfill: validate and send the lines, report rejected lines, exit 1 if any."""
+def _send_lines(source: str, settings: Settings, *, progress: bool, changes: bool = False
+                ) -> int:
+    """emit and backfill: validate and send the lines (activity events, or billing changes
+    with `changes`), report rejected lines, exit 1 if any."""
+    topic, noun = (settings.changes_topic, "changes") if changes else (
+        settings.events_topic, "events")
+
+    def send(lines: Iterable[bytes], producer: KafkaProducer) -> EmitReport:
+        if changes:
+            return emit_change_lines(lines, producer=producer, topic=topic)
+        return emit_lines(lines, producer=producer, topic=topic)
+
     handle, size = _open_source(source)
     try:
         ensure_topics(settings.bootstrap_servers, _all_topics(settings),
@@ -183,22 +194,21 @@ def _send_lines(source: str, settings: Settings, *, progress: bool) -> int:
                     TransferSpeedColumn(), TimeRemainingColumn(),
                 ) as bar:
                     task = bar.add_task(f"sending {source}", total=size)
-                    report = emit_lines(_counting(lines, bar, task), producer=producer,
-                                        topic=settings.events_topic)
+                    report = send(_counting(lines, bar, task), producer)
             else:
-                report = emit_lines(lines, producer=producer, topic=settings.events_topic)
+                report = send(lines, producer)
         finally:
             producer.close()
     finally:
         handle.close()
     for rejected in report.rejected:
         print(f"line {rejected.line}: {rejected.reason}: {rejected.detail}", file=sys.stderr)
-    print(f"sent {report.sent} events; rejected {len(report.rejected)} lines")
+    print(f"sent {report.sent} {noun}; rejected {len(report.rejected)} lines")
     return 1 if report.rejected else 0
 
 
 def emit(args: argparse.Namespace, settings: Settings) -> int:
-    return _send_lines(args.file, settings, progress=False)
+    return _send_lines(args.file, settings, progress=False, changes=args.changes)
 
 
 def backfill(args: argparse.Namespace, settings: Settings) -> int:
@@ -251,15 +261,21 @@ def run_close(
     team: str | None,
     metrics: CloseMetrics | None = None,
     progress: bool = False,
+    store: Store | None = None,
 ) -> closing.CloseResult:
     """Issue and publish what is due; the progress bar counts teams. The run is recorded in
-    `metrics`, a failed one with the invoices it published before failing."""
+    `metrics`, a failed one with the invoices it published before failing. Without `store`
+    the settings' store is opened for the run and closed after it."""
     started = time.monotonic()
     published: list[Invoice] = []
     ok = False
     try:
-        result = _close(settings, as_of=as_of, team=team, published=published,
-                        progress=progress)
+        with contextlib.ExitStack() as stack:
+            if store is None:
+                store = open_ready_store(settings)
+                stack.callback(store.close)
+            result = _close(settings, store, as_of=as_of, team=team, published=published,
+                            progress=progress)
         ok = True
     finally:
         if metrics is not None:
@@ -284,8 +300,8 @@ def _team_bar(stack: contextlib.ExitStack, teams: int) -> Callable[[str], None]:
 
 
 def _close(
-    settings: Settings, *, as_of: datetime, team: str | None, published: list[Invoice],
-    progress: bool,
+    settings: Settings, store: Store, *, as_of: datetime, team: str | None,
+    published: list[Invoice], progress: bool,
 ) -> closing.CloseResult:
     catalog = load_settings_catalog(settings, required=True)
     ensure_topics(settings.bootstrap_servers, [settings.charges_topic],
@@ -303,19 +319,15 @@ def _close(
         published.append(invoice)
 
     try:
-        store = open_ready_store(settings)
-        try:
-            with contextlib.ExitStack() as stack:
-                on_team: Callable[[str], None] = _no_progress
-                if progress:
-                    teams = 1 if team is not None else len(catalog.accounts)
-                    on_team = _team_bar(stack, teams)
-                return closing.close(
-                    store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
-                    publish=publish, team=team, on_team=on_team,
-                )
-        finally:
-            store.close()
+        with contextlib.ExitStack() as stack:
+            on_team: Callable[[str], None] = _no_progress
+            if progress:
+                teams = 1 if team is not None else len(catalog.accounts)
+                on_team = _team_bar(stack, teams)
+            return closing.close(
+                store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
+                publish=publish, team=team, on_team=on_team,
+            )
     finally:
         producer.close()
 

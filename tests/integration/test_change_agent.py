@@ -107,3 +107,25 @@ def test_changes_are_stored_once_rejected_with_reasons_and_charged_by_the_close(
         ("2023-06-01", "", "1494.00"),  # seed 002: 50 seats x $2.49 x 12
         ("2023-12-01", "crm/s1", "149.40"),  # seed 002: 10 seats for the 6 months left
     ]
+
+
+def test_emit_changes_sends_valid_changes_keyed_by_team_and_reports_bad_lines(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    topic = f"changes-{uuid.uuid4().hex[:8]}"
+    good = change("s1", "2023-12-01T09:00:00Z", "add_units", count=10)
+    lines = tmp_path / "changes.jsonl"
+    lines.write_bytes(good + b"\n" + b'{"specversion": "1.0"}\n' + b"\n"
+                      + change("z1", "2023-12-01T09:00:00Z", "teleport") + b"\n")
+    env = worker_env(broker_url=broker.url, changes_topic=topic, partitions="2")
+    sent = subprocess.run(  # noqa: S603 - fixed argv
+        [METERING, "emit", "--changes", str(lines)], env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+    assert sent.returncode == 1
+    assert sent.stdout == "sent 1 changes; rejected 2 lines\n"
+    problems = sent.stderr.splitlines()
+    assert [line.split(":")[0] for line in problems] == ["line 2", "line 4"], problems
+    assert all(": invalid_change: " in line for line in problems), problems
+    assert [(key, value) for key, value, _ in consume_all(broker.bootstrap, topic)] == [
+        (b"acme", good)]

@@ -1,0 +1,191 @@
+"""`metering serve`: the read API and /metrics on one port, plus two background jobs.
+
+Every `METERING_CLOSE_INTERVAL_SECONDS` (0: never) a thread runs the close of every catalog
+team as of now, so due invoices are issued without a cron job; with
+`METERING_TOP_TEAMS_METRIC` N > 0 another refreshes the current-period MAU gauge of the N
+largest catalog teams. A failed run is one log line; the job goes on at its next turn.
+Without bearer tokens the API is open, so it only starts on a loopback address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+from zoneinfo import ZoneInfo
+
+from prometheus_client import CollectorRegistry
+
+from aggregation.periods import period_containing
+from aggregation.store import Store
+from metering.commands import load_settings_catalog, open_ready_store, run_close
+from metering.metrics import CloseMetrics, TeamMetrics
+from metering.settings import Settings
+from schemas.catalog import Catalog
+
+__all__ = [
+    "DEFAULT_TEAM_METRICS_INTERVAL_SECONDS",
+    "Periodic",
+    "exposure_problem",
+    "port_number",
+    "run_serve",
+    "serve",
+]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+EXIT_USAGE = 2
+DEFAULT_TEAM_METRICS_INTERVAL_SECONDS = 60.0
+DEFAULT_JOB_STOP_TIMEOUT_SECONDS = 5.0
+
+
+def port_number(text: str) -> int:
+    """argparse type of --port: a TCP port, 0 for any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return port
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything
+
+
+def exposure_problem(settings: Settings) -> str | None:
+    """Why serving as configured would expose the API without authentication."""
+    if settings.api_tokens or _loopback(settings.api_host):
+        return None
+    return (f"no API tokens: refusing to serve on {settings.api_host} without authentication; "
+            "set METERING_API_TOKENS (comma-separated bearer tokens) or use a loopback host")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class Periodic:
+    """A daemon thread that runs `action` now and then every `interval` seconds until
+    stopped; an exception is logged as one line and never ends the thread."""
+
+    def __init__(self, *, name: str, interval: float, action: Callable[[], object]) -> None:
+        self.name, self.interval, self.action = name, interval, action
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = DEFAULT_JOB_STOP_TIMEOUT_SECONDS) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.action()
+            except Exception as exc:  # a failed run must not end the job
+                log.error("%s failed: %s", self.name, _one_line(exc))
+            self._stop.wait(self.interval)
+
+
+def refresh_team_mau(store: Store, catalog: Catalog, metrics: TeamMetrics, *, limit: int,
+                     clock: Clock) -> None:
+    """Publish the current-period MAU of the `limit` largest catalog teams."""
+    now = clock()
+    mau = {}
+    for account in catalog.accounts:
+        period = period_containing(now, anchor_day=account.anchor_day,
+                                   zone=ZoneInfo(account.timezone))
+        mau[account.team] = store.mau(account.team, period.start)
+    metrics.publish(mau, limit=limit)
+
+
+def _jobs(settings: Settings, store: Store, catalog: Catalog,
+          registry: CollectorRegistry, clock: Clock) -> list[Periodic]:
+    close_metrics = CloseMetrics.create(registry)  # even unused, so the series exist
+    jobs: list[Periodic] = []
+    if settings.close_interval_seconds > 0:
+        jobs.append(Periodic(
+            name="periodic close", interval=settings.close_interval_seconds,
+            action=lambda: run_close(settings, as_of=clock(), team=None, metrics=close_metrics,
+                                     store=store),
+        ))
+    if settings.top_teams_metric > 0:
+        team_metrics = TeamMetrics.create(registry)
+        jobs.append(Periodic(
+            name="team MAU refresh", interval=DEFAULT_TEAM_METRICS_INTERVAL_SECONDS,
+            action=lambda: refresh_team_mau(store, catalog, team_metrics,
+                                            limit=settings.top_teams_metric, clock=clock),
+        ))
+    return jobs
+
+
+def _terminated(_signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM outside uvicorn's own handling: after its graceful shutdown, or before it
+    started listening."""
+    raise SystemExit(0)
+
+
+def run_serve(settings: Settings) -> int:
+    # Imported here: the web stack costs every other command its start-up time.
+    import uvicorn
+
+    from metering.api import create_api
+
+    problem = exposure_problem(settings)
+    if problem:
+        print(f"metering: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    catalog = load_settings_catalog(settings, required=True)
+    store = open_ready_store(settings)
+
+    def clock() -> datetime:
+        return datetime.now(UTC)
+
+    try:
+        registry = CollectorRegistry()
+        jobs = _jobs(settings, store, catalog, registry, clock)
+        app = create_api(settings=settings, store=store, catalog=catalog, registry=registry,
+                         clock=clock)
+        if not settings.api_tokens:
+            log.warning("no API tokens: the API is open to anyone on %s", settings.api_host)
+        # uvicorn shuts down gracefully on SIGTERM and then raises it again for the handler
+        # it found: this one exits through the `finally`s, so the jobs stop, the store closes
+        # and the exit code is 0.
+        previous = signal.signal(signal.SIGTERM, _terminated)
+        try:
+            for job in jobs:
+                job.start()
+            # log_config=None: uvicorn's loggers go through the root configuration
+            uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            for job in jobs:
+                job.stop()
+    finally:
+        store.close()
+    return 0
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """The `serve` command: --host and --port override METERING_API_HOST and _PORT."""
+    overrides = {key: value for key, value in (("api_host", args.host), ("api_port", args.port))
+                 if value is not None}
+    return run_serve(settings.model_copy(update=overrides))
