@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry
@@ -29,6 +30,9 @@ from metering.metrics import CloseMetrics, TeamMetrics
 from metering.settings import Settings
 from schemas.catalog import Catalog
 
+if TYPE_CHECKING:  # the web stack is imported only when serving
+    from metering.api import Clock
+
 __all__ = [
     "DEFAULT_TEAM_METRICS_INTERVAL_SECONDS",
     "Periodic",
@@ -39,8 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 EXIT_USAGE = 2
 DEFAULT_TEAM_METRICS_INTERVAL_SECONDS = 60.0

@@ -35,6 +35,7 @@ __all__ = [
     "LocalPrometheus",
     "ServiceError",
     "free_port",
+    "http_answers",
     "start_broker",
     "start_clickhouse",
     "start_prometheus",
@@ -48,6 +49,15 @@ _LIVE: set[ManagedProcess] = set()
 
 class ServiceError(RuntimeError):
     """A local service could not be found, started or reached."""
+
+
+def http_answers(url: str, *, body: bytes | None = None, timeout: float = 1.0) -> bool:
+    """Whether GET `url` (a loopback address) answers 200, and with `body` when given."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback
+            return bool(resp.status == 200) and (body is None or resp.read().strip() == body)
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -258,13 +268,7 @@ class LocalClickHouse(_Service):
         return f"clickhouse://127.0.0.1:{self.tcp_port}/{self.database}"
 
     def ping(self) -> bool:
-        try:
-            with urllib.request.urlopen(  # noqa: S310 - fixed loopback http URL
-                f"http://127.0.0.1:{self.http_port}/ping", timeout=1
-            ) as resp:
-                return bool(resp.read().strip() == b"Ok.")
-        except OSError:
-            return False
+        return http_answers(f"http://127.0.0.1:{self.http_port}/ping", body=b"Ok.")
 
     def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
         self.proc.spawn()
@@ -336,13 +340,7 @@ class LocalPrometheus(_Service):
         return f"http://127.0.0.1:{self.port}"
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(  # noqa: S310 - fixed loopback http URL
-                f"{self.url}/-/ready", timeout=1
-            ) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
+        return http_answers(f"{self.url}/-/ready")
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """The instant vector of `expr` from the HTTP API: [{"metric": labels, "value":

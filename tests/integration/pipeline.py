@@ -18,6 +18,16 @@ METERING = str(Path(sys.executable).with_name("metering"))
 DEFAULT_CATCH_UP_TIMEOUT = 120.0
 
 Record = tuple[bytes | None, bytes | None, dict[str, bytes]]
+# Seed 001's Power plan: $10 a month with 5 users included, $2 per extra user.
+POWER_PLAN = """
+plans:
+  power:
+    name: Power plan
+    currency: USD
+    base_fee: "10.00"
+    included_users: 5
+    overage_price: "2.00"
+"""
 
 
 def worker_env(**settings: str) -> dict[str, str]:

@@ -20,17 +20,10 @@ from typing import Any
 import pytest
 
 from deploy.local.services import LocalBroker, LocalClickHouse
-from tests.integration.pipeline import METERING, Stack, consume_all, new_stack
+from tests.integration.pipeline import METERING, POWER_PLAN, Stack, consume_all, new_stack
 
 TEAM = "team-backfill"
-CATALOG = f"""
-plans:
-  power:
-    name: Power plan
-    currency: USD
-    base_fee: "10.00"
-    included_users: 5
-    overage_price: "2.00"
+CATALOG = POWER_PLAN + f"""
 accounts:
   - team: {TEAM}
     plan: power

@@ -17,16 +17,10 @@ from pathlib import Path
 import pytest
 
 from deploy.local.services import LocalBroker, free_port
+from tests.integration.pipeline import POWER_PLAN
 
 METERING = str(Path(sys.executable).with_name("metering"))
-GOOD_CATALOG = """
-plans:
-  power:
-    name: Power plan
-    currency: USD
-    base_fee: "10.00"
-    included_users: 5
-    overage_price: "2.00"
+GOOD_CATALOG = POWER_PLAN + """
 accounts:
   - team: team-daniel
     plan: power

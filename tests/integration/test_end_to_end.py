@@ -23,19 +23,13 @@ from deploy.local.services import LocalBroker, LocalClickHouse
 from metering.kafka_io import ensure_topics
 from tests.integration.pipeline import (
     METERING,
+    POWER_PLAN,
     consume_all,
     run_worker_until_caught_up,
     worker_env,
 )
 
-CATALOG = """
-plans:
-  power:
-    name: Power plan
-    currency: USD
-    base_fee: "10.00"
-    included_users: 5
-    overage_price: "2.00"
+CATALOG = POWER_PLAN + """
 accounts:
   - team: team-daniel
     plan: power

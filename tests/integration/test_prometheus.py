@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,7 @@ from deploy.local.services import (
     LocalPrometheus,
     ManagedProcess,
     free_port,
+    http_answers,
     start_prometheus,
 )
 from tests.integration.pipeline import METERING, Stack, new_stack
@@ -112,13 +112,7 @@ class Scraped:
 
 
 def metrics_answer(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(  # noqa: S310 - fixed loopback http URL
-            f"http://127.0.0.1:{port}/metrics", timeout=1
-        ) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
+    return http_answers(f"http://127.0.0.1:{port}/metrics")
 
 
 def serving(process: ManagedProcess, port: int, diagnose: Callable[[], str]) -> None:
