@@ -5,11 +5,14 @@ A test that needs a service fails when the service cannot start; nothing skips.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from aggregation import open_store
+from aggregation.store import Store
 from deploy.local.services import LocalBroker, LocalClickHouse, start_broker, start_clickhouse
 
 
@@ -34,3 +37,29 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
 @pytest.fixture
 def chdb_path(tmp_path: Path) -> Path:
     return tmp_path / "chdb"
+
+
+@pytest.fixture(params=["server", "chdb"])
+def bare_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
+    """Each engine in turn, a fresh database whose schema does not exist yet."""
+    if request.param == "server":
+        server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
+        url = f"clickhouse://127.0.0.1:{server.tcp_port}/test_{uuid.uuid4().hex}"
+    else:
+        url = f"chdb://{chdb_path}"
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def chdb_store(chdb_path: Path) -> Iterator[Store]:
+    """An embedded store with its schema, for tests of the rules above the store."""
+    store = open_store(f"chdb://{chdb_path}")
+    store.ensure_schema()
+    try:
+        yield store
+    finally:
+        store.close()

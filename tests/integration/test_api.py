@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -88,20 +88,11 @@ def seed(store: Store) -> None:
           grace=timedelta(hours=1), publish=lambda _invoice: None)
 
 
-@pytest.fixture(params=["server", "chdb"])
-def store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
-    if request.param == "server":
-        server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
-        url = f"clickhouse://127.0.0.1:{server.tcp_port}/api_{uuid.uuid4().hex}"
-    else:
-        url = f"chdb://{chdb_path}"
-    opened = open_store(url)
-    try:
-        opened.ensure_schema()
-        seed(opened)
-        yield opened
-    finally:
-        opened.close()
+@pytest.fixture
+def store(bare_store: Store) -> Store:
+    bare_store.ensure_schema()
+    seed(bare_store)
+    return bare_store
 
 
 def _client(store: Store, catalog: Catalog = CATALOG, tokens: tuple[str, ...] = TOKENS

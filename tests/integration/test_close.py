@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-from aggregation import open_store
 from aggregation.store import ActiveUserRow, Store
 from invoicing.close import CloseError, close, due_dates
 from schemas.catalog import parse_catalog
@@ -27,13 +24,8 @@ HOUR = timedelta(hours=1)
 
 
 @pytest.fixture
-def store(chdb_path: Path) -> Iterator[Store]:
-    opened = open_store(f"chdb://{chdb_path}")
-    opened.ensure_schema()
-    try:
-        yield opened
-    finally:
-        opened.close()
+def store(chdb_store: Store) -> Store:
+    return chdb_store
 
 
 def users(team: str, period_start: date, count: int) -> list[ActiveUserRow]:

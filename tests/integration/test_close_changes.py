@@ -5,14 +5,11 @@ no longer allows stopping the close with nothing issued."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aggregation import open_store
 from aggregation.store import Store
 from invoicing.close import CloseError, close, estimate
 from metering.billing_changes import decode_change, to_stored
@@ -40,13 +37,8 @@ accounts:
 
 
 @pytest.fixture
-def store(chdb_path: Path) -> Iterator[Store]:
-    opened = open_store(f"chdb://{chdb_path}")
-    opened.ensure_schema()
-    try:
-        yield opened
-    finally:
-        opened.close()
+def store(chdb_store: Store) -> Store:
+    return chdb_store
 
 
 def change(team: str, ident: str, at: str, kind: str, **data: Any) -> BillingChange:

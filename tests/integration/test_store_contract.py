@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +17,6 @@ from aggregation import (
     StoredChange,
     StoredInvoice,
     StoreError,
-    open_store,
 )
 from aggregation._schema import SqlStore
 from aggregation._server import ServerStore
@@ -78,21 +75,6 @@ def _merge_everything(store: Store) -> None:
     assert isinstance(store, SqlStore)
     for table in ("active_users", "events", "invoices", "billing_changes"):
         store._execute(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
-
-
-@pytest.fixture(params=["server", "chdb"])
-def bare_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
-    """A store whose schema does not exist yet."""
-    if request.param == "server":
-        server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
-        url = f"clickhouse://127.0.0.1:{server.tcp_port}/{_fresh_database()}"
-    else:
-        url = f"chdb://{chdb_path}"
-    store = open_store(url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @pytest.fixture
