@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,10 +24,10 @@ from aggregation.store import ActiveUserRow, EventRow, Store
 from deploy.local.services import LocalBroker, LocalClickHouse, free_port
 from invoicing.close import close
 from metering.api import MAX_PAGE_LIMIT, create_api
-from metering.billing_changes import decode_change, to_stored
+from metering.billing_changes import to_stored
 from metering.settings import Settings
 from schemas.catalog import Catalog, parse_catalog
-from schemas.changes import BillingChange
+from tests.changes import billing_change
 
 pytestmark = pytest.mark.integration
 Client = httpx.AsyncClient
@@ -60,14 +59,6 @@ def _users(team: str, period: date, names: list[str], at: datetime) -> list[Acti
                           "timeclock", "login") for n, name in enumerate(names)]
 
 
-def _change(team: str, ident: str, at: str, kind: str, **data: Any) -> BillingChange:
-    raw = json.dumps({"specversion": "1.0", "id": ident, "source": "crm", "type": kind,
-                      "time": at, "subject": team, "data": data}).encode()
-    decoded = decode_change(raw)
-    assert isinstance(decoded, BillingChange), decoded
-    return decoded
-
-
 def seed(store: Store) -> None:
     """July: 33 users of team-acme (28 above the 5 included); August so far: 25 users and
     their events; team-daniel's seed 004 licences with one immediate charge. Then the close
@@ -82,8 +73,8 @@ def seed(store: Store) -> None:
         for row in august for kind in ("clock_in", "clock_out")
     ] + [EventRow("team-acme", AUGUST, date(2026, 8, 6), "login", "web", f"w{n}", "u00",
                   datetime(2026, 8, 6, 8, n, tzinfo=UTC)) for n in range(3)])
-    store.add_changes([to_stored(_change("team-daniel", "c1", "2019-01-18T09:30:00Z",
-                                         "add_units", count=20))])
+    store.add_changes([to_stored(billing_change("team-daniel", "c1", "2019-01-18T09:30:00Z",
+                                                "add_units", count=20))])
     close(store=store, catalog=CATALOG, as_of=datetime(2026, 8, 4, 1, tzinfo=UTC),
           grace=timedelta(hours=1), publish=lambda _invoice: None)
 
@@ -307,8 +298,8 @@ accounts:
   - {team: team-seats, plan: premium, start_date: "2026-06-01", units: 50, members: 50}
 """)
     # stored while the catalog allowed it; one more member than seats now
-    store.add_changes([to_stored(_change("team-seats", "m1", "2026-07-01T10:00:00Z",
-                                         "member_added"))])
+    store.add_changes([to_stored(billing_change("team-seats", "m1", "2026-07-01T10:00:00Z",
+                                                "member_added"))])
     async with _client(store, catalog=seats) as client:
         answer = await client.get("/v1/teams/team-seats/estimate")
         assert answer.status_code == 409

@@ -17,6 +17,7 @@ from kafka import KafkaProducer
 from aggregation import open_store
 from deploy.local.services import LocalBroker, LocalClickHouse, ManagedProcess
 from metering.kafka_io import BrokerError, ensure_topics, wait_for_lag_zero
+from tests.changes import change_wire
 from tests.integration.pipeline import METERING, consume_all, worker_env
 
 pytestmark = pytest.mark.integration
@@ -31,8 +32,7 @@ accounts:
 
 
 def change(ident: str, at: str, kind: str, team: str = "acme", **data: Any) -> bytes:
-    return json.dumps({"specversion": "1.0", "id": ident, "source": "crm", "type": kind,
-                       "time": at, "subject": team, "data": data}).encode()
+    return change_wire(team, ident, at, kind, **data)
 
 
 def test_changes_are_stored_once_rejected_with_reasons_and_charged_by_the_close(

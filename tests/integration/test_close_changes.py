@@ -4,18 +4,16 @@ no longer allows stopping the close with nothing issued."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from aggregation.store import Store
 from invoicing.close import CloseError, close, estimate
-from metering.billing_changes import decode_change, to_stored
+from metering.billing_changes import to_stored
 from schemas.catalog import Catalog, parse_catalog
-from schemas.changes import BillingChange
 from schemas.invoice import Invoice
+from tests.changes import billing_change as change
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +37,6 @@ accounts:
 @pytest.fixture
 def store(chdb_store: Store) -> Store:
     return chdb_store
-
-
-def change(team: str, ident: str, at: str, kind: str, **data: Any) -> BillingChange:
-    raw = json.dumps({"specversion": "1.0", "id": ident, "source": "crm", "type": kind,
-                      "time": at, "subject": team, "data": data}).encode()
-    decoded = decode_change(raw)
-    assert isinstance(decoded, BillingChange), decoded
-    return decoded
 
 
 def run(store: Store, as_of: datetime, catalog: Catalog = CATALOG,

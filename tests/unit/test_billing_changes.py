@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any
 
@@ -18,6 +17,7 @@ from metering.billing_changes import (
 )
 from schemas.catalog import parse_catalog
 from schemas.changes import BillingChange
+from tests.changes import change_wire
 
 CATALOG = parse_catalog("""
 plans:
@@ -30,8 +30,7 @@ accounts:
 
 def wire(ident: str = "c1", at: str = "2023-07-01T10:00:00Z", kind: str = "member_added",
          team: str = "acme", **data: Any) -> bytes:
-    return json.dumps({"specversion": "1.0", "id": ident, "source": "hr", "type": kind,
-                       "time": at, "subject": team, "data": data}).encode()
+    return change_wire(team, ident, at, kind, source="hr", **data)
 
 
 def decoded(raw: bytes) -> BillingChange:

@@ -19,6 +19,7 @@ import pytest
 from invoicing.schedule import ChangeError, Scheduled, schedule
 from schemas.catalog import Catalog, load_catalog, parse_catalog
 from schemas.changes import BillingChange
+from tests.changes import billing_change
 
 D = date.fromisoformat
 
@@ -67,10 +68,7 @@ def catalog() -> Catalog:
 
 
 def change(team: str, ident: str, at: str, kind: str, **data: Any) -> BillingChange:
-    return BillingChange.model_validate({
-        "specversion": "1.0", "id": ident, "source": "crm", "type": kind,
-        "time": f"{at}T10:00:00Z", "subject": team, "data": data,
-    })
+    return billing_change(team, ident, f"{at}T10:00:00Z", kind, **data)
 
 
 def run(catalog: Catalog, team: str, changes: Sequence[BillingChange], until: str
