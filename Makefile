@@ -28,8 +28,8 @@ system-deps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check metering aggregation invoicing schemas deploy tests bench
-	$(BIN)/mypy metering aggregation invoicing schemas deploy bench
+	$(BIN)/ruff check metering aggregation invoicing schemas tests bench
+	$(BIN)/mypy metering aggregation invoicing schemas bench
 
 test: system-deps lint
 	$(BIN)/pytest -p no:cacheprovider tests

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import NamedTuple, Protocol, Sequence
 
+from schemas.changes import BillingChange
+
 
 # Rows are named tuples: the worker builds two per event, and tuples are the cheapest
 # immutable records to build.
@@ -61,6 +63,16 @@ class StoredChange:
     change_id: str
     time: datetime  # effective time, timezone-aware, stored as UTC seconds
     body: str  # the change's JSON, returned byte for byte
+
+    @classmethod
+    def of(cls, change: BillingChange) -> StoredChange:
+        """How a decoded change is kept."""
+        return cls(team=change.team, source=change.source, change_id=change.id,
+                   time=change.time, body=change.model_dump_json())
+
+    def change(self) -> BillingChange:
+        """The change as it was stored (its body was validated before it was stored)."""
+        return BillingChange.model_validate_json(self.body)
 
 
 class StoreError(RuntimeError):

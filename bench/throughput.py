@@ -75,16 +75,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from aggregation import StoreError
-from deploy.local.services import (
-    LocalClickHouse,
-    ManagedProcess,
-    ServiceError,
-    free_port,
-    start_broker,
-    start_clickhouse,
-)
-from metering.demo_data import cloud_event
-from metering.emitter import BatchingEmitter
+from metering.cli.demo_data import cloud_event
 from metering.kafka_io import (
     BrokerError,
     ensure_topics,
@@ -92,6 +83,15 @@ from metering.kafka_io import (
     make_producer,
     wait_for_lag_zero,
 )
+from metering.local.services import (
+    LocalClickHouse,
+    ManagedProcess,
+    ServiceError,
+    free_port,
+    start_broker,
+    start_clickhouse,
+)
+from metering.producer.emitter import BatchingEmitter
 from schemas.events import EventType
 
 DEFAULT_EVENTS = {"batch": 1_200_000, "single": 200_000}

@@ -28,15 +28,15 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from aggregation.periods import Period, billing_dates, next_anchor_date
 from aggregation.store import Store, StoredInvoice
-from invoicing.mau_minimum import rate_mau_minimum_invoice
-from invoicing.rating import Correction, rate_mau_invoice, untaxed_invoice, usage_period
+from invoicing.plans.mau import Correction, rate_mau_invoice, untaxed_invoice, usage_period
+from invoicing.plans.mau_minimum import rate_mau_minimum_invoice
 from invoicing.schedule import ChangeError, Scheduled, schedule
 from invoicing.tax import invoice_with_tax
 from schemas.catalog import Account, Catalog, MauPlan
 from schemas.changes import BillingChange
 from schemas.invoice import Invoice, UsageRecord
+from schemas.periods import Period, billing_dates, next_anchor_date
 from schemas.plans import MauMinimumPlan
 
 __all__ = ["CloseError", "CloseResult", "billed_usage", "close", "due_dates", "estimate"]
@@ -113,7 +113,7 @@ def _scheduled_invoice(account: Account, currency: str, item: Scheduled) -> Invo
 
 def _changes(store: Store, team: str, *, as_of: datetime) -> list[BillingChange]:
     """The team's stored changes in effect up to `as_of`, in effect order."""
-    changes = [BillingChange.model_validate_json(stored.body) for stored in store.changes(team)]
+    changes = [stored.change() for stored in store.changes(team)]
     return [change for change in changes if change.time <= as_of]
 
 

@@ -26,14 +26,14 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from aggregation.periods import next_anchor_date
-from invoicing.licences import add_licences, buy_licences, reduce_licences, renew_licences
-from invoicing.seats import check_members, renew_seats
-from invoicing.subscription import apply_change, renew, start_subscription
-from invoicing.tiers import first_month_line
+from invoicing.plans.licences import add_licences, buy_licences, reduce_licences, renew_licences
+from invoicing.plans.seats import check_members, renew_seats
+from invoicing.plans.subscription import apply_change, renew, start_subscription
+from invoicing.plans.tiers import first_month_line
 from schemas.catalog import Account, Catalog
 from schemas.changes import BillingChange
 from schemas.invoice import InvoiceLine
+from schemas.periods import next_anchor_date
 from schemas.plans import (
     TIER_ACTIONS,
     PrepaidPlan,

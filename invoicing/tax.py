@@ -16,7 +16,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from invoicing.money import format_amount, sum_amounts
-from invoicing.proration import scaled_amount
+from invoicing.terms import scaled_amount
 from schemas.invoice import Invoice, InvoiceLine
 from schemas.plans import BillingAddress, TaxTable
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from metering.billing_changes import CHANGE_REJECT_REASONS
-from metering.decode import REJECT_REASONS
+from schemas.wire import CHANGE_REJECT_REASONS, REJECT_REASONS
 
 CLOSE_OUTCOMES = ("ok", "error")
 # A close rates a few invoices per team: seconds for a handful of teams, minutes for many.

@@ -12,7 +12,6 @@ from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aggregation import redact_url
-from metering.event_window import DEFAULT_WINDOW_EVENTS
 
 DEFAULT_BROKER_URL = "kafka://127.0.0.1:9092"
 DEFAULT_STORE_URL = "chdb:///var/lib/metering/chdb"
@@ -27,6 +26,9 @@ DEFAULT_GRACE = timedelta(hours=1)
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_BATCH_LINGER_SECONDS = 0.5
 DEFAULT_SESSION_TIMEOUT_SECONDS = 10.0
+
+# Recent (source, id) pairs the worker remembers to drop retries without a store read.
+DEFAULT_DEDUPE_WINDOW_EVENTS = 1_000_000
 
 
 _URL_FIELDS = frozenset({"broker_url", "store_url"})
@@ -46,7 +48,7 @@ class Settings(BaseSettings):
     grace: timedelta = DEFAULT_GRACE
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
     batch_linger_seconds: float = Field(default=DEFAULT_BATCH_LINGER_SECONDS, gt=0)
-    dedupe_window: int = Field(default=DEFAULT_WINDOW_EVENTS, ge=0)
+    dedupe_window: int = Field(default=DEFAULT_DEDUPE_WINDOW_EVENTS, ge=0)
     session_timeout_seconds: float = Field(default=DEFAULT_SESSION_TIMEOUT_SECONDS, gt=0)
     log_level: str = "warning"
     # Faust keeps local state (none of ours: no tables) under here, not in the working dir

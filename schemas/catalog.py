@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.currency import CURRENCY_EXPONENTS
+from schemas.periods import BillingCalendar
 from schemas.plans import (
     Billing,
     BillingAddress,
@@ -94,6 +95,11 @@ class Account(BaseModel):
     @property
     def anchor_day(self) -> int:
         return self.billing_day or self.start_date.day
+
+    @property
+    def calendar(self) -> BillingCalendar:
+        """The account's billing calendar: anchor day and time zone."""
+        return BillingCalendar(self.anchor_day, ZoneInfo(self.timezone))
 
 
 # A plan's `kind` picks its model; a plan without one is the seed 001 MAU plan.

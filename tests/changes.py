@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from metering.billing_changes import decode_change
 from schemas.changes import BillingChange
+from schemas.wire import decode_change
 
 
 def change_wire(team: str, ident: str, at: str, kind: str, *, source: str = "crm",

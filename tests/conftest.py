@@ -13,7 +13,7 @@ import pytest
 
 from aggregation import open_store
 from aggregation.store import Store
-from deploy.local.services import LocalBroker, LocalClickHouse, start_broker, start_clickhouse
+from metering.local.services import LocalBroker, LocalClickHouse, start_broker, start_clickhouse
 
 
 @pytest.fixture(scope="session")

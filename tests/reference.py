@@ -1,7 +1,7 @@
 """Reference model of exact MAU metering (ARCHITECTURE.md sections 3 and 4), for tests only.
 
 Deliberately naive and independent of the implementation: it does not import
-`aggregation.periods` or `schemas`, parses RFC 3339 itself and computes billing periods
+`schemas.periods` or `schemas`, parses RFC 3339 itself and computes billing periods
 with plain `calendar` and `zoneinfo` code, so that comparing it with the pipeline checks
 the pipeline rather than restating it.
 

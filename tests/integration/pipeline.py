@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from deploy.local.services import LocalBroker, LocalClickHouse, ManagedProcess
 from metering.kafka_io import BrokerError, ensure_topics, wait_for_lag_zero
+from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess
 
 METERING = str(Path(sys.executable).with_name("metering"))
 DEFAULT_CATCH_UP_TIMEOUT = 120.0

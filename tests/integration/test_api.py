@@ -19,12 +19,11 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aggregation import open_store
+from aggregation import StoredChange, open_store
 from aggregation.store import ActiveUserRow, EventRow, Store
-from deploy.local.services import LocalBroker, LocalClickHouse, free_port
 from invoicing.close import close
-from metering.api import MAX_PAGE_LIMIT, create_api
-from metering.billing_changes import to_stored
+from metering.api.app import MAX_PAGE_LIMIT, create_api
+from metering.local.services import LocalBroker, LocalClickHouse, free_port
 from metering.settings import Settings
 from schemas.catalog import Catalog, parse_catalog
 from tests.changes import billing_change
@@ -73,7 +72,7 @@ def seed(store: Store) -> None:
         for row in august for kind in ("clock_in", "clock_out")
     ] + [EventRow("team-acme", AUGUST, date(2026, 8, 6), "login", "web", f"w{n}", "u00",
                   datetime(2026, 8, 6, 8, n, tzinfo=UTC)) for n in range(3)])
-    store.add_changes([to_stored(billing_change("team-daniel", "c1", "2019-01-18T09:30:00Z",
+    store.add_changes([StoredChange.of(billing_change("team-daniel", "c1", "2019-01-18T09:30:00Z",
                                                 "add_units", count=20))])
     close(store=store, catalog=CATALOG, as_of=datetime(2026, 8, 4, 1, tzinfo=UTC),
           grace=timedelta(hours=1), publish=lambda _invoice: None)
@@ -298,7 +297,7 @@ accounts:
   - {team: team-seats, plan: premium, start_date: "2026-06-01", units: 50, members: 50}
 """)
     # stored while the catalog allowed it; one more member than seats now
-    store.add_changes([to_stored(billing_change("team-seats", "m1", "2026-07-01T10:00:00Z",
+    store.add_changes([StoredChange.of(billing_change("team-seats", "m1", "2026-07-01T10:00:00Z",
                                                 "member_added"))])
     async with _client(store, catalog=seats) as client:
         answer = await client.get("/v1/teams/team-seats/estimate")

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from deploy.local.services import LocalClickHouse
+from metering.local.services import LocalClickHouse
 from tests.integration.test_api import AUTH, seed, server_store, start_serve
 
 pytestmark = pytest.mark.integration

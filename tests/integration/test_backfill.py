@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from deploy.local.services import LocalBroker, LocalClickHouse
+from metering.local.services import LocalBroker, LocalClickHouse
 from tests.integration.pipeline import METERING, POWER_PLAN, Stack, consume_all, new_stack
 
 TEAM = "team-backfill"

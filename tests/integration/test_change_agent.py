@@ -15,8 +15,8 @@ import pytest
 from kafka import KafkaProducer
 
 from aggregation import open_store
-from deploy.local.services import LocalBroker, LocalClickHouse, ManagedProcess
 from metering.kafka_io import BrokerError, ensure_topics, wait_for_lag_zero
+from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess
 from tests.changes import change_wire
 from tests.integration.pipeline import METERING, consume_all, worker_env
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.services import LocalBroker, free_port
+from metering.local.services import LocalBroker, free_port
 from tests.integration.pipeline import POWER_PLAN
 
 METERING = str(Path(sys.executable).with_name("metering"))

@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from aggregation import StoredChange
 from aggregation.store import Store
 from invoicing.close import CloseError, close, estimate
-from metering.billing_changes import to_stored
 from schemas.catalog import Catalog, parse_catalog
 from schemas.invoice import Invoice
 from tests.changes import billing_change as change
@@ -49,7 +49,7 @@ def run(store: Store, as_of: datetime, catalog: Catalog = CATALOG,
 
 
 def test_seed_004_licences_with_vat_and_an_immediate_invoice(store: Store) -> None:
-    store.add_changes([to_stored(change("daniel", "c1", "2019-01-18T09:30:00Z", "add_units",
+    store.add_changes([StoredChange.of(change("daniel", "c1", "2019-01-18T09:30:00Z", "add_units",
                                         count=20))])
     issued, due = run(store, datetime(2019, 7, 4, 1, tzinfo=UTC), team="daniel")
     assert [(inv.invoice_date, inv.reference, inv.subtotal, inv.tax, inv.total)
@@ -68,7 +68,7 @@ def test_seed_004_licences_with_vat_and_an_immediate_invoice(store: Store) -> No
 
 
 def test_an_immediate_charge_is_due_at_its_time_plus_grace(store: Store) -> None:
-    store.add_changes([to_stored(change("acme", "s1", "2023-12-01T15:00:00Z", "add_units",
+    store.add_changes([StoredChange.of(change("acme", "s1", "2023-12-01T15:00:00Z", "add_units",
                                         count=10))])
     before, _ = run(store, datetime(2023, 12, 1, 15, 59, tzinfo=UTC), team="acme")
     assert [(inv.invoice_date, inv.reference) for inv in before] == [(date(2023, 6, 1), "")]
@@ -79,7 +79,7 @@ def test_an_immediate_charge_is_due_at_its_time_plus_grace(store: Store) -> None
 
 
 def test_a_history_the_catalog_no_longer_allows_issues_nothing(store: Store) -> None:
-    store.add_changes([to_stored(change("acme", "m1", "2023-07-01T10:00:00Z", "member_added",
+    store.add_changes([StoredChange.of(change("acme", "m1", "2023-07-01T10:00:00Z", "member_added",
                                         count=9))])
     fewer_seats = parse_catalog(PLANS + """
 accounts:
@@ -95,7 +95,7 @@ accounts:
 
 
 def test_estimate_is_the_next_renewal_with_the_changes_so_far(store: Store) -> None:
-    store.add_changes([to_stored(change("acme", "m1", "2023-07-01T10:00:00Z", "member_added",
+    store.add_changes([StoredChange.of(change("acme", "m1", "2023-07-01T10:00:00Z", "member_added",
                                         count=4))])
     upcoming = estimate(store=store, catalog=CATALOG, team="acme",
                         now=datetime(2023, 9, 1, tzinfo=UTC))

@@ -1,4 +1,4 @@
-"""`run_close` (metering.commands) on the real broker and embedded chdb: every run is recorded
+"""`run_close` (metering.cli.commands) on the real broker and embedded chdb: every run is recorded
 in CloseMetrics, ok or not, and the progress bar counts teams on stderr while the invoices
 still go to stdout, whole, in `metering close --progress --json`."""
 
@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry
 
 from aggregation import open_store
 from aggregation.store import ActiveUserRow
-from deploy.local.services import LocalBroker
 from invoicing.close import CloseError
-from metering.commands import run_close
+from metering.cli.commands import run_close
+from metering.local.services import LocalBroker
 from metering.metrics import CloseMetrics
 from metering.settings import Settings
 from tests.integration.pipeline import METERING, consume_all, worker_env

@@ -21,9 +21,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from aggregation import open_store
-from deploy.local.services import LocalBroker, LocalClickHouse
-from metering.emitter import BatchingEmitter
 from metering.kafka_io import BrokerError, ensure_topics, make_producer
+from metering.local.services import LocalBroker, LocalClickHouse
+from metering.producer.emitter import BatchingEmitter
 from tests.integration.pipeline import Stack, new_stack
 
 PARTITIONS = 4

@@ -19,8 +19,8 @@ from pathlib import Path
 import confluent_kafka
 import pytest
 
-from deploy.local.services import LocalBroker, LocalClickHouse
 from metering.kafka_io import ensure_topics
+from metering.local.services import LocalBroker, LocalClickHouse
 from tests.integration.pipeline import (
     METERING,
     POWER_PLAN,

@@ -28,14 +28,14 @@ from kafka import KafkaProducer
 
 from aggregation import StoreError, open_store
 from aggregation.store import ActiveUserRow
-from deploy.local.services import (
+from metering.kafka_io import BrokerError, group_lag, wait_for_lag_zero
+from metering.local.services import (
     LocalBroker,
     LocalClickHouse,
     ManagedProcess,
     free_port,
     start_clickhouse,
 )
-from metering.kafka_io import BrokerError, group_lag, wait_for_lag_zero
 
 METERING = str(Path(sys.executable).with_name("metering"))
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)  # a past month; teams not in a catalog

@@ -45,8 +45,8 @@ from hypothesis import strategies as st
 from kafka import KafkaProducer
 
 from aggregation import Store, open_store
-from deploy.local.services import LocalBroker, LocalClickHouse, ManagedProcess, free_port
 from metering.kafka_io import BrokerError, ensure_topics, wait_for_lag_zero
+from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess, free_port
 from tests.reference import UNKNOWN_TEAM_CLOCK, Clock, FirstEvent, meter, parse_time
 
 METERING = str(Path(sys.executable).with_name("metering"))

@@ -20,7 +20,7 @@ from aggregation import (
 )
 from aggregation._schema import SqlStore
 from aggregation._server import ServerStore
-from deploy.local.services import LocalClickHouse
+from metering.local.services import LocalClickHouse
 
 pytestmark = pytest.mark.integration
 

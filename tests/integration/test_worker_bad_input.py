@@ -17,8 +17,8 @@ from kafka import KafkaProducer
 
 from aggregation import open_store
 from aggregation.store import ActiveUserRow
-from deploy.local.services import LocalBroker, LocalClickHouse
-from metering.decode import REJECT_REASONS
+from metering.local.services import LocalBroker, LocalClickHouse
+from schemas.wire import REJECT_REASONS
 from tests.integration.pipeline import Stack, consume_all, new_stack
 
 TEAM = "team-hostile"

@@ -14,8 +14,8 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from aggregation import DailyUsage, open_store
-from deploy.local.services import LocalBroker, LocalClickHouse
 from metering.kafka_io import ensure_topics
+from metering.local.services import LocalBroker, LocalClickHouse
 from tests.integration.pipeline import run_worker_until_caught_up, worker_env
 
 TEN_MB = 10 * 1024 * 1024

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from metering.serve import Periodic, exposure_problem, port_number
+from metering.api.serve import Periodic, exposure_problem, port_number
 from metering.settings import Settings
 
 
@@ -56,7 +56,7 @@ def test_periodic_job_logs_a_failure_as_one_line_and_goes_on(
             third.set()
 
     job = Periodic(name="test job", interval=0.01, action=flaky)
-    with caplog.at_level(logging.ERROR, logger="metering.serve"):
+    with caplog.at_level(logging.ERROR, logger="metering.api.serve"):
         job.start()
         try:
             assert third.wait(5)

@@ -7,16 +7,12 @@ from typing import Any
 
 import pytest
 
+from aggregation import StoredChange
 from aggregation.store import StoredInvoice
-from metering.billing_changes import (
-    ChangeRejection,
-    check_change,
-    decode_change,
-    in_effect_order,
-    to_stored,
-)
+from invoicing import check_change, in_effect_order
 from schemas.catalog import parse_catalog
 from schemas.changes import BillingChange
+from schemas.wire import Rejection, decode_change
 from tests.changes import change_wire
 
 CATALOG = parse_catalog("""
@@ -42,9 +38,9 @@ def decoded(raw: bytes) -> BillingChange:
 @pytest.mark.parametrize(
     ("raw", "reason", "detail"),
     [
-        (b"\xff", "not_utf8", "invalid UTF-8 at byte 0"),
-        (b"{", "invalid_json", "Expecting property name enclosed in double quotes at line 1 "
-                               "column 2"),
+        (b"\xff", "not_utf8", "not UTF-8 at byte 0"),
+        (b"{", "invalid_json", "invalid JSON: Expecting property name enclosed in double "
+                               "quotes: line 1 column 2"),
         (b"x" * 70_000, "too_large", "70000 bytes > 65536"),
         (wire(kind="upgrade"), "invalid_change", "type: Input should be 'change_plan', "),
         (wire(kind="add_units"), "invalid_change", "data.count: add_units needs a count"),
@@ -55,20 +51,20 @@ def decoded(raw: bytes) -> BillingChange:
 )
 def test_bad_changes_get_a_reason(raw: bytes, reason: str, detail: str) -> None:
     rejection = decode_change(raw)
-    assert isinstance(rejection, ChangeRejection)
+    assert isinstance(rejection, Rejection)
     assert (rejection.reason, rejection.raw) == (reason, raw)
     assert rejection.detail.startswith(detail)
 
 
 def check(raw: bytes, stored: list[BillingChange] | None = None,
-          issued: list[StoredInvoice] | None = None) -> ChangeRejection | None:
+          issued: list[StoredInvoice] | None = None) -> Rejection | None:
     return check_change(decoded(raw), raw=raw, catalog=CATALOG, stored=stored or [],
                         issued=issued or [])
 
 
 def test_a_change_that_fits_the_history_is_accepted() -> None:
     assert check(wire(count=9)) is None
-    stored = to_stored(decoded(wire(count=9)))
+    stored = StoredChange.of(decoded(wire(count=9)))
     assert (stored.team, stored.source, stored.change_id) == ("acme", "hr", "c1")
     assert BillingChange.model_validate_json(stored.body) == decoded(wire(count=9))
 

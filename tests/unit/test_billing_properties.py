@@ -9,14 +9,14 @@ from fractions import Fraction
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from aggregation.periods import anchor_date
 from invoicing.money import exponent, quantize
-from invoicing.proration import Term, charge_line, portion, prorated_line, scaled_amount
-from invoicing.subscription import apply_change, start_subscription
+from invoicing.plans.subscription import apply_change, start_subscription
+from invoicing.plans.tiers import downgrade_line, tier_price
 from invoicing.tax import invoice_with_tax
-from invoicing.tiers import downgrade_line, tier_price
+from invoicing.terms import Term, charge_line, portion, prorated_line, scaled_amount
 from schemas.currency import CURRENCY_EXPONENTS
 from schemas.invoice import InvoiceLine
+from schemas.periods import anchor_date
 from schemas.plans import (
     Billing,
     BillingAddress,

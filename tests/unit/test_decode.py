@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.decode import REJECT_REASONS, Decoded, decode_message
 from schemas.events import DEFAULT_MAX_EVENT_BYTES
+from schemas.wire import REJECT_REASONS, Decoded, decode_message
 
 NOW = datetime(2026, 8, 1, 12, 0, tzinfo=UTC)
 # Rejection details travel in a Kafka header and in log lines: short and one line.

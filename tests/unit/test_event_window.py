@@ -8,9 +8,10 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metering.event_window import EventWindow
-from metering.first_seen import BillingClock, FirstSeen
+from metering.stream.first_seen import FirstSeen
+from metering.stream.window import EventWindow
 from schemas.events import ActivityEvent
+from schemas.periods import BillingCalendar
 
 
 def ev(event_id: str, source: str = "timeclock", user: str = "u1",
@@ -53,7 +54,7 @@ def test_window_never_exceeds_capacity_and_never_drops_new_ids(ids: list[int], c
 
 def test_periods_are_released_after_their_end_plus_grace() -> None:
     berlin = ZoneInfo("Europe/Berlin")
-    fs = FirstSeen({"team-a": BillingClock(4, berlin)})
+    fs = FirstSeen({"team-a": BillingCalendar(4, berlin)})
     planned = fs.plan([ev("e1"), ev("e2", user="u2", at=datetime(2026, 8, 5, tzinfo=UTC))])
     fs.mark_written(planned.active_users)
     assert len(fs) == 2

@@ -8,17 +8,11 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregation.periods import period_containing
 from aggregation.store import ActiveUserRow
-from metering.first_seen import (
-    DEFAULT_CLOCK,
-    BillingClock,
-    FirstSeen,
-    Key,
-    clocks_from_catalog,
-)
+from metering.stream.first_seen import FirstSeen, Key, calendars_from_catalog
 from schemas.catalog import parse_catalog
 from schemas.events import ActivityEvent
+from schemas.periods import DEFAULT_CALENDAR, BillingCalendar
 
 CATALOG = """
 plans:
@@ -28,7 +22,11 @@ accounts:
   - {team: team-la, plan: power, start_date: 2026-02-04, timezone: America/Los_Angeles}
   - {team: team-berlin, plan: power, start_date: 2026-01-31, timezone: Europe/Berlin}
 """
-CLOCKS = clocks_from_catalog(parse_catalog(CATALOG))
+CLOCKS = calendars_from_catalog(parse_catalog(CATALOG))
+
+
+def to_write(fs: FirstSeen, events: list[ActivityEvent]) -> list[ActiveUserRow]:
+    return fs.plan(events).active_users
 
 
 def ev(
@@ -52,16 +50,16 @@ def keyed(rows: list[ActiveUserRow]) -> dict[Key, ActiveUserRow]:
     return out
 
 
-def test_clocks_from_catalog() -> None:
+def test_calendars_from_catalog() -> None:
     assert CLOCKS == {
-        "team-la": BillingClock(4, ZoneInfo("America/Los_Angeles")),
-        "team-berlin": BillingClock(31, ZoneInfo("Europe/Berlin")),
+        "team-la": BillingCalendar(4, ZoneInfo("America/Los_Angeles")),
+        "team-berlin": BillingCalendar(31, ZoneInfo("Europe/Berlin")),
     }
 
 
 def test_same_key_collapses_to_the_earliest_event() -> None:
     fs = FirstSeen({})
-    rows = fs.rows_to_write([
+    rows = to_write(fs, [
         ev("e3", "team-a", "u1", utc(2026, 7, 20, 9)),
         ev("e1", "team-a", "u1", utc(2026, 7, 3, 9), kind="login"),
         ev("e2", "team-a", "u1", utc(2026, 7, 10, 9)),
@@ -78,7 +76,7 @@ def test_same_key_collapses_to_the_earliest_event() -> None:
 def test_ties_on_time_go_to_the_smallest_event_id() -> None:
     at = utc(2026, 7, 3, 9)
     for order in (["b", "a", "c"], ["c", "b", "a"], ["a", "c", "b"]):
-        rows = FirstSeen({}).rows_to_write([ev(i, "team-a", "u1", at) for i in order])
+        rows = to_write(FirstSeen({}), [ev(i, "team-a", "u1", at) for i in order])
         assert [r.event_id for r in rows] == ["a"]
 
 
@@ -90,14 +88,14 @@ def test_tie_on_time_and_id_is_decided_by_source_whatever_the_order() -> None:
     pair = [ev("same", "team-a", "u1", at, source="timeclock"),
             ev("same", "team-a", "u1", at, source="bot")]
     for order in (pair, pair[::-1]):
-        assert [r.source for r in FirstSeen({}).rows_to_write(order)] == ["bot"]
+        assert [r.source for r in to_write(FirstSeen({}), order)] == ["bot"]
     fs = FirstSeen({})
-    fs.mark_written(fs.rows_to_write(pair[:1]))
-    assert [r.source for r in fs.rows_to_write(pair[1:])] == ["bot"]
+    fs.mark_written(to_write(fs, pair[:1]))
+    assert [r.source for r in to_write(fs, pair[1:])] == ["bot"]
 
 
 def test_same_user_in_two_periods_or_teams_is_two_keys() -> None:
-    rows = FirstSeen({}).rows_to_write([
+    rows = to_write(FirstSeen({}), [
         ev("e1", "team-a", "u1", utc(2026, 7, 31, 23, 59, 59)),
         ev("e2", "team-a", "u1", utc(2026, 8, 1)),
         ev("e3", "team-b", "u1", utc(2026, 8, 1)),
@@ -110,27 +108,27 @@ def test_same_user_in_two_periods_or_teams_is_two_keys() -> None:
 def test_mark_written_suppresses_repeats_and_later_events() -> None:
     fs = FirstSeen({})
     batch = [ev("e1", "team-a", "u1", utc(2026, 7, 3, 9))]
-    rows = fs.rows_to_write(batch)
+    rows = to_write(fs, batch)
     assert len(rows) == 1
-    assert fs.rows_to_write(batch) == rows  # not marked yet: still to write
+    assert to_write(fs, batch) == rows  # not marked yet: still to write
     fs.mark_written(rows)
     assert len(fs) == 1
-    assert fs.rows_to_write(batch) == []  # a redelivery
-    assert fs.rows_to_write([ev("e9", "team-a", "u1", utc(2026, 7, 9))]) == []  # later event
-    assert fs.rows_to_write([ev("e2", "team-a", "u1", utc(2026, 7, 3, 9))]) == []  # tie, id after
-    assert [r.event_id for r in fs.rows_to_write([ev("a0", "team-a", "u1", utc(2026, 7, 3, 9))])
+    assert to_write(fs, batch) == []  # a redelivery
+    assert to_write(fs, [ev("e9", "team-a", "u1", utc(2026, 7, 9))]) == []  # later event
+    assert to_write(fs, [ev("e2", "team-a", "u1", utc(2026, 7, 3, 9))]) == []  # tie, id after
+    assert [r.event_id for r in to_write(fs, [ev("a0", "team-a", "u1", utc(2026, 7, 3, 9))])
             ] == ["a0"]  # same time, smaller id: earlier in the order
 
 
 def test_an_earlier_event_arriving_late_is_written_again() -> None:
     fs = FirstSeen({})
-    late = fs.rows_to_write([ev("late", "team-a", "u1", utc(2026, 7, 20, 9))])
+    late = to_write(fs, [ev("late", "team-a", "u1", utc(2026, 7, 20, 9))])
     fs.mark_written(late)
-    early = fs.rows_to_write([ev("early", "team-a", "u1", utc(2026, 7, 2, 9))])
+    early = to_write(fs, [ev("early", "team-a", "u1", utc(2026, 7, 2, 9))])
     assert [(r.event_id, r.first_time) for r in early] == [("early", utc(2026, 7, 2, 9))]
     fs.mark_written(early)
-    assert fs.rows_to_write([ev("late", "team-a", "u1", utc(2026, 7, 20, 9))]) == []
-    assert fs.rows_to_write([ev("mid", "team-a", "u1", utc(2026, 7, 10, 9))]) == []
+    assert to_write(fs, [ev("late", "team-a", "u1", utc(2026, 7, 20, 9))]) == []
+    assert to_write(fs, [ev("mid", "team-a", "u1", utc(2026, 7, 10, 9))]) == []
 
 
 def test_catalog_team_uses_its_anchor_and_zone() -> None:
@@ -190,8 +188,7 @@ EVENTS = st.builds(
 
 
 def expected_key(event: ActivityEvent) -> Key:
-    clock = CLOCKS.get(event.team, DEFAULT_CLOCK)
-    period = period_containing(event.time, anchor_day=clock.anchor_day, zone=clock.zone)
+    period = CLOCKS.get(event.team, DEFAULT_CALENDAR).period_containing(event.time)
     return (event.team, period.start, event.user_id)
 
 
@@ -217,10 +214,10 @@ def test_keys_are_the_distinct_keys_and_a_replay_writes_nothing(
     events: list[ActivityEvent],
 ) -> None:
     fs = FirstSeen(CLOCKS)
-    rows = fs.rows_to_write(events)
+    rows = to_write(fs, events)
     assert set(keyed(rows)) == {expected_key(e) for e in events}
     fs.mark_written(rows)
-    assert fs.rows_to_write(events) == []
+    assert to_write(fs, events) == []
     assert len(fs) == len(rows)
 
 
@@ -230,8 +227,8 @@ def test_order_does_not_change_the_keys_or_the_earliest_event(
     events: list[ActivityEvent], data: st.DataObject,
 ) -> None:
     shuffled = data.draw(st.permutations(events))
-    rows = keyed(FirstSeen(CLOCKS).rows_to_write(events))
-    again = keyed(FirstSeen(CLOCKS).rows_to_write(shuffled))
+    rows = keyed(to_write(FirstSeen(CLOCKS), events))
+    again = keyed(to_write(FirstSeen(CLOCKS), shuffled))
     assert set(rows) == set(again)
     assert {k: row_identity(r) for k, r in rows.items()} == earliest(events)
     assert {k: row_identity(r) for k, r in again.items()} == earliest(events)
@@ -247,7 +244,7 @@ def test_one_at_a_time_with_marks_ends_at_the_earliest_event(
     fs = FirstSeen(CLOCKS)
     last_written: dict[Key, tuple[datetime, str, str, str]] = {}
     for event in data.draw(st.permutations(events)):
-        rows = fs.rows_to_write([event])
+        rows = to_write(fs, [event])
         fs.mark_written(rows)
         for row in rows:
             key = (row.team, row.period_start, row.user_id)

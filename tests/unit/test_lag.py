@@ -1,5 +1,5 @@
 """The worker's pure helpers: consumer lag per partition and the log fields of a batch or a
-message (that one in metering.agent_io, shared by the agents). No broker: Faust's own TP
+message (that one in metering.stream.agent_io, shared by the agents). No broker: Faust's own TP
 and Message types, and events that only carry a message."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import cast
 
 from faust.types import TP, EventT, Message
 
-from metering.agent_io import message_context
-from metering.worker import batch_context, consumer_lag
+from metering.stream.agent_io import message_context
+from metering.stream.app import batch_context, consumer_lag
 
 EVENTS = "activity-events"
 

@@ -7,8 +7,14 @@ from decimal import Decimal
 
 import pytest
 
-from invoicing.licences import Holding, add_licences, buy_licences, reduce_licences, renew_licences
-from invoicing.proration import Term
+from invoicing.plans.licences import (
+    Holding,
+    add_licences,
+    buy_licences,
+    reduce_licences,
+    renew_licences,
+)
+from invoicing.terms import Term
 from schemas.plans import LicencePlan, Proration
 
 D = date.fromisoformat

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from deploy.local.services import free_port
+from metering.local.services import free_port
 from metering.logs import QUIET_LOGGERS, TEXT_FORMAT, JsonFormatter, configure, logging_config
 from metering.settings import Settings
 
@@ -26,7 +26,7 @@ METERING = str(Path(sys.executable).with_name("metering"))
 
 def record(message: str = "batch done", *args: object, level: int = logging.INFO,
            extra: dict[str, Any] | None = None, exc_info: Any = None) -> logging.LogRecord:
-    logger = logging.getLogger("metering.worker")
+    logger = logging.getLogger("metering.stream.app")
     return logger.makeRecord(logger.name, level, __file__, 42, message, args,
                              exc_info, extra=extra)
 
@@ -69,7 +69,7 @@ def test_json_line_has_time_level_logger_message() -> None:
     entry = formatted(rec)
     assert entry == {
         "time": datetime.fromtimestamp(rec.created, UTC).isoformat(timespec="milliseconds"),
-        "level": "info", "logger": "metering.worker", "message": "batch of 3 done",
+        "level": "info", "logger": "metering.stream.app", "message": "batch of 3 done",
     }
     assert entry["time"].endswith("+00:00")
 
@@ -101,7 +101,7 @@ def test_extra_values_json_cannot_hold_are_written_as_text() -> None:
 
 def test_extra_cannot_overwrite_the_standard_fields() -> None:
     entry = formatted(record(extra={"level": "fake", "logger": "fake", "time": "fake"}))
-    assert (entry["level"], entry["logger"]) == ("info", "metering.worker")
+    assert (entry["level"], entry["logger"]) == ("info", "metering.stream.app")
     assert entry["time"] != "fake"
 
 

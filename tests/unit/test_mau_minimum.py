@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from aggregation.periods import Period
-from invoicing.mau_minimum import mau_minimum_lines, minimum_line, overage_line
+from invoicing.plans.mau_minimum import mau_minimum_lines, minimum_line, overage_line
 from schemas.catalog import Account
+from schemas.periods import Period
 from schemas.plans import MauMinimumPlan
 
 D = date.fromisoformat

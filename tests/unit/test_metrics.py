@@ -13,8 +13,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from metering import metrics as metrics_module
-from metering.billing_changes import CHANGE_REJECT_REASONS
-from metering.decode import REJECT_REASONS
 from metering.metrics import (
     CLOSE_OUTCOMES,
     CloseMetrics,
@@ -22,6 +20,7 @@ from metering.metrics import (
     WorkerMetrics,
     top_teams,
 )
+from schemas.wire import CHANGE_REJECT_REASONS, REJECT_REASONS
 
 FORBIDDEN_LABELS = {"user", "user_id", "userid", "member", "email"}
 # Units other than the base ones Prometheus asks for.

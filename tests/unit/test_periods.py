@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregation.periods import (
+from schemas.periods import (
     DEFAULT_ANCHOR_DAY,
     DEFAULT_ZONE,
     Period,

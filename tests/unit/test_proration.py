@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from invoicing.proration import Term, charge_line, portion, prorated_line, scaled_amount
+from invoicing.terms import Term, charge_line, portion, prorated_line, scaled_amount
 
 D = date.fromisoformat
 

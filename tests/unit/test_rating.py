@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregation.periods import Period, next_anchor_date
-from invoicing.rating import Correction, rate_mau_invoice, usage_period
+from invoicing.plans.mau import Correction, rate_mau_invoice, usage_period
 from schemas.catalog import Account, MauPlan
 from schemas.currency import CURRENCY_EXPONENTS
 from schemas.invoice import Invoice
+from schemas.periods import Period, next_anchor_date
 
 D = date.fromisoformat
 

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 from pydantic import ValidationError
 
-from invoicing.seats import add_seats, buy_seats, check_members, renew_seats
+from invoicing.plans.seats import add_seats, buy_seats, check_members, renew_seats
 from schemas.plans import Proration, SeatOrder, SeatPlan
 
 D = date.fromisoformat

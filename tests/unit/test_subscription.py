@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from invoicing.subscription import (
+from invoicing.plans.subscription import (
     OwnerOnly,
     Subscription,
     apply_change,

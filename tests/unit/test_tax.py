@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from aggregation.periods import Period
-from invoicing.mau_minimum import minimum_line, overage_line
+from invoicing.plans.mau_minimum import minimum_line, overage_line
 from invoicing.tax import invoice_with_tax, tax_line, tax_rate
+from schemas.periods import Period
 from schemas.plans import BillingAddress, MauMinimumPlan, TaxTable
 
 D = date.fromisoformat

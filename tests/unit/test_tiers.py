@@ -12,8 +12,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from invoicing.proration import Term
-from invoicing.tiers import (
+from invoicing.plans.tiers import (
     DowngradeRefused,
     addon_line,
     addon_removal_line,
@@ -24,6 +23,7 @@ from invoicing.tiers import (
     tier_price,
     upgrade_line,
 )
+from invoicing.terms import Term
 from schemas.plans import AddOn, TierPlan
 
 D = date.fromisoformat

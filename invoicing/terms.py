@@ -23,9 +23,9 @@ from datetime import date
 from decimal import Decimal
 from fractions import Fraction
 
-from aggregation.periods import anchor_date
 from invoicing.money import exponent, format_amount, format_unit_price, line_amount, quantize
 from schemas.invoice import InvoiceLine, LineKind
+from schemas.periods import anchor_date
 from schemas.plans import Proration
 
 __all__ = [

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from aggregation.periods import Period, anchor_date, next_anchor_date, previous_anchor_date
 from invoicing.money import format_amount, format_unit_price, line_amount, sum_amounts, zero
 from schemas.catalog import Account, MauPlan
 from schemas.invoice import Invoice, InvoiceLine, UsageRecord
+from schemas.periods import Period, anchor_date, next_anchor_date, previous_anchor_date
 
 __all__ = [
     "Correction",

@@ -11,11 +11,9 @@ from collections.abc import Iterable
 
 from schemas.events import ActivityEvent
 
-DEFAULT_WINDOW_EVENTS = 1_000_000
-
 
 class EventWindow:
-    def __init__(self, capacity: int = DEFAULT_WINDOW_EVENTS) -> None:
+    def __init__(self, capacity: int) -> None:
         if capacity < 0:
             raise ValueError("capacity must be >= 0")
         self.capacity = capacity

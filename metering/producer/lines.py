@@ -11,9 +11,8 @@ from datetime import UTC, datetime
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
-from metering.billing_changes import ChangeRejection, decode_change
-from metering.decode import decode_message
 from metering.kafka_io import BrokerError
+from schemas.wire import Rejection, decode_change, decode_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +102,7 @@ def emit_change_lines(lines: Iterable[bytes], *, producer: KafkaProducer, topic:
 
     def decode(raw: bytes) -> tuple[Records, Problems]:
         change = decode_change(raw)
-        if isinstance(change, ChangeRejection):
+        if isinstance(change, Rejection):
             return [], [(change.reason, change.detail)]
         return [(change.team, raw)], []
 

@@ -32,14 +32,14 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Literal
 
-from invoicing.proration import Term, charge_line, portion, prorated_line
-from invoicing.tiers import (
+from invoicing.plans.tiers import (
     addon_line,
     addon_removal_line,
     downgrade_line,
     tier_price,
     upgrade_line,
 )
+from invoicing.terms import Term, charge_line, portion, prorated_line
 from schemas.invoice import InvoiceLine
 from schemas.plans import Billing, SubscriptionChange, TierPlan
 

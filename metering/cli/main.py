@@ -1,4 +1,4 @@
-"""`metering` console script (ARCHITECTURE.md section 5): one clear line per error."""
+"""`metering` console script (README "Command line"): one clear line per error."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from typing import NoReturn
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from aggregation.store import StoreError
-from invoicing.close import CloseError
-from metering import commands, logs, serve
-from metering.commands import CliError
+from aggregation import StoreError
+from invoicing import CloseError
+from metering import logs
+from metering.api import port_number, serve
+from metering.cli import commands
+from metering.cli.commands import CliError
 from metering.kafka_io import BrokerError
+from metering.runtime import SetupError
 from metering.settings import Settings
 from schemas.catalog import CatalogError
 
@@ -111,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_api = sub.add_parser("serve", help="HTTP read API for dashboards plus /metrics")
     serve_api.add_argument("--host", help="listen address (METERING_API_HOST)")
-    serve_api.add_argument("--port", type=serve.port_number,
+    serve_api.add_argument("--port", type=port_number,
                            help="listen port, 0 for any free one (METERING_API_PORT)")
-    serve_api.set_defaults(run=serve.serve)
+    serve_api.set_defaults(run=serve)
 
     for command in (demo, worker, emit, backfill, usage, close, serve_api):
         _add_common(command)
@@ -130,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(f"setting log_level: {exc}", EXIT_USAGE)
     try:
         code = run(args, settings)
-    except (CliError, CatalogError, CloseError, BrokerError, StoreError) as exc:
+    except (CliError, SetupError, CatalogError, CloseError, BrokerError, StoreError) as exc:
         fail(str(exc))
     except KafkaError as exc:
         fail(f"broker: {exc}")
@@ -138,6 +141,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail("interrupted", 130)
     raise SystemExit(code)
 
-
-if __name__ == "__main__":
-    main()

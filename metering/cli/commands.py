@@ -1,20 +1,19 @@
-"""What each `metering` sub-command does; cli.py parses, these run."""
+"""What each `metering` sub-command does; `main` parses, these run."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
 import stat
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
-from zoneinfo import ZoneInfo
 
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, start_http_server
@@ -33,40 +32,22 @@ from rich.progress import (
 )
 from rich.table import Column
 
-from aggregation import open_store
-from aggregation.periods import period_containing
-from aggregation.store import Store
-from invoicing import close as closing
-from metering.emit import EmitReport, emit_change_lines, emit_lines
-from metering.first_seen import DEFAULT_CLOCK, BillingClock
-from metering.kafka_io import BrokerError, ensure_topics, make_producer
+from invoicing import CloseResult, check_change
+from metering.cli.report import invoice_table, usage_table
+from metering.closing import run_close
+from metering.kafka_io import ensure_topics, make_producer
 from metering.logs import logging_config
-from metering.metrics import CloseMetrics
-from metering.report import invoice_table, usage_table
+from metering.producer import EmitReport, emit_change_lines, emit_lines
+from metering.runtime import load_settings_catalog, open_ready_store
 from metering.settings import Settings
-from schemas.catalog import Catalog, load_catalog
 from schemas.invoice import Invoice
+from schemas.periods import DEFAULT_CALENDAR
+
+__all__ = ["CliError", "backfill", "close", "demo", "emit", "usage", "worker"]
 
 
 class CliError(Exception):
-    """A user-facing failure: printed as one line, exit code 1."""
-
-
-def load_settings_catalog(settings: Settings, *, required: bool) -> Catalog:
-    if settings.catalog is None:
-        if required:
-            raise CliError("no catalog: set METERING_CATALOG or pass --catalog FILE")
-        return Catalog()
-    return load_catalog(settings.catalog)
-
-
-def open_ready_store(settings: Settings) -> Store:
-    try:
-        store = open_store(settings.store_url)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    store.ensure_schema()
-    return store
+    """A user-facing failure of a command: printed as one line, exit code 1."""
 
 
 def _all_topics(settings: Settings) -> list[str]:
@@ -79,7 +60,7 @@ def _all_topics(settings: Settings) -> list[str]:
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
-    from metering.worker import create_app
+    from metering.stream import create_app
 
     catalog = load_settings_catalog(settings, required=False)
     store = open_ready_store(settings)
@@ -89,7 +70,9 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         raise CliError(f"work dir {settings.work_dir}: {exc.strerror}") from exc
     registry = CollectorRegistry()
-    app = create_app(settings, store=store, catalog=catalog, registry=registry)
+    check = functools.partial(check_change, catalog=catalog)
+    app = create_app(settings, store=store, catalog=catalog, check_change=check,
+                     registry=registry)
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     tune_collector()
@@ -221,11 +204,8 @@ def backfill(args: argparse.Namespace, settings: Settings) -> int:
 def usage(args: argparse.Namespace, settings: Settings) -> int:
     catalog = load_settings_catalog(settings, required=False)
     account = catalog.account(args.team)
-    clock = (
-        BillingClock(account.anchor_day, ZoneInfo(account.timezone)) if account else DEFAULT_CLOCK
-    )
-    moment = args.at or datetime.now(UTC)
-    period = period_containing(moment, anchor_day=clock.anchor_day, zone=clock.zone)
+    calendar = account.calendar if account else DEFAULT_CALENDAR
+    period = calendar.period_containing(args.at or datetime.now(UTC))
     store = open_ready_store(settings)
     try:
         users = store.active_users(args.team, period.start)
@@ -254,40 +234,6 @@ def usage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def run_close(
-    settings: Settings,
-    *,
-    as_of: datetime,
-    team: str | None,
-    metrics: CloseMetrics | None = None,
-    progress: bool = False,
-    store: Store | None = None,
-) -> closing.CloseResult:
-    """Issue and publish what is due; the progress bar counts teams. The run is recorded in
-    `metrics`, a failed one with the invoices it published before failing. Without `store`
-    the settings' store is opened for the run and closed after it."""
-    started = time.monotonic()
-    published: list[Invoice] = []
-    ok = False
-    try:
-        with contextlib.ExitStack() as stack:
-            if store is None:
-                store = open_ready_store(settings)
-                stack.callback(store.close)
-            result = _close(settings, store, as_of=as_of, team=team, published=published,
-                            progress=progress)
-        ok = True
-    finally:
-        if metrics is not None:
-            metrics.record(ok=ok, seconds=time.monotonic() - started, issued=len(published),
-                           finished_at=time.time())
-    return result
-
-
-def _no_progress(team: str) -> None:
-    """No bar: nothing to advance."""
-
-
 def _team_bar(stack: contextlib.ExitStack, teams: int) -> Callable[[str], None]:
     """A bar over `teams`, closed with `stack`; the returned callable advances it."""
     bar = stack.enter_context(_progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()))
@@ -299,42 +245,20 @@ def _team_bar(stack: contextlib.ExitStack, teams: int) -> Callable[[str], None]:
     return advance
 
 
-def _close(
-    settings: Settings, store: Store, *, as_of: datetime, team: str | None,
-    published: list[Invoice], progress: bool,
-) -> closing.CloseResult:
+def close_with_progress(settings: Settings, *, as_of: datetime, team: str | None,
+                        progress: bool) -> CloseResult:
+    """The close of the settings' catalog; with `progress`, a bar counts the teams."""
     catalog = load_settings_catalog(settings, required=True)
-    ensure_topics(settings.bootstrap_servers, [settings.charges_topic],
-                  partitions=settings.partitions)
-    producer = make_producer(settings.bootstrap_servers, linger_ms=0)
-
-    def publish(invoice: Invoice) -> None:
-        future = producer.send(
-            settings.charges_topic, key=invoice.team.encode(),
-            value=invoice.canonical_json().encode(),
-        )
-        producer.flush()
-        if future.failed():
-            raise BrokerError(f"charge for {invoice.team} not published: {future.exception}")
-        published.append(invoice)
-
-    try:
-        with contextlib.ExitStack() as stack:
-            on_team: Callable[[str], None] = _no_progress
-            if progress:
-                teams = 1 if team is not None else len(catalog.accounts)
-                on_team = _team_bar(stack, teams)
-            return closing.close(
-                store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
-                publish=publish, team=team, on_team=on_team,
-            )
-    finally:
-        producer.close()
+    with contextlib.ExitStack() as stack:
+        if progress:
+            bar = _team_bar(stack, 1 if team is not None else len(catalog.accounts))
+            return run_close(settings, catalog=catalog, as_of=as_of, team=team, on_team=bar)
+        return run_close(settings, catalog=catalog, as_of=as_of, team=team)
 
 
 def close(args: argparse.Namespace, settings: Settings) -> int:
-    result = run_close(settings, as_of=args.as_of, team=args.team,
-                       progress=show_progress(args))
+    result = close_with_progress(settings, as_of=args.as_of, team=args.team,
+                                 progress=show_progress(args))
     if args.json:
         print("[" + ", ".join(inv.body for inv in result.due) + "]")
     else:
@@ -345,6 +269,6 @@ def close(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def demo(args: argparse.Namespace, settings: Settings) -> int:
-    from metering.demo import run_demo
+    from metering.cli.demo import run_demo  # the demo's broker and generator load only here
 
     return run_demo(teams=args.teams, users=args.users, workdir=args.workdir)

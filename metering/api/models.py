@@ -1,4 +1,4 @@
-"""Response models of the read API (`metering.api`): what its OpenAPI document describes."""
+"""Response models of the read API (`metering.api.app`): what its OpenAPI document describes."""
 
 from __future__ import annotations
 

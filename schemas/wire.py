@@ -1,4 +1,13 @@
-"""Turn raw Kafka message bytes into valid activity events or reasoned rejections (pure)."""
+"""The one wire decoder: raw message bytes of any topic -> valid records or reasoned rejections.
+
+Every topic shares the same first checks (size, UTF-8, JSON, first validation error as one
+line), so a hostile message gets the same clear rejection wherever it is sent:
+
+- `decode_message`: `activity-events`, one CloudEvent or a JSON array of them;
+- `decode_change`: `billing-changes`, one BillingChange CloudEvent.
+
+Nothing here raises for bad input: every failure is a `Rejection` with its reason.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +18,27 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.changes import BillingChange
 from schemas.events import (
     DEFAULT_MAX_EVENT_BYTES,
     EVENT_TYPES,
     ActivityEvent,
     is_future,
 )
+
+__all__ = [
+    "CHANGE_REJECT_REASONS",
+    "DEFAULT_MAX_CHANGE_BYTES",
+    "REJECT_REASONS",
+    "ChangeRejectReason",
+    "Decoded",
+    "RejectReason",
+    "Rejection",
+    "decode_change",
+    "decode_message",
+]
+
+DEFAULT_MAX_CHANGE_BYTES = 64 * 1024
 
 RejectReason = Literal[
     "too_large", "not_utf8", "invalid_json", "missing_field", "unknown_type",
@@ -24,13 +48,23 @@ REJECT_REASONS: tuple[RejectReason, ...] = (
     "too_large", "not_utf8", "invalid_json", "missing_field", "unknown_type",
     "future_time", "invalid_event",
 )
+ChangeRejectReason = Literal[
+    "too_large", "not_utf8", "invalid_json", "invalid_change", "unknown_team", "refused",
+    "late_change",
+]
+CHANGE_REJECT_REASONS: tuple[ChangeRejectReason, ...] = (
+    "too_large", "not_utf8", "invalid_json", "invalid_change", "unknown_team", "refused",
+    "late_change",
+)
 _DETAIL_LIMIT = 200
 _BATCH = TypeAdapter(list[ActivityEvent])
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    reason: RejectReason
+    """Why a message (or one member of a batch) is not taken, and its original bytes."""
+
+    reason: RejectReason | ChangeRejectReason
     detail: str
     raw: bytes
 
@@ -44,6 +78,24 @@ class Decoded:
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"
+
+
+def _parse_json(text: str, raw: bytes) -> Any:
+    """The JSON value of `text`, or an invalid_json rejection."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and over-long integer literals; RecursionError
+        # comes from pathologically deep nesting
+        return Rejection("invalid_json", _short(f"invalid JSON: {exc}"), raw)
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first validation error as one line: where, then what."""
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return _short(f"{where}: {message}" if where else message)
 
 
 def _classify(exc: ValidationError) -> tuple[RejectReason, str]:
@@ -117,12 +169,9 @@ def decode_message(
     fast = _fast(raw, is_batch=is_batch, now=now, max_bytes=max_bytes)
     if fast is not None:
         return fast
-    try:
-        parsed = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError and over-long integer literals; RecursionError
-        # comes from pathologically deep nesting
-        return Decoded([], [Rejection("invalid_json", _short(f"invalid JSON: {exc}"), raw)])
+    parsed = _parse_json(text, raw)
+    if isinstance(parsed, Rejection):
+        return Decoded([], [parsed])
     if not is_batch:
         single = validate_event(parsed, raw=raw, now=now)
         if isinstance(single, Rejection):
@@ -143,3 +192,21 @@ def decode_message(
         else:
             events.append(outcome)
     return Decoded(events, rejections)
+
+
+def decode_change(raw: bytes, *, max_bytes: int = DEFAULT_MAX_CHANGE_BYTES
+                  ) -> BillingChange | Rejection:
+    """One billing change, or why it cannot be one."""
+    if len(raw) > max_bytes:
+        return Rejection("too_large", f"{len(raw)} bytes > {max_bytes}", raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection("not_utf8", f"not UTF-8 at byte {exc.start}", raw)
+    parsed = _parse_json(text, raw)
+    if isinstance(parsed, Rejection):
+        return parsed
+    try:
+        return BillingChange.model_validate(parsed)
+    except ValidationError as exc:
+        return Rejection("invalid_change", _first_error(exc), raw)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aggregation.periods import Period
 from aggregation.store import ActiveUserRow
 from schemas.invoice import Invoice
+from schemas.periods import Period
 
 _INVOICE_ROW = "{:<16} {:<10} {:<9} {:<44} {:>6} {:>9} {:>10}"
 _USAGE_ROW = "{:<24} {:<20} {:<12} {}"

@@ -20,9 +20,8 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Final
 
-from aggregation.periods import anchor_date, previous_anchor_date
 from invoicing.money import quantize
-from invoicing.proration import (
+from invoicing.terms import (
     Portion,
     Term,
     charge_line,
@@ -31,6 +30,7 @@ from invoicing.proration import (
     scaled_amount,
 )
 from schemas.invoice import InvoiceLine
+from schemas.periods import anchor_date, previous_anchor_date
 from schemas.plans import AddOn, Billing, TierPlan
 
 __all__ = [

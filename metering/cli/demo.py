@@ -17,15 +17,16 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from aggregation.periods import anchor_date, previous_anchor_date
-from deploy.local.services import ManagedProcess, start_broker
-from metering.commands import run_close
-from metering.demo_data import DemoTeam, generate_period, with_retries
-from metering.emit import emit_lines
+from metering.cli.demo_data import DemoTeam, generate_period, with_retries
+from metering.cli.report import invoice_table
+from metering.closing import run_close
 from metering.kafka_io import ensure_topics, make_producer, wait_for_lag_zero
-from metering.report import invoice_table
+from metering.local import ManagedProcess, start_broker
+from metering.producer import emit_lines
+from metering.runtime import load_settings_catalog
 from metering.settings import Settings
 from schemas.invoice import Invoice
+from schemas.periods import anchor_date, previous_anchor_date
 
 DEFAULT_SEED = 20260704
 DEFAULT_RETRY_SHARE = 0.05
@@ -113,7 +114,8 @@ def run_demo(*, teams: int, users: int, workdir: Path | None) -> int:
             worker.stop()
         _print("worker caught up and stopped")
 
-        result = run_close(settings, as_of=now, team=None)
+        result = run_close(settings, catalog=load_settings_catalog(settings, required=True),
+                           as_of=now, team=None)
     _print(invoice_table([Invoice.model_validate_json(inv.body) for inv in result.due]))
     _print(f"issued {len(result.issued)} invoices; data kept in {root}")
     return 0

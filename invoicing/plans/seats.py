@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
-from invoicing.licences import Holding, add_licences, buy_licences, renew_licences
+from invoicing.plans.licences import Holding, add_licences, buy_licences, renew_licences
 from schemas.invoice import InvoiceLine
 from schemas.plans import SeatOrder, SeatPlan, seat_shortage
 

@@ -14,7 +14,7 @@ from datetime import date
 from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Final
 
-from invoicing.proration import Term, charge_line, portion, prorated_line
+from invoicing.terms import Term, charge_line, portion, prorated_line
 from schemas.invoice import InvoiceLine
 from schemas.plans import PrepaidPlan
 

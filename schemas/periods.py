@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 __all__ = [
     "DEFAULT_ANCHOR_DAY",
+    "DEFAULT_CALENDAR",
+    "BillingCalendar",
     "DEFAULT_ZONE",
     "Period",
     "anchor_date",
@@ -124,3 +126,40 @@ def billing_dates(start_date: date, until: date) -> list[date]:
         year, month = _shift_month(year, month, 1)
         current = anchor_date(year, month, anchor_day=start_date.day)
     return dates
+
+
+@dataclass(frozen=True, slots=True)
+class BillingCalendar:
+    """One account's billing calendar: its anchor day and its time zone. Every question of
+    the form "which period, which local day, which instant" about an account goes here."""
+
+    anchor_day: int
+    zone: ZoneInfo
+
+    def local_date(self, moment: datetime) -> date:
+        """The account's calendar date at `moment` (an aware instant)."""
+        return moment.astimezone(self.zone).date()
+
+    def midnight(self, day: date) -> datetime:
+        """The instant (UTC) the account's local `day` begins."""
+        return _local_midnight_utc(day, self.zone)
+
+    def period_for_date(self, day: date) -> Period:
+        return period_for_date(day, self.anchor_day)
+
+    def period_containing(self, moment: datetime) -> Period:
+        return period_containing(moment, anchor_day=self.anchor_day, zone=self.zone)
+
+    def next_anchor_date(self, day: date) -> date:
+        return next_anchor_date(day, self.anchor_day)
+
+    def previous_anchor_date(self, day: date) -> date:
+        return previous_anchor_date(day, self.anchor_day)
+
+    def closed(self, period_start: date, *, now: datetime, grace: timedelta) -> bool:
+        """Whether the period starting on `period_start` ended, plus grace, by `now`."""
+        return self.midnight(self.next_anchor_date(period_start)) + grace <= now
+
+
+# Teams missing from the catalog are metered in calendar months of UTC.
+DEFAULT_CALENDAR = BillingCalendar(DEFAULT_ANCHOR_DAY, DEFAULT_ZONE)

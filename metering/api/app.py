@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,10 +26,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from aggregation.periods import Period, period_containing, period_for_date
-from aggregation.store import Store, StoredInvoice, StoreError
-from invoicing.close import CloseError, estimate
-from metering.api_models import (
+from aggregation import Store, StoredInvoice, StoreError
+from invoicing import CloseError, estimate
+from metering.api.models import (
     ChangeList,
     ChangeOut,
     DailyOut,
@@ -52,6 +50,7 @@ from metering.api_models import (
 from metering.settings import Settings
 from schemas.catalog import Account, Catalog
 from schemas.invoice import Invoice, InvoiceLine
+from schemas.periods import Period
 
 __all__ = [
     "DEFAULT_PAGE_LIMIT",
@@ -118,14 +117,14 @@ def _period_path(team: str, start: date) -> str:
 
 
 def _current_period(account: Account, now: datetime) -> Period:
-    return period_containing(now, anchor_day=account.anchor_day, zone=ZoneInfo(account.timezone))
+    return account.calendar.period_containing(now)
 
 
 def _period_problem(account: Account, start: date) -> str | None:
     if not MIN_PERIOD_START <= start < MAX_PERIOD_START:
         return (f"{start} is outside the periods served "
                 f"({MIN_PERIOD_START} to {MAX_PERIOD_START})")
-    holding = period_for_date(start, account.anchor_day).start
+    holding = account.calendar.period_for_date(start).start
     if holding != start:
         return (f"{start} is not a period start of team {account.team!r}: "
                 f"the period holding it starts on {holding}")
@@ -149,7 +148,7 @@ def _period(
     problem = _period_problem(account, start)
     if problem:
         raise HTTPException(422, problem)
-    return Period(start, period_for_date(start, account.anchor_day).end)
+    return Period(start, account.calendar.period_for_date(start).end)
 
 
 PeriodDep = Annotated[Period, Depends(_period)]
@@ -167,7 +166,7 @@ def _team_view(ctx: _Context, account: Account) -> TeamOut:
 
 
 def _period_view(ctx: _Context, account: Account, period: Period) -> PeriodOut:
-    today = ctx.clock().astimezone(ZoneInfo(account.timezone)).date()
+    today = account.calendar.local_date(ctx.clock())
     path = _period_path(account.team, period.start)
     return PeriodOut(
         team=account.team, start=period.start, end=period.end,

@@ -11,36 +11,20 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
-from aggregation.periods import (
-    DEFAULT_ANCHOR_DAY,
-    DEFAULT_ZONE,
-    next_anchor_date,
-    period_containing,
-    period_for_date,
-)
 from aggregation.store import ActiveUserRow, EventRow
 from schemas.catalog import Catalog
 from schemas.events import ActivityEvent
+from schemas.periods import DEFAULT_CALENDAR, BillingCalendar
 
 PeriodKey = tuple[str, date]
 Key = tuple[str, date, str]
 Order = tuple[datetime, str, str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class BillingClock:
-    anchor_day: int
-    zone: ZoneInfo
-
-
-DEFAULT_CLOCK = BillingClock(DEFAULT_ANCHOR_DAY, DEFAULT_ZONE)
-
-
-def clocks_from_catalog(catalog: Catalog) -> dict[str, BillingClock]:
-    """Team -> anchor and zone; teams not in the catalog use calendar months in UTC."""
-    return {a.team: BillingClock(a.anchor_day, ZoneInfo(a.timezone)) for a in catalog.accounts}
+def calendars_from_catalog(catalog: Catalog) -> dict[str, BillingCalendar]:
+    """Team -> billing calendar; teams not in the catalog use calendar months in UTC."""
+    return {a.team: a.calendar for a in catalog.accounts}
 
 
 def _order(row: ActiveUserRow) -> Order:
@@ -57,22 +41,22 @@ class Planned:
 
 
 class FirstSeen:
-    def __init__(self, clocks: dict[str, BillingClock]) -> None:
-        self._clocks = clocks
+    def __init__(self, calendars: dict[str, BillingCalendar]) -> None:
+        self._calendars = calendars
         self._written: dict[PeriodKey, dict[str, Order]] = {}
 
     def __len__(self) -> int:
         return sum(len(users) for users in self._written.values())
 
-    def clock(self, team: str) -> BillingClock:
-        return self._clocks.get(team, DEFAULT_CLOCK)
+    def calendar(self, team: str) -> BillingCalendar:
+        return self._calendars.get(team, DEFAULT_CALENDAR)
 
     def place(self, event: ActivityEvent) -> tuple[ActiveUserRow, EventRow]:
         """The first-seen candidate and the event row, both in the team's billing period."""
         team, user = event.subject, event.data.user_id
-        clock = self.clock(team)
-        day = event.time.astimezone(clock.zone).date()
-        start = period_for_date(day, clock.anchor_day).start
+        calendar = self.calendar(team)
+        day = calendar.local_date(event.time)
+        start = calendar.period_for_date(day).start
         at = event.time.astimezone(UTC).replace(microsecond=0)
         return (
             ActiveUserRow(team, start, user, at, event.id, event.source, event.type),
@@ -97,18 +81,13 @@ class FirstSeen:
                 rows.append(row)
         return Planned(active_users=rows, events=counted)
 
-    def rows_to_write(self, events: Iterable[ActivityEvent]) -> list[ActiveUserRow]:
-        return self.plan(events).active_users
-
     def mark_written(self, rows: Iterable[ActiveUserRow]) -> None:
         for row in rows:
             self._written.setdefault((row.team, row.period_start), {})[row.user_id] = _order(row)
 
     def closed(self, team: str, period_start: date, *, now: datetime, grace: timedelta) -> bool:
         """Whether the team's period starting on `period_start` ended, plus grace, by `now`."""
-        clock = self.clock(team)
-        end = next_anchor_date(period_start, clock.anchor_day)
-        return datetime.combine(end, datetime.min.time(), tzinfo=clock.zone) + grace <= now
+        return self.calendar(team).closed(period_start, now=now, grace=grace)
 
     def late(
         self, events: Iterable[EventRow], *, now: datetime, grace: timedelta
@@ -129,8 +108,7 @@ class FirstSeen:
         """Users this worker wrote per (team, start of the team's period containing `now`)."""
         counts: dict[PeriodKey, int] = {}
         for (team, start), users in self._written.items():
-            clock = self.clock(team)
-            if period_containing(now, anchor_day=clock.anchor_day, zone=clock.zone).start == start:
+            if self.calendar(team).period_containing(now).start == start:
                 counts[(team, start)] = len(users)
         return counts
 

@@ -33,16 +33,16 @@ from faust.exceptions import ConsumerNotStarted
 from faust.types import TP, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry
 
-from aggregation.store import Store, StoreError
-from metering.agent_io import message_context, send_rejected, until_done
-from metering.change_agent import add_change_agent
-from metering.decode import Rejection, decode_message
-from metering.event_window import EventWindow
-from metering.first_seen import FirstSeen, Planned, clocks_from_catalog
+from aggregation import Store, StoreError
 from metering.metrics import ChangeMetrics, TeamMetrics, WorkerMetrics, top_teams
 from metering.settings import Settings
+from metering.stream.agent_io import message_context, send_rejected, until_done
+from metering.stream.changes import ChangeCheck, add_change_agent
+from metering.stream.first_seen import FirstSeen, Planned, calendars_from_catalog
+from metering.stream.window import EventWindow
 from schemas.catalog import Catalog
 from schemas.events import ActivityEvent
+from schemas.wire import Rejection, decode_message
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def batch_context(batch: Sequence[EventT[bytes]]) -> dict[str, Any]:
 
 
 def create_app(
-    settings: Settings, *, store: Store, catalog: Catalog, registry: CollectorRegistry
+    settings: Settings, *, store: Store, catalog: Catalog, check_change: ChangeCheck,
+    registry: CollectorRegistry,
 ) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -103,7 +104,7 @@ def create_app(
         settings.rejected_topic, key_type=bytes, value_type=bytes, partitions=settings.partitions
     )
     metrics = WorkerMetrics.create(registry)
-    first_seen = FirstSeen(clocks_from_catalog(catalog))
+    first_seen = FirstSeen(calendars_from_catalog(catalog))
     window = EventWindow(settings.dedupe_window)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
     next_release = time.monotonic() + DEFAULT_RELEASE_INTERVAL_SECONDS
@@ -215,7 +216,7 @@ def create_app(
         metrics.set_lag(consumer_lag(highwaters, positions))
 
     app.timer(DEFAULT_LAG_INTERVAL_SECONDS)(refresh_lag)
-    add_change_agent(app, settings=settings, store=store, catalog=catalog,
+    add_change_agent(app, settings=settings, store=store, check=check_change,
                      metrics=ChangeMetrics.create(registry), executor=executor)
 
     if settings.top_teams_metric > 0:

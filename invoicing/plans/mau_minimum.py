@@ -11,17 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
-from aggregation.periods import Period, next_anchor_date
-from invoicing.proration import charge_line
-from invoicing.rating import (
+from invoicing.plans.mau import (
     Correction,
     billed_lines,
     billed_usage_period,
     untaxed_invoice,
     usage_period,
 )
+from invoicing.terms import charge_line
 from schemas.catalog import Account
 from schemas.invoice import Invoice, InvoiceLine
+from schemas.periods import Period, next_anchor_date
 from schemas.plans import MauMinimumPlan
 
 __all__ = ["mau_minimum_lines", "minimum_line", "overage_line"]

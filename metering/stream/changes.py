@@ -15,44 +15,48 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
-from typing import Literal
+from typing import Literal, Protocol
 
 import faust
 from faust.types import StreamT
 
-from aggregation.store import Store, StoreError
-from metering.agent_io import message_context, send_rejected, until_done
-from metering.billing_changes import ChangeRejection, check_change, decode_change, to_stored
+from aggregation import Store, StoredChange, StoredInvoice, StoreError
 from metering.metrics import ChangeMetrics
 from metering.settings import Settings
-from schemas.catalog import Catalog
+from metering.stream.agent_io import message_context, send_rejected, until_done
 from schemas.changes import BillingChange
+from schemas.wire import Rejection, decode_change
 
-__all__ = ["add_change_agent", "record_change"]
+__all__ = ["ChangeCheck", "add_change_agent", "record_change"]
+
+
+class ChangeCheck(Protocol):
+    """The billing rule deciding whether a change may join the team's stored history: why
+    not, or None. Injected, so the stream knows no billing rule."""
+
+    def __call__(self, change: BillingChange, *, raw: bytes, stored: Sequence[BillingChange],
+                 issued: Sequence[StoredInvoice]) -> Rejection | None: ...
 
 log = logging.getLogger(__name__)
 
 Recorded = Literal["stored", "duplicate"]
 
 
-def record_change(raw: bytes, *, store: Store, catalog: Catalog) -> Recorded | ChangeRejection:
+def record_change(raw: bytes, *, store: Store, check: ChangeCheck) -> Recorded | Rejection:
     """Store the change in `raw` when the team's history with it still applies; blocking."""
     decoded = decode_change(raw)
-    if isinstance(decoded, ChangeRejection):
+    if isinstance(decoded, Rejection):
         return decoded
     stored = store.changes(decoded.team)
     if any((c.source, c.change_id) == (decoded.source, decoded.id) for c in stored):
         return "duplicate"
-    rejection = check_change(
-        decoded, raw=raw, catalog=catalog,
-        stored=[BillingChange.model_validate_json(c.body) for c in stored],
-        issued=store.invoices(decoded.team),
-    )
+    rejection = check(decoded, raw=raw, stored=[c.change() for c in stored],
+                      issued=store.invoices(decoded.team))
     if rejection is not None:
         return rejection
-    store.add_changes([to_stored(decoded)])
+    store.add_changes([StoredChange.of(decoded)])
     return "stored"
 
 
@@ -61,7 +65,7 @@ def add_change_agent(
     *,
     settings: Settings,
     store: Store,
-    catalog: Catalog,
+    check: ChangeCheck,
     metrics: ChangeMetrics,
     executor: Executor,
 ) -> None:
@@ -73,9 +77,9 @@ def add_change_agent(
         partitions=settings.partitions,
     )
 
-    async def record(raw: bytes) -> Recorded | ChangeRejection:
+    async def record(raw: bytes) -> Recorded | Rejection:
         return await asyncio.get_running_loop().run_in_executor(
-            executor, functools.partial(record_change, raw, store=store, catalog=catalog)
+            executor, functools.partial(record_change, raw, store=store, check=check)
         )
 
     @app.agent(changes_topic, name="record_billing_changes")

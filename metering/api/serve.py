@@ -19,19 +19,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry
 
-from aggregation.periods import period_containing
-from aggregation.store import Store
-from metering.commands import load_settings_catalog, open_ready_store, run_close
+from aggregation import Store
+from metering.closing import run_close
 from metering.metrics import CloseMetrics, TeamMetrics
+from metering.runtime import load_settings_catalog, open_ready_store
 from metering.settings import Settings
 from schemas.catalog import Catalog
 
 if TYPE_CHECKING:  # the web stack is imported only when serving
-    from metering.api import Clock
+    from metering.api.app import Clock
 
 __all__ = [
     "DEFAULT_TEAM_METRICS_INTERVAL_SECONDS",
@@ -113,9 +112,7 @@ def refresh_team_mau(store: Store, catalog: Catalog, metrics: TeamMetrics, *, li
     now = clock()
     mau = {}
     for account in catalog.accounts:
-        period = period_containing(now, anchor_day=account.anchor_day,
-                                   zone=ZoneInfo(account.timezone))
-        mau[account.team] = store.mau(account.team, period.start)
+        mau[account.team] = store.mau(account.team, account.calendar.period_containing(now).start)
     metrics.publish(mau, limit=limit)
 
 
@@ -126,8 +123,8 @@ def _jobs(settings: Settings, store: Store, catalog: Catalog,
     if settings.close_interval_seconds > 0:
         jobs.append(Periodic(
             name="periodic close", interval=settings.close_interval_seconds,
-            action=lambda: run_close(settings, as_of=clock(), team=None, metrics=close_metrics,
-                                     store=store),
+            action=lambda: run_close(settings, catalog=catalog, as_of=clock(), team=None,
+                                     metrics=close_metrics, store=store),
         ))
     if settings.top_teams_metric > 0:
         team_metrics = TeamMetrics.create(registry)
@@ -149,7 +146,7 @@ def run_serve(settings: Settings) -> int:
     # Imported here: the web stack costs every other command its start-up time.
     import uvicorn
 
-    from metering.api import create_api
+    from metering.api.app import create_api
 
     problem = exposure_problem(settings)
     if problem:
