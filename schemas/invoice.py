@@ -1,4 +1,4 @@
-"""Invoice JSON contract (ARCHITECTURE.md section 4). Amounts travel as decimal strings."""
+"""Invoice JSON contract (README "Invoices"). Amounts travel as decimal strings."""
 
 from __future__ import annotations
 

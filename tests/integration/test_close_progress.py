@@ -1,4 +1,4 @@
-"""`run_close` (metering.cli.commands) on the real broker and embedded chdb: every run is recorded
+"""`run_close` (metering.closing) on the real broker and embedded chdb: every run is recorded
 in CloseMetrics, ok or not, and the progress bar counts teams on stderr while the invoices
 still go to stdout, whole, in `metering close --progress --json`."""
 
@@ -10,16 +10,19 @@ import time
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from aggregation import open_store
 from aggregation.store import ActiveUserRow
-from invoicing.close import CloseError
-from metering.cli.commands import run_close
+from invoicing import CloseError, CloseResult
+from metering.cli.commands import close_with_progress
+from metering.closing import run_close
 from metering.local.services import LocalBroker
 from metering.metrics import CloseMetrics
+from metering.runtime import load_settings_catalog
 from metering.settings import Settings
 from tests.integration.pipeline import METERING, consume_all, worker_env
 
@@ -53,6 +56,11 @@ def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
                     charges_topic=f"close-charges-{uuid.uuid4().hex[:8]}", partitions=1)
 
 
+def close(settings: Settings, **options: Any) -> CloseResult:
+    """One run of the close over the settings' catalog."""
+    return run_close(settings, catalog=load_settings_catalog(settings, required=True), **options)
+
+
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, labels)
 
@@ -61,7 +69,7 @@ def test_each_run_is_recorded(settings: Settings) -> None:
     registry = CollectorRegistry()
     metrics = CloseMetrics.create(registry)
     before = time.time()
-    first = run_close(settings, as_of=AS_OF, team=None, metrics=metrics)
+    first = close(settings, as_of=AS_OF, team=None, metrics=metrics)
     assert [(i.team, i.invoice_date.isoformat(), i.total) for i in first.issued] == [
         ("team-one", "2026-07-04", "10.00"), ("team-one", "2026-08-04", "14.00"),
         ("team-two", "2026-07-04", "10.00"), ("team-two", "2026-08-04", "10.00")]
@@ -71,14 +79,14 @@ def test_each_run_is_recorded(settings: Settings) -> None:
     last = value(registry, "metering_last_successful_close_timestamp_seconds")
     assert last is not None and before <= last <= time.time()
 
-    again = run_close(settings, as_of=AS_OF, team=None, metrics=metrics)
+    again = close(settings, as_of=AS_OF, team=None, metrics=metrics)
     assert again.issued == [] and [i.body for i in again.due] == [i.body for i in first.due]
     assert value(registry, "metering_close_runs_total", outcome="ok") == 2
     assert value(registry, "metering_invoices_issued_total") == 4  # nothing issued twice
     assert (value(registry, "metering_last_successful_close_timestamp_seconds") or 0) >= last
 
     with pytest.raises(CloseError, match="unknown team 'team-x'"):
-        run_close(settings, as_of=AS_OF, team="team-x", metrics=metrics)
+        close(settings, as_of=AS_OF, team="team-x", metrics=metrics)
     assert value(registry, "metering_close_runs_total", outcome="error") == 1
     assert value(registry, "metering_close_runs_total", outcome="ok") == 2
     assert value(registry, "metering_close_duration_seconds_count") == 3
@@ -90,17 +98,17 @@ def test_each_run_is_recorded(settings: Settings) -> None:
 def test_failed_run_keeps_the_last_success(settings: Settings) -> None:
     registry = CollectorRegistry()
     metrics = CloseMetrics.create(registry)
-    run_close(settings, as_of=AS_OF, team="team-one", metrics=metrics)
+    close(settings, as_of=AS_OF, team="team-one", metrics=metrics)
     last = value(registry, "metering_last_successful_close_timestamp_seconds")
     with pytest.raises(CloseError):
-        run_close(settings, as_of=AS_OF, team="team-x", metrics=metrics)
+        close(settings, as_of=AS_OF, team="team-x", metrics=metrics)
     assert value(registry, "metering_last_successful_close_timestamp_seconds") == last
 
 
 def test_progress_counts_teams_on_stderr(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run_close(settings, as_of=AS_OF, team=None, progress=True)
+    result = close_with_progress(settings, as_of=AS_OF, team=None, progress=True)
     assert len(result.issued) == 4
     captured = capsys.readouterr()
     assert captured.out == ""
