@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from metering.producer import cloud_event
 from schemas.events import EventType
 
 DEMO_SOURCES = ("timeclock", "webapp", "slackbot", "public-api")
@@ -24,16 +25,6 @@ class DemoTeam:
     members: int
     active_share: float
     zone: ZoneInfo
-
-
-def cloud_event(
-    *, event_id: str, source: str, kind: EventType, at: datetime, team: str, user: str
-) -> dict[str, object]:
-    return {
-        "specversion": "1.0", "id": event_id, "source": source, "type": kind,
-        "time": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "subject": team, "data": {"user_id": user},
-    }
 
 
 def _work_days(start: date, end: date) -> list[date]:

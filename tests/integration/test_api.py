@@ -28,7 +28,6 @@ from metering.settings import Settings
 from schemas.catalog import Catalog, parse_catalog
 from tests.changes import billing_change
 
-pytestmark = pytest.mark.integration
 Client = httpx.AsyncClient
 
 CATALOG_TEXT = """

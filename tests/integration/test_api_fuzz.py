@@ -23,8 +23,6 @@ from schemathesis.specs.openapi.checks import (
 from metering.local.services import LocalClickHouse
 from tests.integration.test_api import AUTH, seed, server_store, start_serve
 
-pytestmark = pytest.mark.integration
-
 # Per operation; a dozen operations stay well under a minute together.
 MAX_EXAMPLES = 25
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,

@@ -20,8 +20,6 @@ from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess
 from tests.changes import change_wire
 from tests.integration.pipeline import METERING, consume_all, worker_env
 
-pytestmark = pytest.mark.integration
-
 CATALOG = """
 plans:
   premium: {kind: seat, name: Premium, currency: USD, monthly_price: "2.49", billing: annual,

@@ -15,8 +15,6 @@ from schemas.catalog import Catalog, parse_catalog
 from schemas.invoice import Invoice
 from tests.changes import billing_change as change
 
-pytestmark = pytest.mark.integration
-
 HOUR = timedelta(hours=1)
 PLANS = """
 tax: {eu_vat: {NL: "0.21"}}

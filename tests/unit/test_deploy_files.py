@@ -11,6 +11,8 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import shlex
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from schemas.catalog import MauPlan, load_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+PYPROJECT = ROOT / "pyproject.toml"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "metering.json"
@@ -42,6 +46,8 @@ METRIC_NAME = re.compile(r"\bmetering_[a-zA-Z0-9_]*[a-zA-Z0-9]\b")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 GROUPING = re.compile(r"\b(?:by|without)\s*\((?P<labels>[^)]*)\)")
 LEGEND_LABEL = re.compile(r"\{\{\s*(?P<label>\w+)\s*\}\}")
+# `pip install .[a,b]`: the checkout copied into the image, with extras
+LOCAL_INSTALL = re.compile(r"^\.(?:\[(?P<extras>[^\]]*)\])?$")
 
 
 def _yaml(path: Path) -> Any:
@@ -108,6 +114,66 @@ def _container_path(service: str, host_path: Path) -> str:
         if (ROOT / source).resolve() == host_path.resolve():
             return target
     raise AssertionError(f"{service} does not mount {host_path.relative_to(ROOT)}")
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(instruction, arguments) of deploy/Dockerfile, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    instructions = []
+    for line in joined.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, arguments = line.strip().partition(" ")
+            instructions.append((keyword.upper(), arguments.strip()))
+    return instructions
+
+
+def _extras_closure(extras: set[str]) -> set[str]:
+    """`extras` and every extra they pull in through `usage-metering[...]` requirements."""
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    self_requirement = re.compile(rf"^{re.escape(project['name'])}\[(?P<extras>[^\]]+)\]")
+    optional: dict[str, list[str]] = project["optional-dependencies"]
+    unknown = extras - set(optional)
+    assert not unknown, f"the Dockerfile names extras pyproject.toml lacks: {sorted(unknown)}"
+    found, pending = set(), list(extras)
+    while pending:
+        extra = pending.pop()
+        if extra in found:
+            continue
+        found.add(extra)
+        for requirement in optional[extra]:
+            match = self_requirement.match(requirement)
+            if match:
+                pending.extend(name.strip() for name in match["extras"].split(","))
+    return found
+
+
+def _image_extras() -> set[str]:
+    """The extras the image's `pip install` of the copied checkout asks for."""
+    installs = []
+    for keyword, arguments in _dockerfile_instructions():
+        words = shlex.split(arguments) if keyword == "RUN" else []
+        if words[:2] == ["pip", "install"]:
+            installs.extend(m for word in words[2:] if (m := LOCAL_INSTALL.match(word)))
+    assert len(installs) == 1, "the Dockerfile should pip install the checkout exactly once"
+    extras = installs[0]["extras"] or ""
+    return _extras_closure({name.strip() for name in extras.split(",") if name.strip()})
+
+
+def test_dockerfile_copies_paths_that_exist() -> None:
+    for keyword, arguments in _dockerfile_instructions():
+        if keyword == "COPY":
+            *sources, _ = arguments.split()
+            for source in sources:
+                assert (ROOT / source).exists(), f"COPY {source}: no such path"
+
+
+def test_image_installs_the_worker_and_the_api() -> None:
+    # A bare install is the producer library only: `metering worker` would not start
+    extras = _image_extras()
+    assert "worker" in extras, f"the image installs extras {sorted(extras)}, none with the worker"
+    # The same image runs `metering serve` for the api service
+    assert "serve" in _services()["api"]["command"]
+    assert "api" in extras, f"the image installs extras {sorted(extras)}, none with the API"
 
 
 def test_compose_names_every_service_of_the_stack() -> None:

@@ -1,0 +1,18 @@
+"""Every test in this folder needs real services or a network: marked `integration` here,
+once, so that `make unit` (tests/unit only) never starts one and `-m integration` selects
+exactly this folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A conftest hook sees every collected item of the session, not only this folder's.
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
