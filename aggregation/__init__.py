@@ -1,4 +1,5 @@
-"""Where first-seen users and issued invoices are kept: a ClickHouse server or embedded chdb."""
+"""Where first-seen users and issued invoices are kept: a ClickHouse server or embedded chdb
+(or, for tests and one-process trials, process memory)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from aggregation._schema import check_database
 from aggregation._server import ServerStore
+from aggregation.memory import MemoryStore
 from aggregation.store import (
     ActiveUserRow,
     DailyUsage,
@@ -20,6 +22,7 @@ __all__ = [
     "ActiveUserRow",
     "DailyUsage",
     "EventRow",
+    "MemoryStore",
     "Store",
     "StoreError",
     "StoredChange",
@@ -42,11 +45,15 @@ def redact_url(url: str) -> str:
 
 
 def open_store(url: str) -> Store:
-    """Open `clickhouse://[user[:password]@]host[:port][/db]` or `chdb:///abs/path`."""
+    """Open `clickhouse://[user[:password]@]host[:port][/db]` or `chdb:///abs/path`; or,
+    for `memory://`, a new empty MemoryStore whose data lives as long as the object (one
+    process only: a worker and a close in two processes do not share it)."""
     parts = urlsplit(url)
     shown = repr(redact_url(url))
     if parts.query or parts.fragment:
         raise ValueError(f"store URL {shown} must not have a query or fragment")
+    if url == "memory://":
+        return MemoryStore()
     if parts.scheme == "clickhouse":
         return _open_server(parts, shown)
     if parts.scheme == "chdb":

@@ -1,5 +1,5 @@
-"""What the agents share: retrying until done, log fields of a message, and sending the
-originals of rejected messages to a rejected topic with their reason and detail."""
+"""What the agents share: retrying until done, log fields of a message or a batch, and
+sending the originals of rejected messages to a rejected topic with their reason and detail."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any, Protocol, TypeVar
 
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
-from faust.types import Message, TopicT
+from faust.types import EventT, Message, TopicT
 
 __all__ = [
     "DEFAULT_MAX_REJECTED_BYTES",
     "Rejected",
+    "batch_context",
     "message_context",
     "rejected_headers",
     "send_rejected",
@@ -57,6 +58,20 @@ def message_context(message: Message) -> dict[str, Any]:
     if message.key:
         fields["team"] = message.key.decode(errors="replace")
     return fields
+
+
+def batch_context(batch: Sequence[EventT[bytes]]) -> dict[str, Any]:
+    """Log fields naming a batch's messages: its topic, partitions and per partition the
+    first and last offset (a batch mixes the partitions assigned to this worker)."""
+    spans: dict[int, list[int]] = {}
+    topic = ""
+    for event in batch:
+        message = event.message
+        topic = message.topic
+        span = spans.setdefault(message.partition, [message.offset, message.offset])
+        span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
+    partitions = sorted(spans)
+    return {"topic": topic, "partitions": partitions, "offsets": [spans[p] for p in partitions]}
 
 
 async def until_done(

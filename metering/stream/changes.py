@@ -15,29 +15,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import Executor
-from typing import Literal, Protocol
+from collections.abc import AsyncIterator
+from typing import Literal
 
-import faust
 from faust.types import StreamT
 
-from aggregation import Store, StoredChange, StoredInvoice, StoreError
-from metering.metrics import ChangeMetrics
-from metering.settings import Settings
+from aggregation import Store, StoredChange, StoreError
 from metering.stream.agent_io import message_context, send_rejected, until_done
-from schemas.changes import BillingChange
+from metering.stream.context import ChangeCheck, StreamContext, context_of
 from schemas.wire import Rejection, decode_change
 
-__all__ = ["ChangeCheck", "add_change_agent", "record_change"]
+__all__ = ["record_billing_changes", "record_change"]
 
-
-class ChangeCheck(Protocol):
-    """The billing rule deciding whether a change may join the team's stored history: why
-    not, or None. Injected, so the stream knows no billing rule."""
-
-    def __call__(self, change: BillingChange, *, raw: bytes, stored: Sequence[BillingChange],
-                 issued: Sequence[StoredInvoice]) -> Rejection | None: ...
 
 log = logging.getLogger(__name__)
 
@@ -60,46 +49,33 @@ def record_change(raw: bytes, *, store: Store, check: ChangeCheck) -> Recorded |
     return "stored"
 
 
-def add_change_agent(
-    app: faust.App,
-    *,
-    settings: Settings,
-    store: Store,
-    check: ChangeCheck,
-    metrics: ChangeMetrics,
-    executor: Executor,
-) -> None:
-    changes_topic = app.topic(
-        settings.changes_topic, key_type=bytes, value_type=bytes, partitions=settings.partitions
+async def record_billing_changes(stream: StreamT[bytes]) -> AsyncIterator[None]:
+    context = context_of(stream.app)
+    metrics = context.change_metrics
+    async for event in stream.events():
+        message = event.message
+        fields = message_context(message)
+        raw = message.value or b""  # a tombstone is an empty, invalid change
+        metrics.received.inc()
+
+        result = await until_done("billing change", functools.partial(record, context, raw),
+                                  (StoreError,), context=fields)
+        if result == "stored":
+            metrics.stored.inc()
+            log.info("billing change stored", extra=fields)
+        elif result == "duplicate":
+            metrics.duplicate.inc()
+        else:
+            metrics.rejected.labels(reason=result.reason).inc()
+            log.info("billing change rejected: %s: %s", result.reason, result.detail,
+                     extra={**fields, "reason": result.reason})
+            await send_rejected(context.changes_rejected_topic, [result], message)
+        yield None
+
+
+async def record(context: StreamContext, raw: bytes) -> Recorded | Rejection:
+    """`record_change` in the store's executor."""
+    return await asyncio.get_running_loop().run_in_executor(
+        context.executor,
+        functools.partial(record_change, raw, store=context.store, check=context.check_change),
     )
-    rejected_topic = app.topic(
-        settings.changes_rejected_topic, key_type=bytes, value_type=bytes,
-        partitions=settings.partitions,
-    )
-
-    async def record(raw: bytes) -> Recorded | Rejection:
-        return await asyncio.get_running_loop().run_in_executor(
-            executor, functools.partial(record_change, raw, store=store, check=check)
-        )
-
-    @app.agent(changes_topic, name="record_billing_changes")
-    async def record_billing_changes(stream: StreamT[bytes]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message = event.message
-            context = message_context(message)
-            raw = message.value or b""  # a tombstone is an empty, invalid change
-            metrics.received.inc()
-
-            result = await until_done("billing change", functools.partial(record, raw),
-                                      (StoreError,), context=context)
-            if result == "stored":
-                metrics.stored.inc()
-                log.info("billing change stored", extra=context)
-            elif result == "duplicate":
-                metrics.duplicate.inc()
-            else:
-                metrics.rejected.labels(reason=result.reason).inc()
-                log.info("billing change rejected: %s: %s", result.reason, result.detail,
-                         extra={**context, "reason": result.reason})
-                await send_rejected(rejected_topic, [result], message)
-            yield None

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from aggregation.store import ActiveUserRow, EventRow
+from aggregation import ActiveUserRow, EventRow
 from schemas.catalog import Catalog
 from schemas.events import ActivityEvent
 from schemas.periods import DEFAULT_CALENDAR, BillingCalendar

@@ -254,7 +254,7 @@ def test_rejections_lag_and_json_log_lines(scraped: Scraped) -> None:
         assert (line["topic"], line["partition"], line["offset"], line["team"]) == (
             events_topic, partition, offset, TEAM), line
         assert line["level"] == "info"
-        assert line["logger"] == "metering.stream.app"
+        assert line["logger"] == "metering.stream.activity"
         assert line["message"].startswith(f"event rejected: {reason}: ")
         datetime.fromisoformat(line["time"])
     assert "Traceback" not in scraped.stderr_path.read_text(errors="replace")

@@ -1,343 +1,49 @@
-"""One contract, two engines: every test runs on the ClickHouse server and on chdb."""
+"""One contract, two engines: every test of tests/store_contract.py runs on the ClickHouse
+server and on chdb (conftest's `bare_store`), after merges forced where a test asks for them;
+then what only an engine can do: fail while its server is down, and recover."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from aggregation import (
-    ActiveUserRow,
-    DailyUsage,
-    EventRow,
-    Store,
-    StoredChange,
-    StoredInvoice,
-    StoreError,
-)
+from aggregation import Store, StoreError
 from aggregation._schema import SqlStore
 from aggregation._server import ServerStore
 from metering.local.services import LocalClickHouse
+from tests.store_contract import *  # noqa: F403
+from tests.store_contract import JAN, Merge, user_row
 
 pytestmark = pytest.mark.integration
 
-JAN = date(2024, 1, 1)
-FEB = date(2024, 2, 1)
-T0 = datetime(2024, 1, 3, 12, 0, tzinfo=UTC)
-AWKWARD_IDS = [
-    "plain",
-    "it's",
-    'say "hi"',
-    "back\\slash",
-    "\\'",
-    "tab\there",
-    "new\nline",
-    "nul\x00byte",
-    "%(team)s",
-    "'); DROP TABLE active_users; --",
-    "é",
-    "日本",
-    "😀",
-    "",
-]
-
-
-def _fresh_database() -> str:
-    return f"contract_{uuid.uuid4().hex}"
-
-
-def _row(
-    user: str,
-    *,
-    team: str = "acme",
-    period: date = JAN,
-    at: datetime = T0,
-    event: str | None = None,
-    source: str = "web",
-    event_type: str = "login",
-) -> ActiveUserRow:
-    return ActiveUserRow(
-        team=team,
-        period_start=period,
-        user_id=user,
-        first_time=at,
-        event_id=event if event is not None else f"ev-{user}-{at.timestamp():.0f}",
-        source=source,
-        event_type=event_type,
-    )
-
-
-def _merge_everything(store: Store) -> None:
-    """Force the merges that would otherwise happen at an unknown time."""
-    assert isinstance(store, SqlStore)
-    for table in ("active_users", "events", "invoices", "billing_changes"):
-        store._execute(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
-
 
 @pytest.fixture
-def store(bare_store: Store) -> Store:
-    bare_store.ensure_schema()
-    return bare_store
+def merge(store: Store) -> Merge:
+    """Force the merges that would otherwise happen at an unknown time."""
+    assert isinstance(store, SqlStore)
 
+    def merge_everything() -> None:
+        for table in ("active_users", "events", "invoices", "billing_changes"):
+            store._execute(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
 
-def test_ensure_schema_is_idempotent(bare_store: Store) -> None:
-    bare_store.ensure_schema()
-    bare_store.add_active_users([_row("u1")])
-    bare_store.ensure_schema()
-    assert bare_store.mau("acme", JAN) == 1
-
-
-def test_missing_schema_is_a_store_error(bare_store: Store) -> None:
-    with pytest.raises(StoreError):
-        bare_store.mau("acme", JAN)
-
-
-def test_empty_store(store: Store) -> None:
-    store.add_active_users([])
-    assert store.mau("acme", JAN) == 0
-    assert store.active_users("acme", JAN) == []
-    assert store.invoices() == []
-
-
-def test_mau_counts_distinct_users(store: Store) -> None:
-    store.add_active_users(
-        [_row("u1"), _row("u2"), _row("u1", at=T0 + timedelta(hours=1)), _row("u3")]
-    )
-    assert store.mau("acme", JAN) == 3
-
-
-def test_rewriting_rows_changes_nothing(store: Store) -> None:
-    rows = [_row("u1"), _row("u2", at=T0 + timedelta(minutes=5))]
-    later = _row("u1", at=T0 + timedelta(days=2), event="later", source="api")
-    store.add_active_users(rows)
-    store.add_active_users(rows)
-    store.add_active_users([later])
-    store.add_active_users([*rows, later])
-    assert store.mau("acme", JAN) == 2
-    assert store.active_users("acme", JAN) == rows
-    _merge_everything(store)
-    assert store.mau("acme", JAN) == 2
-    assert store.active_users("acme", JAN) == rows
-
-
-def test_first_event_is_the_earliest(store: Store) -> None:
-    late = _row("u1", at=T0 + timedelta(hours=3), event="late", event_type="click")
-    early = _row("u1", at=T0, event="early", source="mobile")
-    store.add_active_users([late])
-    store.add_active_users([early])
-    store.add_active_users([late])
-    assert store.active_users("acme", JAN) == [early]
-    _merge_everything(store)
-    assert store.active_users("acme", JAN) == [early]
-
-
-def test_same_second_ties_go_to_the_smallest_event_id(store: Store) -> None:
-    store.add_active_users([_row("u1", event="b"), _row("u1", event="c")])
-    store.add_active_users([_row("u1", event="a")])
-    store.add_active_users([_row("u1", event="d")])
-    assert [row.event_id for row in store.active_users("acme", JAN)] == ["a"]
-    _merge_everything(store)
-    assert [row.event_id for row in store.active_users("acme", JAN)] == ["a"]
-
-
-def test_teams_and_periods_are_separate(store: Store) -> None:
-    store.add_active_users(
-        [
-            _row("u1"),
-            _row("u2"),
-            _row("u1", team="globex"),
-            _row("u1", period=FEB, at=T0 + timedelta(days=31)),
-        ]
-    )
-    assert store.mau("acme", JAN) == 2
-    assert store.mau("globex", JAN) == 1
-    assert store.mau("acme", FEB) == 1
-    assert store.mau("globex", FEB) == 0
-    assert [row.user_id for row in store.active_users("globex", JAN)] == ["u1"]
-    assert store.active_users("acme", FEB) == [_row("u1", period=FEB, at=T0 + timedelta(days=31))]
-
-
-def test_active_users_are_ordered_by_user_id(store: Store) -> None:
-    rows = [_row(user, at=T0 + timedelta(seconds=i)) for i, user in enumerate(["c", "a", "b"])]
-    store.add_active_users(rows)
-    assert store.active_users("acme", JAN) == sorted(rows, key=lambda row: row.user_id)
-
-
-def test_awkward_user_ids_round_trip(store: Store) -> None:
-    rows = [_row(user, event=f"e{i}", source=user) for i, user in enumerate(AWKWARD_IDS)]
-    store.add_active_users(rows)
-    store.add_active_users(rows)
-    assert store.mau("acme", JAN) == len(AWKWARD_IDS)
-    assert store.active_users("acme", JAN) == sorted(rows, key=lambda row: row.user_id)
-    assert store.mau("'); DROP TABLE active_users; --", JAN) == 0
-    assert store.active_users("acme\\", JAN) == []
-
-
-def test_naive_first_time_is_rejected(store: Store) -> None:
-    with pytest.raises(ValueError, match="timezone-aware"):
-        store.add_active_users([_row("u1", at=datetime(2024, 1, 3))])
-
-
-def test_second_invoice_for_a_day_is_ignored(store: Store) -> None:
-    first = StoredInvoice("acme", JAN, '{"total": "10.00", "note": "é\\n\'quoted\'"}\n')
-    store.add_invoice(first)
-    store.add_invoice(StoredInvoice("acme", JAN, '{"total": "0.00"}'))
-    store.add_invoice(first)
-    _merge_everything(store)
-    assert store.invoices() == [first]
-    assert store.invoices()[0].body.encode() == first.body.encode()
-
-
-def test_invoices_are_ordered_and_filtered_by_team(store: Store) -> None:
-    invoices = [
-        StoredInvoice("globex", FEB, "g-feb"),
-        StoredInvoice("acme", FEB, "a-feb"),
-        StoredInvoice("globex", JAN, "g-jan"),
-        StoredInvoice("acme", JAN, "a-jan"),
-    ]
-    for invoice in invoices:
-        store.add_invoice(invoice)
-    ordered = sorted(invoices, key=lambda inv: (inv.team, inv.invoice_date))
-    assert store.invoices() == ordered
-    assert store.invoices("globex") == [inv for inv in ordered if inv.team == "globex"]
-    assert store.invoices("initech") == []
-
-
-def test_immediate_invoices_share_a_day_with_the_billing_date_invoice(store: Store) -> None:
-    renewal = StoredInvoice("acme", JAN, "renewal")
-    seats = StoredInvoice("acme", JAN, "seats", reference="crm/chg-1")
-    upgrade = StoredInvoice("acme", JAN, "upgrade", reference="crm/chg-2")
-    for invoice in (upgrade, seats, renewal, StoredInvoice("acme", JAN, "again", "crm/chg-1")):
-        store.add_invoice(invoice)
-    _merge_everything(store)
-    assert store.invoices("acme") == [renewal, seats, upgrade]
-
-
-def _change(change_id: str, at: datetime, body: str = "{}", source: str = "crm") -> StoredChange:
-    return StoredChange(team="acme", source=source, change_id=change_id, time=at, body=body)
-
-
-def test_changes_are_idempotent_and_in_effect_order(store: Store) -> None:
-    later = _change("b", T0 + timedelta(days=2), '{"type": "cancel"}')
-    earlier = _change("z", T0, '{"type": "add_units", "note": "it\'s \\ é"}')
-    same_time = _change("a", T0, source="hr")
-    store.add_changes([later, earlier])
-    store.add_changes([later, earlier, same_time])
-    store.add_changes([])
-    _merge_everything(store)
-    assert store.changes("acme") == [earlier, same_time, later]
-    assert store.changes("globex") == []
-
-
-def test_active_users_come_in_pages(store: Store) -> None:
-    names = ["", *(f"u{i:02d}" for i in range(6))]  # "" sorts first and is a real id
-    store.add_active_users([_row(name) for name in reversed(names)])
-    pages: list[list[str]] = []
-    after: str | None = None
-    while page := store.active_users("acme", JAN, after=after, limit=3):
-        pages.append([row.user_id for row in page])
-        after = page[-1].user_id
-    assert pages == [names[:3], names[3:6], names[6:]]
-    with pytest.raises(ValueError, match="limit"):
-        store.active_users("acme", JAN, limit=-1)
-
-
-def _event(
-    event_id: str, user: str, *, day: date = JAN, kind: str = "login", source: str = "web"
-) -> EventRow:
-    return EventRow(team="acme", period_start=JAN, day=day, event_type=kind, source=source,
-                    event_id=event_id, user_id=user, time=T0)
-
-
-def test_daily_usage_counts_distinct_events_and_users(store: Store) -> None:
-    second_day = JAN + timedelta(days=1)
-    rows = [
-        _event("e1", "ann"), _event("e2", "ann"), _event("e3", "bob"),
-        _event("e3", "bob", source="api"),  # another source: another event
-        _event("e4", "ann", kind="clock_in"),
-        _event("e5", "cat", day=second_day),
-    ]
-    store.add_events(rows)
-    store.add_events(rows[:3])  # redelivery
-    _merge_everything(store)
-    store.add_events(rows)  # and again after a merge
-    assert store.daily_usage("acme", JAN) == [
-        DailyUsage(JAN, "clock_in", 1, 1),
-        DailyUsage(JAN, "login", 4, 2),
-        DailyUsage(second_day, "login", 1, 1),
-    ]
-    assert store.daily_usage("acme", second_day) == []
-    assert store.daily_usage("globex", JAN) == []
-
-
-_users = st.one_of(st.sampled_from(AWKWARD_IDS), st.text(st.characters(codec="utf-8"), max_size=6))
-
-
-@st.composite
-def _batches(draw: st.DrawFn) -> list[list[ActiveUserRow]]:
-    distinct = draw(
-        st.lists(
-            st.builds(
-                lambda user, offset, event: _row(
-                    user, at=T0 + timedelta(seconds=offset), event=event
-                ),
-                _users,
-                st.integers(0, 3),
-                st.sampled_from(["a", "b", "c"]),
-            ),
-            max_size=25,
-        )
-    )
-    repeated = draw(st.lists(st.sampled_from(distinct), max_size=10)) if distinct else []
-    rows = draw(st.permutations(distinct + repeated))
-    cuts = sorted(draw(st.lists(st.integers(0, len(rows)), max_size=3)))
-    bounds = [0, *cuts, len(rows)]
-    return [rows[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
-
-
-@settings(
-    max_examples=15,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(batches=_batches())
-def test_mau_and_first_events_match_a_python_model(
-    store: Store, batches: list[list[ActiveUserRow]]
-) -> None:
-    team = uuid.uuid4().hex
-    first: dict[str, ActiveUserRow] = {}
-    for batch in batches:
-        rows = [row._replace(team=team) for row in batch]
-        store.add_active_users(rows)
-        for row in rows:
-            best = first.get(row.user_id)
-            if best is None or (row.first_time, row.event_id) < (best.first_time, best.event_id):
-                first[row.user_id] = row
-    expected = [first[user] for user in sorted(first)]
-    assert store.mau(team, JAN) == len(first)
-    assert store.active_users(team, JAN) == expected
-    _merge_everything(store)
-    assert store.mau(team, JAN) == len(first)
-    assert store.active_users(team, JAN) == expected
+    return merge_everything
 
 
 def test_server_store_fails_while_down_and_recovers(clickhouse_server: LocalClickHouse) -> None:
-    store = ServerStore("127.0.0.1", clickhouse_server.tcp_port, _fresh_database())
+    store = ServerStore("127.0.0.1", clickhouse_server.tcp_port, f"contract_{uuid.uuid4().hex}")
     try:
         store.ensure_schema()
-        store.add_active_users([_row("u1")])
+        store.add_active_users([user_row("u1")])
         clickhouse_server.stop()
         try:
             with pytest.raises(StoreError, match="clickhouse 127.0.0.1"):
                 store.mau("acme", JAN)
             with pytest.raises(StoreError):
-                store.add_active_users([_row("u2")])
+                store.add_active_users([user_row("u2")])
         finally:
             clickhouse_server.start()
-        store.add_active_users([_row("u2")])
+        store.add_active_users([user_row("u2")])
         assert store.mau("acme", JAN) == 2
     finally:
         store.close()

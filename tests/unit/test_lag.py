@@ -1,6 +1,6 @@
-"""The worker's pure helpers: consumer lag per partition and the log fields of a batch or a
-message (that one in metering.stream.agent_io, shared by the agents). No broker: Faust's own TP
-and Message types, and events that only carry a message."""
+"""The worker's pure helpers: consumer lag per partition (metering.stream.timers) and the log
+fields of a batch or a message (metering.stream.agent_io, shared by the agents). No broker:
+Faust's own TP and Message types, and events that only carry a message."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import cast
 
 from faust.types import TP, EventT, Message
 
-from metering.stream.agent_io import message_context
-from metering.stream.app import batch_context, consumer_lag
+from metering.stream.agent_io import batch_context, message_context
+from metering.stream.timers import consumer_lag
 
 EVENTS = "activity-events"
 

@@ -1,0 +1,153 @@
+"""The store in process memory: the Store contract without an engine, for tests and trials.
+
+It answers every read as the ClickHouse engines do (the shared contract suite runs on all
+three): writes are idempotent by key; a user's first event is the smallest (first_time,
+event_id, source, event_type); times are kept as whole UTC seconds and naive ones refused;
+strings sort by their UTF-8 bytes; and nothing works before `ensure_schema`. Everything is
+lost when the process ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+from aggregation._schema import _unix_seconds
+from aggregation.store import (
+    ActiveUserRow,
+    DailyUsage,
+    EventRow,
+    StoredChange,
+    StoredInvoice,
+    StoreError,
+)
+
+__all__ = ["MemoryStore"]
+
+PeriodKey = tuple[str, date]
+InvoiceKey = tuple[str, date, str]
+ChangeKey = tuple[str, str]
+
+
+def _seconds(moment: datetime) -> datetime:
+    """`moment` as the engines return it: whole seconds in UTC; ValueError when naive or
+    outside DateTime's range, as on the engines."""
+    return datetime.fromtimestamp(_unix_seconds(moment), UTC)
+
+
+def _order(row: ActiveUserRow) -> tuple[datetime, str, str, str]:
+    """The engines' argMin key: the same event wins here and there."""
+    return (row.first_time, row.event_id, row.source, row.event_type)
+
+
+class MemoryStore:
+    """Thread-safe: the worker writes from its executor while its loop may read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = False
+        # (team, period) -> user -> the user's first event
+        self._first: dict[PeriodKey, dict[str, ActiveUserRow]] = {}
+        # (team, period) -> distinct event rows: a (source, id) counts once per day and type
+        self._events: dict[PeriodKey, set[EventRow]] = {}
+        self._invoices: dict[InvoiceKey, StoredInvoice] = {}
+        # team -> (source, id) -> the change as first written
+        self._changes: dict[str, dict[ChangeKey, StoredChange]] = {}
+
+    def _check_schema(self) -> None:
+        # Called under the lock. The engines fail the same way before their tables exist.
+        if not self._ready:
+            raise StoreError("memory store: no schema: call ensure_schema first")
+
+    def ensure_schema(self) -> None:
+        with self._lock:
+            self._ready = True
+
+    def add_active_users(self, rows: Sequence[ActiveUserRow]) -> None:
+        if not rows:
+            return
+        kept = [row._replace(first_time=_seconds(row.first_time)) for row in rows]
+        with self._lock:
+            self._check_schema()
+            for row in kept:
+                users = self._first.setdefault((row.team, row.period_start), {})
+                current = users.get(row.user_id)
+                if current is None or _order(row) < _order(current):
+                    users[row.user_id] = row
+
+    def add_events(self, rows: Sequence[EventRow]) -> None:
+        if not rows:
+            return
+        kept = [row._replace(time=_seconds(row.time)) for row in rows]
+        with self._lock:
+            self._check_schema()
+            for row in kept:
+                self._events.setdefault((row.team, row.period_start), set()).add(row)
+
+    def daily_usage(self, team: str, period_start: date) -> list[DailyUsage]:
+        with self._lock:
+            self._check_schema()
+            rows = list(self._events.get((team, period_start), ()))
+        events: dict[tuple[date, str], set[tuple[str, str]]] = {}
+        users: dict[tuple[date, str], set[str]] = {}
+        for row in rows:
+            group = (row.day, row.event_type)
+            events.setdefault(group, set()).add((row.source, row.event_id))
+            users.setdefault(group, set()).add(row.user_id)
+        return [
+            DailyUsage(day, kind, len(events[(day, kind)]), len(users[(day, kind)]))
+            for day, kind in sorted(events)
+        ]
+
+    def mau(self, team: str, period_start: date) -> int:
+        with self._lock:
+            self._check_schema()
+            return len(self._first.get((team, period_start), {}))
+
+    def active_users(
+        self, team: str, period_start: date, *, after: str | None = None, limit: int = 0
+    ) -> list[ActiveUserRow]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        with self._lock:
+            self._check_schema()
+            users = dict(self._first.get((team, period_start), {}))
+        # Code point order is UTF-8 byte order: ClickHouse's order of String.
+        page = sorted(user for user in users if after is None or user > after)
+        return [users[user] for user in (page[:limit] if limit else page)]
+
+    def add_invoice(self, invoice: StoredInvoice) -> None:
+        with self._lock:
+            self._check_schema()
+            key = (invoice.team, invoice.invoice_date, invoice.reference)
+            self._invoices.setdefault(key, invoice)
+
+    def invoices(self, team: str | None = None) -> list[StoredInvoice]:
+        with self._lock:
+            self._check_schema()
+            stored = dict(self._invoices)
+        return [stored[key] for key in sorted(stored) if team is None or key[0] == team]
+
+    def add_changes(self, changes: Sequence[StoredChange]) -> None:
+        if not changes:
+            return
+        kept = [
+            StoredChange(team=change.team, source=change.source, change_id=change.change_id,
+                         time=_seconds(change.time), body=change.body)
+            for change in changes
+        ]
+        with self._lock:
+            self._check_schema()
+            for change in kept:
+                history = self._changes.setdefault(change.team, {})
+                history.setdefault((change.source, change.change_id), change)
+
+    def changes(self, team: str) -> list[StoredChange]:
+        with self._lock:
+            self._check_schema()
+            history = list(self._changes.get(team, {}).values())
+        return sorted(history, key=lambda change: (change.time, change.source, change.change_id))
+
+    def close(self) -> None:
+        """Nothing to release: the data stays readable until the store is dropped."""

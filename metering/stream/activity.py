@@ -1,0 +1,117 @@
+"""The activity agent: a thin loop over `ActivityBatcher` and the store.
+
+Agent `count_active_users`:
+  input  `activity-events` (key = team; value = one CloudEvent or a JSON array of them)
+  output `activity-events-rejected` (original bytes; reason and detail in headers), event
+         rows in the store's `events` and first-seen rows in its `active_users`
+  state  the app's ActivityBatcher: recent (source, id) pairs and the earliest event written
+         per (team, period, user), released after the period's end plus grace. Memory only:
+         the store is idempotent by key, so losing it on restart costs writes, not counts.
+Offsets are committed only after a batch's rows are written and its rejections delivered:
+`take_events` acknowledges a batch even when the agent is cancelled mid-write (shutdown),
+so each batch holds one more reference on its messages and drops it only once durable.
+Log lines about a batch, a rejection or a retry carry topic, partitions and offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import faust
+from faust.types import Message, StreamT
+
+from aggregation import StoreError
+from metering.stream.agent_io import batch_context, message_context, send_rejected, until_done
+from metering.stream.batch import BatchPlan
+from metering.stream.context import StreamContext, context_of
+from schemas.wire import Rejection
+
+__all__ = ["count_active_users"]
+
+log = logging.getLogger(__name__)
+
+# Releasing scans every remembered period: once a minute is plenty for periods that close
+# monthly.
+DEFAULT_RELEASE_INTERVAL_SECONDS = 60.0
+
+
+async def count_active_users(stream_t: StreamT[bytes]) -> AsyncIterator[None]:
+    context = context_of(stream_t.app)
+    settings, batcher, metrics = context.settings, context.batcher, context.metrics
+    stream = cast(faust.Stream[bytes], stream_t)  # StreamT does not declare take_events
+    next_release = time.monotonic() + DEFAULT_RELEASE_INTERVAL_SECONDS
+    async for batch in stream.take_events(
+        settings.batch_size, within=settings.batch_linger_seconds
+    ):
+        for event in batch:
+            event.message.incref()
+        fields = batch_context(batch)
+        now = datetime.now(UTC)
+        plan = batcher.plan([event.value or b"" for event in batch], now=now)  # tombstone: empty
+        for index, rejections in plan.rejections.items():
+            await reject(context, rejections, batch[index].message)
+        metrics.messages.inc(len(batch))
+        metrics.events_received.inc(plan.received)
+        metrics.events_duplicate.inc(plan.duplicates)
+        if plan.events:
+            await write(context, plan, fields)
+            count_late(context, plan, fields)
+        batcher.committed(plan)
+        if time.monotonic() >= next_release:
+            next_release = time.monotonic() + DEFAULT_RELEASE_INTERVAL_SECONDS
+            batcher.release_closed(now=now)
+        metrics.dedupe_keys.set(batcher.first_seen_keys)
+        metrics.window_ids.set(batcher.window_ids)
+        for event in batch:
+            await stream.ack(event)
+            context.finished[event.message.tp] = event.message.offset + 1
+        log.debug("batch of %d messages, %d events done", len(batch), plan.received,
+                  extra=fields)
+        yield None
+
+
+async def reject(context: StreamContext, rejections: Sequence[Rejection], message: Message
+                 ) -> None:
+    """Count and log each rejection of `message`, then deliver them to the rejected topic."""
+    fields = message_context(message)
+    for rejection in rejections:
+        context.metrics.events_rejected.labels(reason=rejection.reason).inc()
+        log.info("event rejected: %s: %s", rejection.reason, rejection.detail,
+                 extra={**fields, "reason": rejection.reason})
+    await send_rejected(context.rejected_topic, rejections, message)
+
+
+async def write(context: StreamContext, plan: BatchPlan, fields: Mapping[str, Any]) -> None:
+    """Write `plan`'s rows, retrying until the store takes them."""
+    metrics = context.metrics
+    loop = asyncio.get_running_loop()
+
+    def store_rows() -> None:
+        context.store.add_events(plan.events)
+        context.store.add_active_users(plan.active_users)
+
+    async def attempt() -> None:
+        await loop.run_in_executor(context.executor, store_rows)
+
+    def failed() -> None:
+        metrics.store_up.set(0)
+        metrics.write_retries.inc()
+
+    await until_done("store write", attempt, (StoreError,), on_failure=failed, context=fields)
+    metrics.store_up.set(1)
+    metrics.rows_written.inc(len(plan.active_users))
+    metrics.events_written.inc(len(plan.events))
+
+
+def count_late(context: StreamContext, plan: BatchPlan, fields: Mapping[str, Any]) -> None:
+    for (team, period_start), events in plan.late.items():
+        context.metrics.events_late.inc(events)
+        log.info("%d events for a period past its end plus grace: counted, and an invoice "
+                 "already issued for it gets an adjustment on the next one", events,
+                 extra={**fields, "team": team, "period_start": period_start.isoformat(),
+                        "events": events})

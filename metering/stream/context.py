@@ -1,0 +1,66 @@
+"""What the agents, timers and hooks of one app share, bound to the app itself.
+
+Agents are module-level functions that Faust calls with a stream; they find their
+dependencies through `stream.app`, which is the same app in a worker and under
+`agent.test_context()`. Nothing lives in module globals, so two apps never share state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import faust
+from faust.types import TP, AppT, TopicT
+
+from aggregation import Store, StoredInvoice
+from metering.metrics import ChangeMetrics, TeamMetrics, WorkerMetrics
+from metering.settings import Settings
+from metering.stream.batch import ActivityBatcher
+from schemas.changes import BillingChange
+from schemas.wire import Rejection
+
+__all__ = ["ChangeCheck", "MeteringApp", "StreamContext", "context_of"]
+
+
+class ChangeCheck(Protocol):
+    """The billing rule deciding whether a change may join the team's stored history: why
+    not, or None. Injected, so the stream knows no billing rule."""
+
+    def __call__(self, change: BillingChange, *, raw: bytes, stored: Sequence[BillingChange],
+                 issued: Sequence[StoredInvoice]) -> Rejection | None: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StreamContext:
+    """Everything the agents and timers use beyond their stream, built once by create_app."""
+
+    settings: Settings
+    store: Store
+    # The store is blocking: every call runs here, one at a time, off the event loop.
+    executor: Executor
+    batcher: ActivityBatcher
+    metrics: WorkerMetrics
+    change_metrics: ChangeMetrics
+    team_metrics: TeamMetrics | None  # None unless METERING_TOP_TEAMS_METRIC is set
+    check_change: ChangeCheck
+    rejected_topic: TopicT
+    changes_rejected_topic: TopicT
+    # Offset after the last message finished per partition of the events topic: what a
+    # commit will cover, and so the position the lag is measured from.
+    finished: dict[TP, int] = field(default_factory=dict)
+
+
+class MeteringApp(faust.App):
+    """A Faust app carrying the `StreamContext` its agents and timers read."""
+
+    stream_context: StreamContext
+
+
+def context_of(app: AppT) -> StreamContext:
+    """The context `create_app` bound to `app`."""
+    if not isinstance(app, MeteringApp):
+        raise TypeError(f"{app!r} has no stream context: build the app with create_app")
+    return app.stream_context

@@ -1,0 +1,341 @@
+"""The store contract, engine by engine: every test here runs on the ClickHouse server and
+chdb (tests/integration/test_store_contract.py) and on the in-memory double
+(tests/unit/test_memory_store.py). A module importing these tests provides the fixtures
+`bare_store` (a store whose schema does not exist yet) and `merge` (forces the merges an
+engine would run at an unknown time; a no-op where there are none)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aggregation import (
+    ActiveUserRow,
+    DailyUsage,
+    EventRow,
+    Store,
+    StoredChange,
+    StoredInvoice,
+    StoreError,
+)
+
+Merge = Callable[[], None]
+
+JAN = date(2024, 1, 1)
+FEB = date(2024, 2, 1)
+T0 = datetime(2024, 1, 3, 12, 0, tzinfo=UTC)
+AWKWARD_IDS = [
+    "plain",
+    "it's",
+    'say "hi"',
+    "back\\slash",
+    "\\'",
+    "tab\there",
+    "new\nline",
+    "nul\x00byte",
+    "%(team)s",
+    "'); DROP TABLE active_users; --",
+    "é",
+    "日本",
+    "😀",
+    "",
+]
+
+
+def user_row(
+    user: str,
+    *,
+    team: str = "acme",
+    period: date = JAN,
+    at: datetime = T0,
+    event: str | None = None,
+    source: str = "web",
+    event_type: str = "login",
+) -> ActiveUserRow:
+    return ActiveUserRow(
+        team=team,
+        period_start=period,
+        user_id=user,
+        first_time=at,
+        event_id=event if event is not None else f"ev-{user}-{at.timestamp():.0f}",
+        source=source,
+        event_type=event_type,
+    )
+
+
+@pytest.fixture
+def store(bare_store: Store) -> Store:
+    bare_store.ensure_schema()
+    return bare_store
+
+
+def test_ensure_schema_is_idempotent(bare_store: Store) -> None:
+    bare_store.ensure_schema()
+    bare_store.add_active_users([user_row("u1")])
+    bare_store.ensure_schema()
+    assert bare_store.mau("acme", JAN) == 1
+
+
+def test_missing_schema_is_a_store_error(bare_store: Store) -> None:
+    with pytest.raises(StoreError):
+        bare_store.mau("acme", JAN)
+
+
+def test_empty_store(store: Store) -> None:
+    store.add_active_users([])
+    assert store.mau("acme", JAN) == 0
+    assert store.active_users("acme", JAN) == []
+    assert store.invoices() == []
+
+
+def test_mau_counts_distinct_users(store: Store) -> None:
+    store.add_active_users(
+        [user_row("u1"), user_row("u2"), user_row("u1", at=T0 + timedelta(hours=1)),
+         user_row("u3")]
+    )
+    assert store.mau("acme", JAN) == 3
+
+
+def test_rewriting_rows_changes_nothing(store: Store, merge: Merge) -> None:
+    rows = [user_row("u1"), user_row("u2", at=T0 + timedelta(minutes=5))]
+    later = user_row("u1", at=T0 + timedelta(days=2), event="later", source="api")
+    store.add_active_users(rows)
+    store.add_active_users(rows)
+    store.add_active_users([later])
+    store.add_active_users([*rows, later])
+    assert store.mau("acme", JAN) == 2
+    assert store.active_users("acme", JAN) == rows
+    merge()
+    assert store.mau("acme", JAN) == 2
+    assert store.active_users("acme", JAN) == rows
+
+
+def test_first_event_is_the_earliest(store: Store, merge: Merge) -> None:
+    late = user_row("u1", at=T0 + timedelta(hours=3), event="late", event_type="click")
+    early = user_row("u1", at=T0, event="early", source="mobile")
+    store.add_active_users([late])
+    store.add_active_users([early])
+    store.add_active_users([late])
+    assert store.active_users("acme", JAN) == [early]
+    merge()
+    assert store.active_users("acme", JAN) == [early]
+
+
+def test_same_second_ties_go_to_the_smallest_event_id(store: Store, merge: Merge) -> None:
+    store.add_active_users([user_row("u1", event="b"), user_row("u1", event="c")])
+    store.add_active_users([user_row("u1", event="a")])
+    store.add_active_users([user_row("u1", event="d")])
+    assert [row.event_id for row in store.active_users("acme", JAN)] == ["a"]
+    merge()
+    assert [row.event_id for row in store.active_users("acme", JAN)] == ["a"]
+
+
+def test_teams_and_periods_are_separate(store: Store) -> None:
+    store.add_active_users(
+        [
+            user_row("u1"),
+            user_row("u2"),
+            user_row("u1", team="globex"),
+            user_row("u1", period=FEB, at=T0 + timedelta(days=31)),
+        ]
+    )
+    assert store.mau("acme", JAN) == 2
+    assert store.mau("globex", JAN) == 1
+    assert store.mau("acme", FEB) == 1
+    assert store.mau("globex", FEB) == 0
+    assert [row.user_id for row in store.active_users("globex", JAN)] == ["u1"]
+    assert store.active_users("acme", FEB) == [
+        user_row("u1", period=FEB, at=T0 + timedelta(days=31))
+    ]
+
+
+def test_active_users_are_ordered_by_user_id(store: Store) -> None:
+    rows = [
+        user_row(user, at=T0 + timedelta(seconds=i)) for i, user in enumerate(["c", "a", "b"])
+    ]
+    store.add_active_users(rows)
+    assert store.active_users("acme", JAN) == sorted(rows, key=lambda row: row.user_id)
+
+
+def test_awkward_user_ids_round_trip(store: Store) -> None:
+    rows = [user_row(user, event=f"e{i}", source=user) for i, user in enumerate(AWKWARD_IDS)]
+    store.add_active_users(rows)
+    store.add_active_users(rows)
+    assert store.mau("acme", JAN) == len(AWKWARD_IDS)
+    assert store.active_users("acme", JAN) == sorted(rows, key=lambda row: row.user_id)
+    assert store.mau("'); DROP TABLE active_users; --", JAN) == 0
+    assert store.active_users("acme\\", JAN) == []
+
+
+def test_naive_first_time_is_rejected(store: Store) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.add_active_users([user_row("u1", at=datetime(2024, 1, 3))])
+
+
+def test_second_invoice_for_a_day_is_ignored(store: Store, merge: Merge) -> None:
+    first = StoredInvoice("acme", JAN, '{"total": "10.00", "note": "é\\n\'quoted\'"}\n')
+    store.add_invoice(first)
+    store.add_invoice(StoredInvoice("acme", JAN, '{"total": "0.00"}'))
+    store.add_invoice(first)
+    merge()
+    assert store.invoices() == [first]
+    assert store.invoices()[0].body.encode() == first.body.encode()
+
+
+def test_invoices_are_ordered_and_filtered_by_team(store: Store) -> None:
+    invoices = [
+        StoredInvoice("globex", FEB, "g-feb"),
+        StoredInvoice("acme", FEB, "a-feb"),
+        StoredInvoice("globex", JAN, "g-jan"),
+        StoredInvoice("acme", JAN, "a-jan"),
+    ]
+    for invoice in invoices:
+        store.add_invoice(invoice)
+    ordered = sorted(invoices, key=lambda inv: (inv.team, inv.invoice_date))
+    assert store.invoices() == ordered
+    assert store.invoices("globex") == [inv for inv in ordered if inv.team == "globex"]
+    assert store.invoices("initech") == []
+
+
+def test_immediate_invoices_share_a_day_with_the_billing_date_invoice(
+    store: Store, merge: Merge
+) -> None:
+    renewal = StoredInvoice("acme", JAN, "renewal")
+    seats = StoredInvoice("acme", JAN, "seats", reference="crm/chg-1")
+    upgrade = StoredInvoice("acme", JAN, "upgrade", reference="crm/chg-2")
+    for invoice in (upgrade, seats, renewal, StoredInvoice("acme", JAN, "again", "crm/chg-1")):
+        store.add_invoice(invoice)
+    merge()
+    assert store.invoices("acme") == [renewal, seats, upgrade]
+
+
+def _change(change_id: str, at: datetime, body: str = "{}", source: str = "crm") -> StoredChange:
+    return StoredChange(team="acme", source=source, change_id=change_id, time=at, body=body)
+
+
+def test_changes_are_idempotent_and_in_effect_order(store: Store, merge: Merge) -> None:
+    later = _change("b", T0 + timedelta(days=2), '{"type": "cancel"}')
+    earlier = _change("z", T0, '{"type": "add_units", "note": "it\'s \\ é"}')
+    same_time = _change("a", T0, source="hr")
+    store.add_changes([later, earlier])
+    store.add_changes([later, earlier, same_time])
+    store.add_changes([])
+    merge()
+    assert store.changes("acme") == [earlier, same_time, later]
+    assert store.changes("globex") == []
+
+
+def test_active_users_come_in_pages(store: Store) -> None:
+    names = ["", *(f"u{i:02d}" for i in range(6))]  # "" sorts first and is a real id
+    store.add_active_users([user_row(name) for name in reversed(names)])
+    pages: list[list[str]] = []
+    after: str | None = None
+    while page := store.active_users("acme", JAN, after=after, limit=3):
+        pages.append([row.user_id for row in page])
+        after = page[-1].user_id
+    assert pages == [names[:3], names[3:6], names[6:]]
+    with pytest.raises(ValueError, match="limit"):
+        store.active_users("acme", JAN, limit=-1)
+
+
+def _event(
+    event_id: str, user: str, *, day: date = JAN, kind: str = "login", source: str = "web"
+) -> EventRow:
+    return EventRow(team="acme", period_start=JAN, day=day, event_type=kind, source=source,
+                    event_id=event_id, user_id=user, time=T0)
+
+
+def test_daily_usage_counts_distinct_events_and_users(store: Store, merge: Merge) -> None:
+    second_day = JAN + timedelta(days=1)
+    rows = [
+        _event("e1", "ann"), _event("e2", "ann"), _event("e3", "bob"),
+        _event("e3", "bob", source="api"),  # another source: another event
+        _event("e4", "ann", kind="clock_in"),
+        _event("e5", "cat", day=second_day),
+    ]
+    store.add_events(rows)
+    store.add_events(rows[:3])  # redelivery
+    merge()
+    store.add_events(rows)  # and again after a merge
+    assert store.daily_usage("acme", JAN) == [
+        DailyUsage(JAN, "clock_in", 1, 1),
+        DailyUsage(JAN, "login", 4, 2),
+        DailyUsage(second_day, "login", 1, 1),
+    ]
+    assert store.daily_usage("acme", second_day) == []
+    assert store.daily_usage("globex", JAN) == []
+
+
+def test_naive_times_are_rejected_in_every_write(store: Store) -> None:
+    naive = datetime(2024, 1, 3)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.add_events([_event("e1", "ann")._replace(time=naive)])
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.add_changes([_change("c1", naive)])
+    assert store.daily_usage("acme", JAN) == []
+    assert store.changes("acme") == []
+
+
+def test_times_come_back_as_whole_utc_seconds(store: Store) -> None:
+    at = T0.astimezone(timezone(timedelta(hours=2))) + timedelta(microseconds=750_000)
+    store.add_active_users([user_row("u1", at=at, event="e1")])
+    store.add_changes([_change("c1", at)])
+    for back in (store.active_users("acme", JAN)[0].first_time, store.changes("acme")[0].time):
+        assert back == T0
+        assert back.utcoffset() == timedelta(0)
+
+
+_users = st.one_of(st.sampled_from(AWKWARD_IDS), st.text(st.characters(codec="utf-8"), max_size=6))
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> list[list[ActiveUserRow]]:
+    distinct = draw(
+        st.lists(
+            st.builds(
+                lambda user, offset, event: user_row(
+                    user, at=T0 + timedelta(seconds=offset), event=event
+                ),
+                _users,
+                st.integers(0, 3),
+                st.sampled_from(["a", "b", "c"]),
+            ),
+            max_size=25,
+        )
+    )
+    repeated = draw(st.lists(st.sampled_from(distinct), max_size=10)) if distinct else []
+    rows = draw(st.permutations(distinct + repeated))
+    cuts = sorted(draw(st.lists(st.integers(0, len(rows)), max_size=3)))
+    bounds = [0, *cuts, len(rows)]
+    return [rows[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(batches=_batches())
+def test_mau_and_first_events_match_a_python_model(
+    store: Store, merge: Merge, batches: list[list[ActiveUserRow]]
+) -> None:
+    team = uuid.uuid4().hex
+    first: dict[str, ActiveUserRow] = {}
+    for batch in batches:
+        rows = [row._replace(team=team) for row in batch]
+        store.add_active_users(rows)
+        for row in rows:
+            best = first.get(row.user_id)
+            if best is None or (row.first_time, row.event_id) < (best.first_time, best.event_id):
+                first[row.user_id] = row
+    expected = [first[user] for user in sorted(first)]
+    assert store.mau(team, JAN) == len(first)
+    assert store.active_users(team, JAN) == expected
+    merge()
+    assert store.mau(team, JAN) == len(first)
+    assert store.active_users(team, JAN) == expected
