@@ -37,25 +37,44 @@ _NEEDS_BY = frozenset({"change_plan", "cancel", "resume", "leave", "add_addon", 
 
 
 class ChangeData(BaseModel):
+    """What the change needs besides its type; which fields a type takes is checked by
+    BillingChange."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    by: str | None = Field(default=None, min_length=1, max_length=256)  # who made the change
+    by: str | None = Field(default=None, min_length=1, max_length=256)
+    """Who made the change; every tier-plan change names one."""
     plan: str | None = Field(default=None, min_length=1, max_length=256)
+    """change_plan only: the catalog plan the team moves to."""
     addon: str | None = Field(default=None, min_length=1, max_length=256)
+    """add_addon and remove_addon only: the catalog add-on."""
     count: int | None = Field(default=None, ge=0, le=1_000_000)
+    """Units: licences or seats bought (add_units) or renewed (reduce_units, may be 0),
+    members added or archived (default 1), add-ons added or removed (default 1)."""
     usage: dict[str, int] = Field(default_factory=dict, max_length=64)
+    """change_plan only: the team's use of each limited resource (name -> amount), which a
+    lower tier must hold."""
 
 
 class BillingChange(BaseModel):
+    """One change to a team's billing, as the CRM sends it; unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     specversion: Literal["1.0"]
+    """The CloudEvents version: "1.0"."""
     id: str = Field(min_length=1, max_length=256)
+    """Unique within `source`: a resent change keeps its `(source, id)` and changes nothing."""
     source: str = Field(min_length=1, max_length=256)
+    """The system that made the change, such as the CRM."""
     type: ChangeType
+    """What changes; the types a team takes depend on its plan's kind."""
     time: EventTime
+    """When the change takes effect: RFC 3339 with an offset."""
     subject: str = Field(min_length=1, max_length=256)
+    """The team, which is also the message key."""
     data: ChangeData = ChangeData()
+    """What the type needs; may be left out when it needs nothing."""
 
     _rfc3339_time = field_validator("time", mode="before")(rfc3339_text)
 

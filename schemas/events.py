@@ -1,10 +1,16 @@
-"""Version-1 event contract: CloudEvents 1.0, structured JSON (ARCHITECTURE.md section 3)."""
+"""Version-1 activity event contract: CloudEvents 1.0 in structured JSON mode.
+
+```json
+{"specversion": "1.0", "id": "evt-1", "source": "timeclock", "type": "clock_in",
+ "time": "2026-07-04T08:01:00Z", "subject": "team-acme", "data": {"user_id": "u-42"}}
+```
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -32,9 +38,12 @@ EventTime = Annotated[AwareDatetime, Field(ge=EARLIEST_TIME, le=LATEST_TIME)]
 
 
 class ActivityData(BaseModel):
+    """The activity's payload: who was active, and any fields of the product's own."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
 
     user_id: str = Field(min_length=1, max_length=256)
+    """The active person, counted once per team and period however often they act."""
 
 
 class ActivityEvent(BaseModel):
@@ -43,18 +52,28 @@ class ActivityEvent(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     specversion: Literal["1.0"]
+    """The CloudEvents version: "1.0"."""
     id: str = Field(min_length=1, max_length=256)
+    """Unique within `source`: a retried or redelivered event keeps its `(source, id)` and
+    counts once."""
     source: str = Field(min_length=1, max_length=256)
+    """The product service that saw the activity."""
     type: EventType
+    """What the person did, recorded with the activity; any type makes them active."""
     time: EventTime
+    """When it happened: RFC 3339 with an offset, 1970..2106 (what the store holds); the
+    decoder rejects a time more than DEFAULT_MAX_FUTURE_SKEW ahead of its clock."""
     subject: str = Field(min_length=1, max_length=256)
+    """The billed team."""
     data: ActivityData
+    """Who was active."""
 
     _rfc3339_time = field_validator("time", mode="before")(rfc3339_text)
 
-    def has_extensions(self) -> bool:
-        """Fields beyond the contract: the only parts of a valid event without a size bound."""
-        return bool(self.__pydantic_extra__) or bool(self.data.__pydantic_extra__)
+    def extensions(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Fields beyond the contract, of the event and of its data: the only parts of a
+        valid event without a size or shape bound."""
+        return self.__pydantic_extra__ or {}, self.data.__pydantic_extra__ or {}
 
     @property
     def team(self) -> str:
