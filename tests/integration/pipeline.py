@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -16,6 +20,8 @@ from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess
 
 METERING = str(Path(sys.executable).with_name("metering"))
 DEFAULT_CATCH_UP_TIMEOUT = 120.0
+DEFAULT_EVENTUALLY_SECONDS = 90.0
+T = TypeVar("T")
 
 Record = tuple[bytes | None, bytes | None, dict[str, bytes]]
 # Seed 001's Power plan: $10 a month with 5 users included, $2 per extra user.
@@ -108,3 +114,33 @@ def new_stack(
     ensure_topics(broker.bootstrap, [events, rejected], partitions=partitions)
     return Stack(env=env, broker=broker, events_topic=events, rejected_topic=rejected,
                  store_url=store_url, tmp=tmp)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Samples of the Prometheus text at /metrics; empty while the worker is not serving."""
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - fixed loopback http URL
+            f"http://127.0.0.1:{port}/metrics", timeout=5
+        ) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def eventually(what: str, probe: Callable[[], T | None], *, diagnose: Callable[[], str],
+               timeout: float = DEFAULT_EVENTUALLY_SECONDS) -> T:
+    """Poll `probe` until it returns something other than None; fail with `diagnose()`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not seen within {timeout:.0f}s; {diagnose()}")
+        time.sleep(0.5)

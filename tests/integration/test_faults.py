@@ -15,7 +15,6 @@ import random
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from metering.local.services import (
     free_port,
     start_clickhouse,
 )
+from tests.integration.pipeline import scrape
 
 METERING = str(Path(sys.executable).with_name("metering"))
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)  # a past month; teams not in a catalog
@@ -146,23 +146,6 @@ def pipelines(broker: LocalBroker, tmp_path: Path) -> Iterator[Callable[[str, in
         for run in made:
             for worker in run.workers:
                 worker.proc.stop()
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Samples of the Prometheus text at /metrics; empty while the worker is not serving."""
-    try:
-        with urllib.request.urlopen(  # noqa: S310 - fixed loopback http URL
-            f"http://127.0.0.1:{port}/metrics", timeout=5
-        ) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def make_events(

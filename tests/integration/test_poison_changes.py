@@ -22,9 +22,7 @@ from aggregation import open_store
 from metering.kafka_io import ensure_topics
 from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess, free_port
 from tests.builders import change_wire
-from tests.integration.pipeline import METERING, consume_all, worker_env
-from tests.integration.test_faults import scrape
-from tests.integration.test_prometheus import eventually
+from tests.integration.pipeline import METERING, consume_all, eventually, scrape, worker_env
 
 TEAM = "acme"
 CATALOG = f"""

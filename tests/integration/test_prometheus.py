@@ -33,7 +33,7 @@ from metering.local.services import (
     http_answers,
     start_prometheus,
 )
-from tests.integration.pipeline import METERING, Stack, new_stack
+from tests.integration.pipeline import METERING, Stack, eventually, new_stack
 
 T = TypeVar("T")
 DEADLINE_SECONDS = 90.0
@@ -50,19 +50,6 @@ accounts:
 """
 API_TOKENS = "prom-token-1,prom-token-2"
 CLOSE_INTERVAL_SECONDS = "1"
-
-
-def eventually(what: str, probe: Callable[[], T | None], *, diagnose: Callable[[], str],
-               timeout: float = DEADLINE_SECONDS) -> T:
-    """Poll `probe` until it returns something other than None; fail with `diagnose()`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not seen within {timeout:.0f}s; {diagnose()}")
-        time.sleep(0.5)
 
 
 def event(n: int, user: str) -> dict[str, object]:
