@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aggregation import StoredInvoice
-from invoicing.schedule import ChangeError, schedule
+from invoicing.errors import ChangeError
+from invoicing.schedule import schedule
 from schemas.catalog import Catalog
 from schemas.changes import BillingChange
 from schemas.wire import Rejection

@@ -6,16 +6,19 @@ Each new invoice is published before it is recorded: a crash in between re-publi
 the same invoice (same team, date and reference, same bytes) on the next run instead of
 losing it.
 
-MAU plans ("mau", seed 001; "mau_minimum", seed 004) are rated on each billing date from the
-store's usage. Late events never rewrite an issued invoice: each invoice records the active
-users it billed per period (`usage`), and the next invoice adds an `adjustment` line for every
-earlier period whose count has grown since.
+Plans rated from usage (`rated_from_usage`: "mau", seed 001; "mau_minimum", seed 004) are
+rated on each billing date from the store's usage. Late events never rewrite an issued
+invoice: each invoice records the active users it billed per period (`usage`), and the next
+invoice adds an `adjustment` line for every earlier period whose count has grown since.
 
 Licence, seat and tier plans are billed from their schedule (schedule.py): the account's
-billing changes, as stored, replayed from its start. An invoice is due at the moment it
-arises (a billing date's local midnight, or a change's effective time) plus grace. Every
-schedule is built before anything is issued, so a history that cannot apply (for example
-after a catalog edit) stops the close with one line and issues nothing.
+billing changes, as stored, replayed from its start. Every schedule is built before anything
+is issued, so a history that cannot apply (for example after a catalog edit) stops the close
+with one line and issues nothing.
+
+An invoice is due once grace has elapsed after it arises (a billing date arises at the
+instant it begins in the account's zone, a change at its effective time): for a billing date,
+the instant the worker, too, starts counting an event of the period ending then as late.
 
 When the catalog has a `tax` table and the account a `billing_address`, the invoice gets one
 tax line (`invoice_with_tax`); otherwise its tax is zero and it carries no tax line.
@@ -25,28 +28,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta
+from typing import Final
 
-from aggregation.store import Store, StoredInvoice
-from invoicing.plans.mau import Correction, rate_mau_invoice, untaxed_invoice, usage_period
-from invoicing.plans.mau_minimum import rate_mau_minimum_invoice
-from invoicing.schedule import ChangeError, Scheduled, schedule
+from aggregation import Store, StoredInvoice
+from invoicing.errors import ChangeError
+from invoicing.lines import Correction, untaxed_invoice, usage_period
+from invoicing.plans import rate_usage
+from invoicing.schedule import Scheduled, schedule
 from invoicing.tax import invoice_with_tax
-from schemas.catalog import Account, Catalog, MauPlan
+from schemas.catalog import Account, Catalog, Plan
 from schemas.changes import BillingChange
 from schemas.invoice import Invoice, UsageRecord
-from schemas.periods import Period, billing_dates, next_anchor_date
-from schemas.plans import MauMinimumPlan
+from schemas.periods import Period, billing_dates
 
 __all__ = ["CloseError", "CloseResult", "billed_usage", "close", "due_dates", "estimate"]
 
 Publish = Callable[[Invoice], None]
 Key = tuple[date, str]  # invoice date, reference
+# How far ahead an estimate replays a schedule: past the next renewal of an annual term.
+_ESTIMATE_HORIZON: Final = timedelta(days=400)
 
 
 class CloseError(ValueError):
-    """The close cannot run as asked (an unknown team, a billing history that cannot apply)."""
+    """The close cannot run as asked (an unknown team, a billing history that cannot apply).
+
+    Not a BillingRuleError (invoicing/errors.py): a refused history reaches the close as
+    its ChangeError, and the close reports it as this error to whoever runs it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +65,9 @@ class CloseResult:
 
 def due_dates(account: Account, *, as_of: datetime, grace: timedelta) -> list[date]:
     """Billing dates whose local midnight plus grace is at or before `as_of`."""
-    zone = ZoneInfo(account.timezone)
-    candidates = billing_dates(account.start_date, as_of.astimezone(zone).date())
-    return [d for d in candidates if datetime.combine(d, time.min, tzinfo=zone) + grace <= as_of]
+    calendar = account.calendar
+    candidates = billing_dates(account.start_date, calendar.local_date(as_of))
+    return [d for d in candidates if calendar.midnight(d) + grace <= as_of]
 
 
 def billed_usage(invoices: list[Invoice]) -> dict[date, UsageRecord]:
@@ -86,23 +94,19 @@ def _taxed(catalog: Catalog, account: Account, invoice: Invoice) -> Invoice:
 
 
 def _rate_usage(
-    store: Store, account: Account, plan: MauPlan | MauMinimumPlan, invoice_date: date,
-    earlier: list[Invoice],
+    store: Store, account: Account, plan: Plan, invoice_date: date, earlier: list[Invoice]
 ) -> Invoice:
     period = usage_period(account, invoice_date)
     usage = None if period is None else store.mau(account.team, period.start)
     corrections = [
-        Correction(Period(record.period_start, record.period_end), billed=record.active_users,
-                   current=current)
+        Correction(period=Period(record.period_start, record.period_end),
+                   billed=record.active_users, current=current)
         for record in billed_usage(earlier).values()
         if record.period_end <= invoice_date
         and (current := store.mau(account.team, record.period_start)) > record.active_users
     ]
-    if isinstance(plan, MauPlan):
-        return rate_mau_invoice(account=account, plan=plan, invoice_date=invoice_date,
-                                usage=usage, corrections=corrections)
-    return rate_mau_minimum_invoice(account=account, plan=plan, invoice_date=invoice_date,
-                                    usage=usage, corrections=corrections)
+    return rate_usage(account=account, plan=plan, invoice_date=invoice_date, usage=usage,
+                      corrections=corrections)
 
 
 def _scheduled_invoice(account: Account, currency: str, item: Scheduled) -> Invoice:
@@ -134,22 +138,21 @@ class _Account:
         self.store, self.catalog, self.account = store, catalog, account
         self.plan = catalog.plans[account.plan]
         self.as_of, self.grace = as_of, grace
-        self.usage_rated = isinstance(self.plan, MauPlan | MauMinimumPlan)
         self.scheduled: dict[Key, Scheduled] = {}
-        if not self.usage_rated:
-            local = as_of.astimezone(ZoneInfo(account.timezone)).date()
+        if not self.plan.rated_from_usage:
+            local = account.calendar.local_date(as_of)
             items = _schedule(store, catalog, account, as_of, local)
             self.scheduled = {(item.invoice_date, item.reference): item for item in items
                               if item.arises + grace <= as_of}
 
     def due(self) -> list[Key]:
-        if self.usage_rated:
+        if self.plan.rated_from_usage:
             return [(day, "") for day in due_dates(self.account, as_of=self.as_of,
                                                    grace=self.grace)]
         return list(self.scheduled)
 
     def rate(self, key: Key, earlier: list[Invoice]) -> Invoice:
-        if isinstance(self.plan, MauPlan | MauMinimumPlan):
+        if self.plan.rated_from_usage:
             prior = [inv for inv in earlier if inv.invoice_date < key[0]]
             invoice = _rate_usage(self.store, self.account, self.plan, key[0], prior)
         else:
@@ -214,16 +217,16 @@ def estimate(*, store: Store, catalog: Catalog, team: str, now: datetime) -> Inv
     cancelled subscription). Raises CloseError for an unknown team."""
     account = next(_accounts(catalog, team))
     plan = catalog.plans[account.plan]
-    local = now.astimezone(ZoneInfo(account.timezone)).date()
-    if isinstance(plan, MauPlan | MauMinimumPlan):
+    calendar = account.calendar
+    local = calendar.local_date(now)
+    if plan.rated_from_usage:
         following = (account.start_date if local < account.start_date
-                     else next_anchor_date(local, account.anchor_day))
+                     else calendar.next_anchor_date(local))
         earlier = [Invoice.model_validate_json(inv.body) for inv in store.invoices(team)]
         invoice = _rate_usage(store, account, plan, following,
                               [inv for inv in earlier if inv.invoice_date < following])
         return _taxed(catalog, account, invoice)
-    horizon = local + timedelta(days=400)  # past the next renewal of an annual term
-    items = _schedule(store, catalog, account, now, horizon)
+    items = _schedule(store, catalog, account, now, local + _ESTIMATE_HORIZON)
     upcoming = next((item for item in items if not item.reference and item.invoice_date > local),
                     None)
     if upcoming is None:

@@ -1,9 +1,15 @@
-"""Money as Decimal in a currency's minor units (ISO 4217 exponent); floats are refused."""
+"""Money as Decimal in a currency's minor units (ISO 4217 exponent); floats are refused.
+
+Every rounding of the billing rules is here, and every one is ROUNDING (half up, away from
+zero on a tie): amounts to the currency's minor unit, once per line; exact rationals (a
+price x a share of a term) to some places; prices and rates are kept exact, never rounded.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Context, Decimal, DivisionByZero, Inexact, InvalidOperation
+from fractions import Fraction
 from typing import Final
 
 from schemas.currency import CURRENCY_EXPONENTS
@@ -12,20 +18,29 @@ __all__ = [
     "ROUNDING",
     "exponent",
     "format_amount",
+    "format_percent",
+    "format_rate",
     "format_unit_price",
     "line_amount",
     "quantize",
+    "round_fraction",
+    "scaled_amount",
+    "scaled_price",
     "sum_amounts",
     "zero",
 ]
 
 ROUNDING: Final = ROUND_HALF_UP
 
+# Digits kept before any rounding: far beyond any price x count the catalog can hold.
+_PRECISION: Final = 60
 # Both contexts ignore the caller's thread context. Trapping Inexact makes a product that
 # would need rounding before the single per-line quantize fail loudly instead of drifting.
-_ROUND: Final = Context(prec=60, rounding=ROUNDING, traps=[InvalidOperation, DivisionByZero])
+_ROUND: Final = Context(
+    prec=_PRECISION, rounding=ROUNDING, traps=[InvalidOperation, DivisionByZero]
+)
 _EXACT: Final = Context(
-    prec=60, rounding=ROUNDING, traps=[InvalidOperation, DivisionByZero, Inexact]
+    prec=_PRECISION, rounding=ROUNDING, traps=[InvalidOperation, DivisionByZero, Inexact]
 )
 
 
@@ -91,3 +106,48 @@ def sum_amounts(amounts: Iterable[Decimal], currency: str) -> Decimal:
     for amount in amounts:
         total = _EXACT.add(total, quantize(amount, currency))
     return total
+
+
+def scaled_price(price: Decimal, factor: int) -> Decimal:
+    """price x a whole factor (a term's months), exact: a price is never rounded, only the
+    amount a line computes from it."""
+    return _EXACT.multiply(_require_decimal(price), Decimal(factor))
+
+
+def round_fraction(value: Fraction, *, places: int) -> Decimal:
+    """An exact rational rounded once, ROUNDING, to `places` decimals.
+
+    Fractions, not Decimals: a share of a term such as 167/365 has no exact Decimal, and
+    turning it into one first would round twice."""
+    whole, rest = divmod(value * 10**places, 1)
+    # A stand-in one digit longer that sits where `rest` does between 0, a half and 1 (at 0,
+    # 2, 5 or 8 tenths): rounding it gives what rounding the exact value would, in any mode.
+    if rest == 0:
+        tenths = 0
+    elif rest < Fraction(1, 2):
+        tenths = 2
+    elif rest == Fraction(1, 2):
+        tenths = 5
+    else:
+        tenths = 8
+    stand_in = Decimal(whole * 10 + tenths).scaleb(-places - 1, context=_EXACT)
+    return stand_in.quantize(Decimal(1).scaleb(-places), rounding=ROUNDING, context=_ROUND)
+
+
+def scaled_amount(amount: Decimal, factor: Fraction, *, currency: str) -> Decimal:
+    """amount x factor computed exactly, then rounded once, half up, to the minor unit."""
+    if not isinstance(amount, Decimal):
+        raise TypeError(f"{type(amount).__name__} is not money; pass a Decimal")
+    exact = Fraction(amount) * factor
+    return quantize(round_fraction(exact, places=exponent(currency)), currency)
+
+
+def format_rate(rate: Decimal) -> str:
+    """A tax rate as given, without trailing zeros ("0.21"); rates are never rounded."""
+    return f"{_require_decimal(rate).normalize(context=_EXACT):f}"
+
+
+def format_percent(rate: Decimal) -> str:
+    """A tax rate as a percentage ("21%", "7.25%")."""
+    percent = _EXACT.multiply(_require_decimal(rate), Decimal(100))
+    return f"{percent.normalize(context=_EXACT):f}%"

@@ -15,16 +15,11 @@ from datetime import date
 from decimal import Decimal
 from fractions import Fraction
 
-from invoicing.money import format_amount, sum_amounts
-from invoicing.terms import scaled_amount
+from invoicing.money import format_amount, format_percent, format_rate, scaled_amount, sum_amounts
 from schemas.invoice import Invoice, InvoiceLine
 from schemas.plans import BillingAddress, TaxTable
 
 __all__ = ["invoice_with_tax", "tax_line", "tax_rate"]
-
-
-def _percent(rate: Decimal) -> str:
-    return f"{(rate * 100).normalize():f}%"
 
 
 def tax_rate(*, address: BillingAddress, table: TaxTable) -> tuple[Decimal, str]:
@@ -37,10 +32,10 @@ def tax_rate(*, address: BillingAddress, table: TaxTable) -> tuple[Decimal, str]
                 "the customer accounts for the VAT"
             )
         rate = table.eu_vat[country]
-        return rate, f"VAT {_percent(rate)} ({country})"
+        return rate, f"VAT {format_percent(rate)} ({country})"
     if country == "US" and region is not None and region in table.us_sales_tax:
         rate = table.us_sales_tax[region]
-        return rate, f"Sales tax {_percent(rate)} (US-{region})"
+        return rate, f"Sales tax {format_percent(rate)} (US-{region})"
     where = f"{country}-{region}" if region else country
     return Decimal(0), f"No tax collected ({where})"
 
@@ -61,7 +56,7 @@ def tax_line(
         kind="tax",
         description=description,
         quantity=format_amount(subtotal, currency),
-        unit_price=f"{rate.normalize():f}",
+        unit_price=format_rate(rate),
         amount=format_amount(amount, currency),
         service_start=start,
         service_end=end,

@@ -1,8 +1,9 @@
-"""Prepaid terms and what a span of one is worth (proration), as invoice lines.
+"""Prepaid terms and the share of one that a span is worth (proration).
 
 The rule: a span [start, end) of a term is worth days in the span / days in the term of the
-term's price ("exact_days"), computed exactly and rounded once, half up, to the currency's
-minor unit. Two month-based conventions reproduce Jibble's published figures:
+term's price ("exact_days"); the amount is computed exactly and rounded once, half up, to the
+currency's minor unit (invoicing/lines.py). Two month-based conventions reproduce Jibble's
+published figures:
 
 - months_2dp (seed 004): the span's days become months of the term rounded to 2 places
   first: 167 of 365 days = 5.4904 -> 5.49 months, $30/month x 5.49 = $164.70, where exact days
@@ -11,32 +12,27 @@ minor unit. Two month-based conventions reproduce Jibble's published figures:
   one month, a partial month counts its days over that month's days.
 
 A term is whole anchor months: anchor dates come from the anchor day and are clamped to short
-months (aggregation/periods.py), so a term starting 31 Jan 2024 with anchor 31 ends on 31 Jan
+months (schemas/periods.py), so a term starting 31 Jan 2024 with anchor 31 ends on 31 Jan
 2025 and its second month is [29 Feb, 31 Mar).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from fractions import Fraction
+from typing import Final
 
-from invoicing.money import exponent, format_amount, format_unit_price, line_amount, quantize
-from schemas.invoice import InvoiceLine, LineKind
+from invoicing.money import round_fraction
 from schemas.periods import anchor_date
 from schemas.plans import Proration
 
-__all__ = [
-    "Portion",
-    "Proration",
-    "Term",
-    "charge_line",
-    "portion",
-    "prorated_line",
-    "scaled_amount",
-]
+__all__ = ["Portion", "Term", "portion"]
+
+# Places of the months a months_2dp share rounds to (Jibble's "5.49 months"), and of the
+# approximate months a calendar_months share shows when they are not whole.
+_MONTHS_2DP_PLACES: Final = 2
+_SHOWN_MONTHS_PLACES: Final = 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,7 +79,7 @@ class Term:
         return self.start <= day < self.end
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Portion:
     """The share `ratio` of a term that [start, end) is worth; `basis` says how, for people."""
 
@@ -91,12 +87,6 @@ class Portion:
     end: date
     ratio: Fraction
     basis: str
-
-
-def _half_up(value: Fraction, places: int) -> Decimal:
-    """Round an exact rational half up (away from zero on a tie), once."""
-    units = math.floor(abs(value) * 10**places + Fraction(1, 2))
-    return Decimal(f"{'-' if value < 0 else ''}{units}E-{places}")
 
 
 def _months_into(term: Term, day: date) -> Fraction:
@@ -115,65 +105,16 @@ def portion(*, start: date, end: date, term: Term, convention: Proration) -> Por
         raise ValueError(f"{start} to {end} is not inside the term {term.start} to {term.end}")
     days = (end - start).days
     if convention == "exact_days":
-        return Portion(start, end, Fraction(days, term.days), f"{days}/{term.days} days")
+        return Portion(start=start, end=end, ratio=Fraction(days, term.days),
+                       basis=f"{days}/{term.days} days")
     if convention == "months_2dp":
-        months = _half_up(Fraction(days * term.months, term.days), 2)
-        return Portion(start, end, Fraction(months) / term.months, f"{months}/{term.months} months")
+        exact_months = Fraction(days * term.months, term.days)
+        months = round_fraction(exact_months, places=_MONTHS_2DP_PLACES)
+        return Portion(start=start, end=end, ratio=Fraction(months) / term.months,
+                       basis=f"{months}/{term.months} months")
     exact = _months_into(term, end) - _months_into(term, start)
-    shown = f"{exact.numerator}" if exact.denominator == 1 else f"~{_half_up(exact, 4)}"
-    return Portion(start, end, exact / term.months, f"{shown}/{term.months} calendar months")
+    shown = (f"{exact.numerator}" if exact.denominator == 1
+             else f"~{round_fraction(exact, places=_SHOWN_MONTHS_PLACES)}")
+    return Portion(start=start, end=end, ratio=exact / term.months,
+                   basis=f"{shown}/{term.months} calendar months")
 
-
-def scaled_amount(amount: Decimal, factor: Fraction, *, currency: str) -> Decimal:
-    """amount x factor computed exactly, then rounded once, half up, to the minor unit."""
-    if not isinstance(amount, Decimal):
-        raise TypeError(f"{type(amount).__name__} is not money; pass a Decimal")
-    return quantize(_half_up(Fraction(amount) * factor, exponent(currency)), currency)
-
-
-def charge_line(
-    *,
-    kind: LineKind,
-    label: str,
-    quantity: int,
-    unit_price: Decimal,
-    start: date,
-    end: date,
-    currency: str,
-) -> InvoiceLine:
-    """quantity x unit_price for the whole of [start, end): "<label>, <start> to <end>"."""
-    return InvoiceLine(
-        kind=kind,
-        description=f"{label}, {start} to {end}",
-        quantity=str(quantity),
-        unit_price=format_unit_price(unit_price, currency),
-        amount=format_amount(line_amount(quantity, unit_price, currency), currency),
-        service_start=start,
-        service_end=end,
-    )
-
-
-def prorated_line(
-    *,
-    kind: LineKind,
-    label: str,
-    quantity: int,
-    unit_price: Decimal,
-    share: Portion,
-    currency: str,
-) -> InvoiceLine:
-    """quantity x unit_price (a full term's price) x share.ratio, rounded once.
-
-    The description states the share ("prorated 167/365 days"), the one factor that
-    quantity x unit_price leaves out. A credit passes a negative unit_price.
-    """
-    amount = scaled_amount(unit_price, share.ratio * quantity, currency=currency)
-    return InvoiceLine(
-        kind=kind,
-        description=f"{label}, {share.start} to {share.end}, prorated {share.basis}",
-        quantity=str(quantity),
-        unit_price=format_unit_price(unit_price, currency),
-        amount=format_amount(amount, currency),
-        service_start=share.start,
-        service_end=share.end,
-    )

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.currency import CURRENCY_EXPONENTS
 from schemas.periods import BillingCalendar
 from schemas.plans import (
     Billing,
     BillingAddress,
     LicencePlan,
     MauMinimumPlan,
+    MauPlan,
     SeatPlan,
     TaxTable,
     TierPlan,
@@ -28,37 +27,14 @@ __all__ = [
     "Account",
     "Catalog",
     "CatalogError",
-    "MauPlan",
     "Plan",
     "load_catalog",
     "parse_catalog",
 ]
 
-Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
-
 
 class CatalogError(ValueError):
     """A catalog that cannot be used; the message is one line naming what is wrong."""
-
-
-class MauPlan(BaseModel):
-    """Seed 001 Power Plan shape: base fee in advance including N MAUs, overage in arrears."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["mau"] = "mau"
-    name: str = Field(min_length=1)
-    currency: str
-    base_fee: Money
-    included_users: int = Field(ge=0)
-    overage_price: Money
-
-    @field_validator("currency")
-    @classmethod
-    def _known_currency(cls, value: str) -> str:
-        if value not in CURRENCY_EXPONENTS:
-            raise ValueError(f"unknown currency {value!r} (no ISO 4217 exponent)")
-        return value
 
 
 class Account(BaseModel):

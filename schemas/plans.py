@@ -1,9 +1,11 @@
 """Plan kinds, subscription changes and tax data that a catalog can embed.
 
-Seeds: 004 (MAU minimum, annual licences), 002 (per-seat plans), 000 (tiers with limits and
-add-ons, tax by billing address), 003 (subscription changes). Models are frozen, refuse
-unknown fields, keep money as Decimal >= 0 and name the field in a one-line error. A plan's
-`kind` is fixed per class so the catalog can hold them in one discriminated union.
+Seeds: 001 (MAU plan), 004 (MAU minimum, annual licences), 002 (per-seat plans), 000 (tiers
+with limits and add-ons, tax by billing address), 003 (subscription changes). Models are
+frozen, refuse unknown fields, keep money as Decimal >= 0 and name the field in a one-line
+error. A plan's `kind` is fixed per class so the catalog can hold them in one discriminated
+union; `rated_from_usage` says whether the close rates it from the store's active users on
+each billing date (MAU kinds) or bills it from the schedule of its billing changes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "BillingAddress",
     "LicencePlan",
     "MauMinimumPlan",
+    "MauPlan",
     "PlanChanges",
     "PrepaidPlan",
     "Proration",
@@ -36,13 +39,13 @@ __all__ = [
     "seat_shortage",
 ]
 
-# How a part of a prepaid term is priced (invoicing/proration.py has the arithmetic):
+# How a part of a prepaid term is priced (invoicing/terms.py has the arithmetic):
 # exact_days      days used / days in the term (the documented default);
 # months_2dp      Jibble seed 004: days turned into months of the term, rounded to 2 places;
 # calendar_months Jibble seed 002: whole anchor months, a partial month by its own days.
 Proration = Literal["exact_days", "months_2dp", "calendar_months"]
 Billing = Literal["monthly", "annual"]
-# How a tier plan bills a change of plan mid-term (invoicing/subscription.py):
+# How a tier plan bills a change of plan mid-term (invoicing/plans/subscription.py):
 # prorate_next_invoice   seed 003: the next invoice adds the new plan's partial term and
 #                        credits the old plan's unused time; anyone may downgrade.
 # charge_difference_now  seed 000: an upgrade charges the prorated difference at once; a
@@ -73,8 +76,23 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MauPlan(_Frozen):
+    """Seed 001 Power Plan shape: base fee in advance including N MAUs, overage in arrears."""
+
+    rated_from_usage: ClassVar[bool] = True
+
+    kind: Literal["mau"] = "mau"
+    name: Name
+    currency: Currency
+    base_fee: Money
+    included_users: Count
+    overage_price: Money
+
+
 class MauMinimumPlan(_Frozen):
     """Seed 004 monthly plan: `minimum_users` charged at the period's start, the rest after."""
+
+    rated_from_usage: ClassVar[bool] = True
 
     kind: Literal["mau_minimum"] = "mau_minimum"
     name: Name
@@ -86,6 +104,7 @@ class MauMinimumPlan(_Frozen):
 class PrepaidPlan(_Frozen):
     """Units (licences, seats) bought up front for a term of 1 or 12 months."""
 
+    rated_from_usage: ClassVar[bool] = False
     unit: ClassVar[str] = "unit"
 
     name: Name
@@ -150,6 +169,8 @@ class TierPlan(_Frozen):
     Limits are named freely ("users", "storage_gb", "channels"); a resource without a limit is
     unlimited. Annual billing costs 12 months less `annual_discount` (0.15 = 15 %).
     """
+
+    rated_from_usage: ClassVar[bool] = False
 
     kind: Literal["tier"] = "tier"
     name: Name

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date
-from decimal import Context, Decimal, Inexact, InvalidOperation
-from typing import Final
+from decimal import Decimal
 
-from invoicing.terms import Term, charge_line, portion, prorated_line
+from invoicing.errors import CountRefused, DateRefused
+from invoicing.lines import charge_line, prorated_line
+from invoicing.money import scaled_price
+from invoicing.terms import Term, portion
 from schemas.invoice import InvoiceLine
 from schemas.plans import PrepaidPlan
 
 __all__ = ["Holding", "add_licences", "buy_licences", "reduce_licences", "renew_licences"]
-
-# A term's unit price is a price, not an amount: kept exact, never rounded.
-_EXACT: Final = Context(prec=60, traps=[Inexact, InvalidOperation])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,7 +33,8 @@ class Holding:
 
 
 def _term_price(plan: PrepaidPlan) -> Decimal:
-    return _EXACT.multiply(plan.monthly_price, Decimal(plan.term_months))
+    # A term's unit price is a price, not an amount: kept exact, never rounded.
+    return scaled_price(plan.monthly_price, plan.term_months)
 
 
 def _units(plan: PrepaidPlan, count: int) -> str:
@@ -56,7 +56,7 @@ def _term_line(plan: PrepaidPlan, count: int, term: Term) -> InvoiceLine:
 def buy_licences(*, plan: PrepaidPlan, count: int, start: date) -> tuple[Holding, InvoiceLine]:
     """Buy `count` units for the term beginning on `start`; the whole term is charged now."""
     if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
+        raise CountRefused(f"count must be >= 0, got {count}")
     term = Term.beginning(start, months=plan.term_months)
     return Holding(term=term, units=count, renewal_units=count), _term_line(plan, count, term)
 
@@ -66,9 +66,9 @@ def add_licences(
 ) -> tuple[Holding, InvoiceLine]:
     """Add `count` units on `on`, charged now for [on, term end); the renewal keeps them."""
     if count < 1:
-        raise ValueError(f"count must be >= 1 to add {plan.unit}s, got {count}")
+        raise CountRefused(f"count must be >= 1 to add {plan.unit}s, got {count}")
     if not holding.term.contains(on):
-        raise ValueError(f"{on} is outside the term {holding.term.start} to {holding.term.end}")
+        raise DateRefused(f"{on} is outside the term {holding.term.start} to {holding.term.end}")
     share = portion(start=on, end=holding.term.end, term=holding.term, convention=plan.proration)
     line = prorated_line(
         kind="proration",
@@ -87,7 +87,7 @@ def add_licences(
 def reduce_licences(holding: Holding, *, to: int) -> Holding:
     """Renew with `to` units; the current term keeps (and has paid for) what it holds."""
     if not 0 <= to <= holding.units:
-        raise ValueError(f"to must be 0..{holding.units} (the units held), got {to}")
+        raise CountRefused(f"to must be 0..{holding.units} (the units held), got {to}")
     return replace(holding, renewal_units=to)
 
 

@@ -11,20 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
-from invoicing.plans.mau import (
+from invoicing.lines import (
     Correction,
     billed_lines,
     billed_usage_period,
+    charge_line,
     untaxed_invoice,
     usage_period,
 )
-from invoicing.terms import charge_line
 from schemas.catalog import Account
 from schemas.invoice import Invoice, InvoiceLine
-from schemas.periods import Period, next_anchor_date
+from schemas.periods import Period
 from schemas.plans import MauMinimumPlan
 
-__all__ = ["mau_minimum_lines", "minimum_line", "overage_line"]
+__all__ = ["mau_minimum_lines", "minimum_line", "overage_line", "rate_mau_minimum_invoice"]
 
 
 def minimum_line(plan: MauMinimumPlan, period: Period) -> InvoiceLine:
@@ -62,7 +62,7 @@ def mau_minimum_lines(
     """Lines of `account`'s invoice on a billing date. `active_users` counts the MAUs of
     `usage_period(account, invoice_date)` and is None exactly on the first invoice."""
     usage = billed_usage_period(account, invoice_date, active_users)
-    advance = Period(invoice_date, next_anchor_date(invoice_date, account.anchor_day))
+    advance = Period(invoice_date, account.calendar.next_anchor_date(invoice_date))
     lines = [minimum_line(plan, advance)]
     if usage is not None and active_users is not None:
         lines.append(overage_line(plan, usage, active_users=active_users))

@@ -1,40 +1,29 @@
 """Seed 002 per-seat plans, monthly or annual: prepaid licences with member rules.
 
-Seats are bought up front and must hold every current member (owner included; archived
-members free their seat): 50 seats x $2.49 x 12 = $1494. Added seats are prorated to the
-cycle's end and charged at once (10 x $2.49 x 12 x 0.5 = $149.40 on 1 Dec 2023). Seats are
+Seats are bought up front (`buy_licences`, after the checkout's SeatOrder refused fewer
+seats than members) and must hold every current member (owner included; archived members
+free their seat): 50 seats x $2.49 x 12 = $1494. Added seats are prorated to the cycle's end
+and charged at once (`add_licences`: 10 x $2.49 x 12 x 0.5 = $149.40 on 1 Dec 2023). Seats are
 never refunded; at renewal they reset to the member count (10 bought, 5 members -> 5).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
 
-from invoicing.plans.licences import Holding, add_licences, buy_licences, renew_licences
+from invoicing.errors import CountRefused
+from invoicing.plans.licences import Holding, renew_licences
 from schemas.invoice import InvoiceLine
-from schemas.plans import SeatOrder, SeatPlan, seat_shortage
+from schemas.plans import SeatPlan, seat_shortage
 
-__all__ = ["add_seats", "buy_seats", "check_members", "renew_seats"]
+__all__ = ["check_members", "renew_seats"]
 
 
 def check_members(holding: Holding, *, members: int) -> None:
     """Refuse a member count the seats cannot hold (e.g. before adding someone)."""
     shortage = seat_shortage(seats=holding.units, members=members)
     if shortage:
-        raise ValueError(f"{shortage}; add seats first")
-
-
-def buy_seats(*, plan: SeatPlan, order: SeatOrder, start: date) -> tuple[Holding, InvoiceLine]:
-    """Checkout: `order` has already refused fewer seats than members."""
-    return buy_licences(plan=plan, count=order.seats, start=start)
-
-
-def add_seats(
-    *, plan: SeatPlan, holding: Holding, count: int, on: date
-) -> tuple[Holding, InvoiceLine]:
-    """Add seats on `on`, prorated to the cycle's end and charged at once."""
-    return add_licences(plan=plan, holding=holding, count=count, on=on)
+        raise CountRefused(f"{shortage}; add seats first")
 
 
 def renew_seats(*, plan: SeatPlan, holding: Holding, members: int) -> tuple[Holding, InvoiceLine]:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Literal
 
+from invoicing.errors import CountRefused, DateRefused, NotApplicable, OwnerOnly
+from invoicing.lines import charge_line, prorated_line
 from invoicing.plans.tiers import (
     addon_line,
     addon_removal_line,
@@ -39,12 +41,11 @@ from invoicing.plans.tiers import (
     tier_price,
     upgrade_line,
 )
-from invoicing.terms import Term, charge_line, portion, prorated_line
+from invoicing.terms import Term, portion
 from schemas.invoice import InvoiceLine
 from schemas.plans import Billing, SubscriptionChange, TierPlan
 
 __all__ = [
-    "OwnerOnly",
     "Subscription",
     "apply_change",
     "renew",
@@ -52,10 +53,6 @@ __all__ = [
 ]
 
 Status = Literal["active", "cancelled", "free"]
-
-
-class OwnerOnly(PermissionError):
-    """A change only the subscription owner may make."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,14 +124,17 @@ def _change_plan(
 ) -> Subscription:
     current, on, term = subscription.plan, change.at, subscription.month
     if subscription.status == "cancelled":
-        raise ValueError(f"{on}: the subscription is cancelled; resume it before changing plan")
+        raise NotApplicable(f"{on}: the subscription is cancelled; resume it before changing "
+                            "plan")
     if target == current:
-        raise ValueError(f"{on}: already on {current.name}")
+        raise NotApplicable(f"{on}: already on {current.name}")
     if target.currency != current.currency:
-        raise ValueError(f"{on}: {target.name} is in {target.currency}, not {current.currency}")
+        raise NotApplicable(f"{on}: {target.name} is in {target.currency}, not "
+                            f"{current.currency}")
     missing = [name for name, _ in subscription.addons if name not in target.addons]
     if missing:
-        raise ValueError(f"{on}: {target.name} has no add-on {missing[0]!r}; remove it first")
+        raise NotApplicable(f"{on}: {target.name} has no add-on {missing[0]!r}; remove it "
+                            "first")
     billing = subscription.billing
     upgrade = tier_price(target, billing) > tier_price(current, billing)
     if upgrade:
@@ -171,7 +171,7 @@ def _remove_addon(subscription: Subscription, change: SubscriptionChange) -> Sub
     name, units = change.addon or "", change.units
     held = subscription.held.get(name, 0)
     if units > held:
-        raise ValueError(f"{change.at}: cannot remove {units} of add-on {name!r}: {held} held")
+        raise CountRefused(f"{change.at}: cannot remove {units} of add-on {name!r}: {held} held")
     credit = addon_removal_line(plan=subscription.plan, addon=name, units=units,
                                 month=subscription.month, on=change.at)
     left = tuple((key, value - units if key == name else value)
@@ -183,36 +183,37 @@ def apply_change(
     subscription: Subscription, change: SubscriptionChange, *, plans: Mapping[str, TierPlan]
 ) -> Subscription:
     """The subscription after `change`, which must fall in the current term, after the last
-    change. Raises OwnerOnly for an upgrade or resume by anyone but the owner, and
-    DowngradeRefused when a charge_difference_now downgrade does not fit the usage."""
+    change. Raises OwnerOnly for an upgrade or resume by anyone but the owner,
+    DowngradeRefused when a charge_difference_now downgrade does not fit the usage, and
+    another BillingRuleError for any other change the subscription does not take."""
     on = change.at
     if subscription.status == "free":
-        raise ValueError(f"{on}: the organization is on the free plan; nothing to change")
+        raise NotApplicable(f"{on}: the organization is on the free plan; nothing to change")
     if not subscription.month.contains(on):
         month = subscription.month
-        raise ValueError(f"{on}: outside the current month {month.start} to {month.end}")
+        raise DateRefused(f"{on}: outside the current month {month.start} to {month.end}")
     if subscription.last_change is not None and on <= subscription.last_change:
-        raise ValueError(f"{on}: overlaps the change of {subscription.last_change}")
+        raise DateRefused(f"{on}: overlaps the change of {subscription.last_change}")
     changed = replace(subscription, last_change=on, charged_now=())
     if change.action == "change_plan":
         target = plans.get(change.plan or "")
         if target is None:
-            raise ValueError(f"{on}: unknown plan {change.plan!r}")
+            raise NotApplicable(f"{on}: unknown plan {change.plan!r}")
         return _change_plan(changed, change, target)
     if change.action in ("add_addon", "remove_addon"):
         if subscription.status == "cancelled":
-            raise ValueError(f"{on}: the subscription is cancelled; resume it first")
+            raise NotApplicable(f"{on}: the subscription is cancelled; resume it first")
         if change.action == "add_addon":
             return _add_addon(changed, change)
         return _remove_addon(changed, change)
     if change.action == "cancel":
         if subscription.status == "cancelled":
-            raise ValueError(f"{on}: the subscription is already cancelled")
+            raise NotApplicable(f"{on}: the subscription is already cancelled")
         return replace(changed, status="cancelled")
     if change.action == "resume":
         _require_owner(subscription, change.by, "resume the subscription")
         if subscription.status != "cancelled":
-            raise ValueError(f"{on}: the subscription is not cancelled")
+            raise NotApplicable(f"{on}: the subscription is not cancelled")
         return replace(changed, status="active")
     # leave: only the owner's leaving touches the subscription; someone else must then
     # subscribe anew once it has ended.

@@ -20,40 +20,25 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Final
 
-from invoicing.money import quantize
-from invoicing.terms import (
-    Portion,
-    Term,
-    charge_line,
-    portion,
-    prorated_line,
-    scaled_amount,
-)
+from invoicing.errors import CountRefused, DateRefused, DowngradeRefused, NotApplicable
+from invoicing.lines import charge_line, prorated_line
+from invoicing.money import quantize, scaled_amount
+from invoicing.terms import Portion, Term, portion
 from schemas.invoice import InvoiceLine
 from schemas.periods import anchor_date, previous_anchor_date
 from schemas.plans import AddOn, Billing, TierPlan
 
 __all__ = [
-    "DowngradeRefused",
     "addon_line",
     "addon_removal_line",
     "downgrade_line",
     "first_month_line",
     "over_limits",
-    "tier_line",
     "tier_price",
     "upgrade_line",
 ]
 
 _NO_ADDONS: Final[Mapping[str, int]] = MappingProxyType({})
-
-
-class DowngradeRefused(ValueError):
-    """Usage exceeds the lower tier; `over` lists each excess as "resource: used > limit"."""
-
-    def __init__(self, plan: str, over: tuple[str, ...]) -> None:
-        self.over = over
-        super().__init__(f"cannot downgrade to {plan}: {'; '.join(over)}; reduce usage first")
 
 
 def _billing(term: Term) -> Billing:
@@ -70,20 +55,6 @@ def tier_price(plan: TierPlan, billing: Billing) -> Decimal:
         return quantize(plan.monthly_price, plan.currency)
     discounted = 12 * (1 - Fraction(plan.annual_discount))
     return scaled_amount(plan.monthly_price, discounted, currency=plan.currency)
-
-
-def tier_line(plan: TierPlan, term: Term) -> InvoiceLine:
-    """The tier for a whole monthly or annual term, billed in advance."""
-    billing = _billing(term)
-    return charge_line(
-        kind="base",
-        label=f"{plan.name} ({billing})",
-        quantity=1,
-        unit_price=tier_price(plan, billing),
-        start=term.start,
-        end=term.end,
-        currency=plan.currency,
-    )
 
 
 def first_month_line(plan: TierPlan, *, start: date, anchor_day: int) -> InvoiceLine | None:
@@ -104,15 +75,15 @@ def first_month_line(plan: TierPlan, *, start: date, anchor_day: int) -> Invoice
 
 def _price_step(current: TierPlan, target: TierPlan, term: Term) -> Decimal:
     if current.currency != target.currency:
-        raise ValueError(f"{current.name} is in {current.currency}, {target.name} in "
-                         f"{target.currency}")
+        raise NotApplicable(f"{current.name} is in {current.currency}, {target.name} in "
+                            f"{target.currency}")
     billing = _billing(term)
     return tier_price(target, billing) - tier_price(current, billing)
 
 
 def _rest_of_term(plan: TierPlan, term: Term, on: date) -> Portion:
     if not term.contains(on):
-        raise ValueError(f"{on} is outside the term {term.start} to {term.end}")
+        raise DateRefused(f"{on} is outside the term {term.start} to {term.end}")
     return portion(start=on, end=term.end, term=term, convention=plan.proration)
 
 
@@ -120,7 +91,8 @@ def upgrade_line(*, current: TierPlan, target: TierPlan, term: Term, on: date) -
     """The prorated price difference for [on, term end), charged at once."""
     step = _price_step(current, target, term)
     if step <= 0:
-        raise ValueError(f"{target.name} does not cost more than {current.name}: not an upgrade")
+        raise NotApplicable(
+            f"{target.name} does not cost more than {current.name}: not an upgrade")
     return prorated_line(
         kind="proration",
         label=f"Upgrade {current.name} to {target.name}",
@@ -135,7 +107,7 @@ def _addon(plan: TierPlan, name: str) -> AddOn:
     try:
         return plan.addons[name]
     except KeyError:
-        raise ValueError(f"{plan.name} has no add-on {name!r}") from None
+        raise NotApplicable(f"{plan.name} has no add-on {name!r}") from None
 
 
 def over_limits(
@@ -168,7 +140,8 @@ def downgrade_line(
         raise DowngradeRefused(target.name, over)
     step = _price_step(current, target, term)
     if step >= 0:
-        raise ValueError(f"{target.name} does not cost less than {current.name}: not a downgrade")
+        raise NotApplicable(
+            f"{target.name} does not cost less than {current.name}: not a downgrade")
     return prorated_line(
         kind="credit",
         label=f"Downgrade {current.name} to {target.name}, unused difference",
@@ -181,7 +154,7 @@ def downgrade_line(
 
 def _month(term: Term) -> Term:
     if term.months != 1:
-        raise ValueError(f"add-ons are month-to-month; got a {term.months}-month term")
+        raise NotApplicable(f"add-ons are month-to-month; got a {term.months}-month term")
     return term
 
 
@@ -190,7 +163,7 @@ def addon_line(
 ) -> InvoiceLine:
     """An add-on for [start, month end): the full month when `start` is its first day."""
     if units < 1:
-        raise ValueError(f"units must be >= 1, got {units}")
+        raise CountRefused(f"units must be >= 1, got {units}")
     price = _addon(plan, addon).monthly_price
     label = f"{plan.name} add-on {addon}"
     if start == _month(month).start:
@@ -205,7 +178,7 @@ def addon_removal_line(
 ) -> InvoiceLine:
     """Credit for the paid, unused rest of the month of an add-on removed on `on`."""
     if units < 1:
-        raise ValueError(f"units must be >= 1, got {units}")
+        raise CountRefused(f"units must be >= 1, got {units}")
     return prorated_line(
         kind="credit",
         label=f"{plan.name} add-on {addon} removed",

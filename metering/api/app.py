@@ -70,7 +70,6 @@ MAX_PERIOD_START = date(2100, 1, 1)
 MAX_CURSOR_LENGTH = 256  # a user id is at most 256 characters (event contract)
 MAX_REFERENCE_LENGTH = 513  # "source/id", each at most 256
 DEFAULT_RETRY_AFTER_SECONDS = 5
-_MAU_KINDS = frozenset({"mau", "mau_minimum"})
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,7 @@ def _why(ctx: _Context, account: Account, line: InvoiceLine, invoice_link: str) 
     changes; tax from the invoice's own lines."""
     if line.kind == "tax":
         return invoice_link
-    if ctx.catalog.plans[account.plan].kind not in _MAU_KINDS:
+    if not ctx.catalog.plans[account.plan].rated_from_usage:
         return f"{_team_path(account.team)}/changes"
     if _period_problem(account, line.service_start) is not None:
         return invoice_link  # a catalog edit moved the anchor since this invoice

@@ -9,11 +9,12 @@ from fractions import Fraction
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from invoicing.money import exponent, quantize
-from invoicing.plans.subscription import apply_change, start_subscription
+from invoicing.lines import charge_line, prorated_line
+from invoicing.money import exponent, quantize, scaled_amount
+from invoicing.plans import apply_change, start_subscription
 from invoicing.plans.tiers import downgrade_line, tier_price
 from invoicing.tax import invoice_with_tax
-from invoicing.terms import Term, charge_line, portion, prorated_line, scaled_amount
+from invoicing.terms import Term, portion
 from schemas.currency import CURRENCY_EXPONENTS
 from schemas.invoice import InvoiceLine
 from schemas.periods import anchor_date

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.catalog import Account, CatalogError, MauPlan, load_catalog, parse_catalog
-from schemas.plans import BillingAddress, MauMinimumPlan, TaxTable
+from schemas.catalog import Account, CatalogError, load_catalog, parse_catalog
+from schemas.plans import BillingAddress, MauMinimumPlan, MauPlan, TaxTable
 
 VALID = """
 plans:
@@ -264,3 +264,11 @@ def test_example_catalog_has_a_seed_004_plan_and_a_tax_table() -> None:
     assert catalog.tax is not None and catalog.tax.eu_vat["NL"] == Decimal("0.21")
     daniel = catalog.account("team-daniel")
     assert daniel is not None and daniel.billing_address is not None
+
+
+def test_each_plan_kind_says_whether_it_is_rated_from_usage() -> None:
+    example = load_catalog(Path(__file__).resolve().parents[2] / "deploy" / "examples"
+                           / "catalog.yaml")
+    rated = {plan.kind: plan.rated_from_usage for plan in example.plans.values()}
+    assert rated == {"mau": True, "mau_minimum": True, "licence": False, "seat": False,
+                     "tier": False}

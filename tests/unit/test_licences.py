@@ -7,13 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from invoicing.plans.licences import (
-    Holding,
-    add_licences,
-    buy_licences,
-    reduce_licences,
-    renew_licences,
-)
+from invoicing import CountRefused, DateRefused
+from invoicing.plans import Holding, add_licences, buy_licences, reduce_licences, renew_licences
 from invoicing.terms import Term
 from schemas.plans import LicencePlan, Proration
 
@@ -94,13 +89,13 @@ def test_reductions_wait_for_the_renewal() -> None:
 
 def test_bad_changes_are_refused() -> None:
     held, _ = buy_licences(plan=JIBBLE, count=45, start=D("2018-07-04"))
-    with pytest.raises(ValueError, match="2019-07-04 is outside the term 2018-07-04 to"):
+    with pytest.raises(DateRefused, match="2019-07-04 is outside the term 2018-07-04 to"):
         add_licences(plan=JIBBLE, holding=held, count=1, on=D("2019-07-04"))
-    with pytest.raises(ValueError, match="count must be >= 1 to add licences, got 0"):
+    with pytest.raises(CountRefused, match="count must be >= 1 to add licences, got 0"):
         add_licences(plan=JIBBLE, holding=held, count=0, on=D("2019-01-18"))
-    with pytest.raises(ValueError, match=r"to must be 0\.\.45 \(the units held\), got 46"):
+    with pytest.raises(CountRefused, match=r"to must be 0\.\.45 \(the units held\), got 46"):
         reduce_licences(held, to=46)
-    with pytest.raises(ValueError, match="count must be >= 0"):
+    with pytest.raises(CountRefused, match="count must be >= 0"):
         buy_licences(plan=JIBBLE, count=-1, start=D("2018-07-04"))
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from fractions import Fraction
 
 import pytest
 
-from invoicing.terms import Term, charge_line, portion, prorated_line, scaled_amount
+from invoicing.terms import Term, portion
 
 D = date.fromisoformat
 
@@ -76,43 +75,3 @@ def test_a_span_outside_its_term_is_refused() -> None:
         portion(start=D("2019-07-04"), end=D("2019-07-05"), term=ANGELA, convention="exact_days")
     with pytest.raises(ValueError, match="is not inside the term"):
         portion(start=D("2019-01-02"), end=D("2019-01-01"), term=ANGELA, convention="exact_days")
-
-
-@pytest.mark.parametrize(
-    ("amount", "factor", "currency", "expected"),
-    [
-        # 360 x 167/365 = 164.7123... -> 164.71 (rounded once, from the exact rational).
-        (Decimal("360"), Fraction(167, 365), "USD", Decimal("164.71")),
-        # Ties go away from zero: 0.25 x 1/2 = 0.125 -> 0.13, and -0.125 -> -0.13.
-        (Decimal("0.25"), Fraction(1, 2), "USD", Decimal("0.13")),
-        (Decimal("-0.25"), Fraction(1, 2), "USD", Decimal("-0.13")),
-        (Decimal("1001"), Fraction(1, 2), "JPY", Decimal("501")),
-        (Decimal("1.001"), Fraction(1, 2), "BHD", Decimal("0.501")),
-        (Decimal("-0.001"), Fraction(1, 3), "USD", Decimal("0.00")),
-    ],
-)
-def test_scaled_amount_rounds_the_exact_product_once_half_up(
-    amount: Decimal, factor: Fraction, currency: str, expected: Decimal
-) -> None:
-    result = scaled_amount(amount, factor, currency=currency)
-    assert result == expected
-    assert str(result) == str(expected)  # the currency's exponent, and no negative zero
-
-
-def test_scaled_amount_refuses_floats() -> None:
-    with pytest.raises(TypeError, match="float is not money"):
-        scaled_amount(0.1, Fraction(1), currency="USD")  # type: ignore[arg-type]
-
-
-def test_lines_state_their_span_and_share() -> None:
-    full = charge_line(kind="seats", label="Pro, 45 licences", quantity=45,
-                       unit_price=Decimal(18), start=ANGELA.start, end=ANGELA.end,
-                       currency="USD")
-    assert (full.description, full.quantity, full.unit_price, full.amount) == (
-        "Pro, 45 licences, 2018-07-04 to 2019-07-04", "45", "18.00", "810.00")
-    share = portion(start=D("2019-01-18"), end=ANGELA.end, term=ANGELA, convention="exact_days")
-    credit = prorated_line(kind="credit", label="Pro, unused", quantity=20,
-                           unit_price=Decimal(-18), share=share, currency="USD")
-    assert (credit.description, credit.unit_price, credit.amount) == (
-        "Pro, unused, 2019-01-18 to 2019-07-04, prorated 167/365 days", "-18.00", "-164.71")
-    assert (credit.service_start, credit.service_end) == (D("2019-01-18"), D("2019-07-04"))

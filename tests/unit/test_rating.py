@@ -8,11 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from invoicing.plans.mau import Correction, rate_mau_invoice, usage_period
-from schemas.catalog import Account, MauPlan
+from invoicing.lines import Correction, usage_period
+from invoicing.plans import rate_usage
+from invoicing.plans.mau import rate_mau_invoice
+from schemas.catalog import Account
 from schemas.currency import CURRENCY_EXPONENTS
 from schemas.invoice import Invoice
 from schemas.periods import Period, next_anchor_date
+from schemas.plans import MauMinimumPlan, MauPlan, TierPlan
 
 D = date.fromisoformat
 
@@ -245,7 +248,7 @@ def test_late_users_add_an_adjustment_naming_the_corrected_period() -> None:
     # July was billed at 33 users (28 over); 3 more July users arrived after that close.
     invoice = rate_mau_invoice(
         account=ACME, plan=POWER, invoice_date=D("2026-09-04"), usage=6,
-        corrections=[Correction(JULY, billed=33, current=36)],
+        corrections=[Correction(period=JULY, billed=33, current=36)],
     )
     adjustment = invoice.lines[-1]
     assert (adjustment.kind, adjustment.quantity, adjustment.amount) == ("adjustment", "3", "6.00")
@@ -260,7 +263,7 @@ def test_late_users_add_an_adjustment_naming_the_corrected_period() -> None:
 def test_late_users_within_the_allowance_cost_nothing_and_add_no_line() -> None:
     invoice = rate_mau_invoice(
         account=ACME, plan=POWER, invoice_date=D("2026-09-04"), usage=2,
-        corrections=[Correction(JULY, billed=2, current=4)],
+        corrections=[Correction(period=JULY, billed=2, current=4)],
     )
     assert [line.kind for line in invoice.lines] == ["base", "overage"]
 
@@ -268,7 +271,8 @@ def test_late_users_within_the_allowance_cost_nothing_and_add_no_line() -> None:
 def test_a_correction_of_a_period_not_yet_ended_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot correct"):
         rate_mau_invoice(account=ACME, plan=POWER, invoice_date=D("2026-08-04"), usage=3,
-                         corrections=[Correction(Period(D("2026-08-04"), D("2026-09-04")), 1, 9)])
+                         corrections=[Correction(period=Period(D("2026-08-04"), D("2026-09-04")),
+                                                billed=1, current=9)])
 
 
 @given(
@@ -285,7 +289,7 @@ def test_a_late_event_plus_its_adjustment_equals_the_on_time_result(
                                    usage=on_time)
     corrected = rate_mau_invoice(
         account=ACME, plan=plan, invoice_date=D("2026-09-04"), usage=0,
-        corrections=[Correction(JULY, billed=on_time, current=on_time + late)],
+        corrections=[Correction(period=JULY, billed=on_time, current=on_time + late)],
     )
     all_on_time = rate_mau_invoice(account=ACME, plan=plan, invoice_date=D("2026-08-04"),
                                    usage=on_time + late)
@@ -294,3 +298,18 @@ def test_a_late_event_plus_its_adjustment_equals_the_on_time_result(
         if line.kind in ("overage", "adjustment") and line.service_start == JULY.start
     ]
     assert sum(july_charges) == Decimal(all_on_time.lines[1].amount)
+
+
+def test_each_plan_kind_rated_from_usage_takes_its_own_rating() -> None:
+    minimum = MauMinimumPlan(name="Attendance Pro", currency="USD", unit_price=Decimal("2"),
+                             minimum_users=3)
+    day = D("2026-08-04")
+    assert rate_usage(account=ACME, plan=POWER, invoice_date=day, usage=33, corrections=()
+                      ) == rate_mau_invoice(account=ACME, plan=POWER, invoice_date=day, usage=33)
+    by_minimum = rate_usage(account=ACME, plan=minimum, invoice_date=day, usage=33,
+                            corrections=[Correction(period=JULY, billed=33, current=34)])
+    assert [(line.kind, line.amount) for line in by_minimum.lines] == [
+        ("minimum", "6.00"), ("overage", "60.00"), ("adjustment", "2.00")]
+    tier = TierPlan(name="Small", currency="USD", monthly_price=Decimal("10"))
+    with pytest.raises(ValueError, match="tier plan 'power' is not rated from usage"):
+        rate_usage(account=ACME, plan=tier, invoice_date=day, usage=33, corrections=())

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from invoicing.schedule import ChangeError, Scheduled, schedule
+from invoicing import ChangeError
+from invoicing.schedule import Scheduled, schedule
 from schemas.catalog import Catalog, load_catalog, parse_catalog
 from schemas.changes import BillingChange
-from tests.changes import billing_change
+from tests.builders import billing_change
 
 D = date.fromisoformat
 

@@ -1,4 +1,7 @@
-"""Seed 002 per-seat plans: seats >= members, additions prorated now, reset at renewal."""
+"""Seed 002 per-seat plans: seats >= members, additions prorated now, reset at renewal.
+
+Seats are licences of a seat plan: bought with `buy_licences` once the checkout's SeatOrder
+holds the members, added with `add_licences`."""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ from datetime import date
 import pytest
 from pydantic import ValidationError
 
-from invoicing.plans.seats import add_seats, buy_seats, check_members, renew_seats
+from invoicing import CountRefused
+from invoicing.plans import Holding, add_licences, buy_licences, check_members, renew_seats
+from schemas.invoice import InvoiceLine
 from schemas.plans import Proration, SeatOrder, SeatPlan
 
 D = date.fromisoformat
@@ -17,6 +22,11 @@ def premium(proration: Proration = "exact_days", billing: str = "annual") -> Sea
     return SeatPlan.model_validate({"name": "Premium", "currency": "USD",
                                     "monthly_price": "2.49", "billing": billing,
                                     "proration": proration})
+
+
+def buy_seats(*, plan: SeatPlan, order: SeatOrder, start: date) -> tuple[Holding, InvoiceLine]:
+    """Checkout: `order` has already refused fewer seats than members."""
+    return buy_licences(plan=plan, count=order.seats, start=start)
 
 
 def test_seed_002_fifty_seats_for_a_year_cost_1494() -> None:
@@ -45,7 +55,7 @@ def test_seed_002_ten_seats_on_1_december_2023_cost_149_40(proration: Proration)
     # twelve months, and 183/366 days because the cycle holds 29 Feb 2024 (see next test).
     held, _ = buy_seats(plan=premium(proration), order=SeatOrder(seats=50, members=41),
                         start=D("2023-06-01"))
-    held, line = add_seats(plan=premium(proration), holding=held, count=10, on=D("2023-12-01"))
+    held, line = add_licences(plan=premium(proration), holding=held, count=10, on=D("2023-12-01"))
     assert (line.kind, line.quantity, line.amount) == ("proration", "10", "149.40")
     assert (held.units, held.renewal_units) == (60, 60)
 
@@ -66,7 +76,7 @@ def test_the_same_addition_a_year_earlier_separates_the_conventions(
 ) -> None:
     held, _ = buy_seats(plan=premium(proration), order=SeatOrder(seats=50, members=41),
                         start=D("2022-06-01"))
-    _, line = add_seats(plan=premium(proration), holding=held, count=10, on=D("2022-12-01"))
+    _, line = add_licences(plan=premium(proration), holding=held, count=10, on=D("2022-12-01"))
     assert line.amount == amount
 
 
@@ -83,10 +93,10 @@ def test_members_must_fit_the_seats() -> None:
     held, _ = buy_seats(plan=premium(), order=SeatOrder(seats=10, members=5),
                         start=D("2023-06-01"))
     check_members(held, members=10)
-    with pytest.raises(ValueError, match=r"^10 seats is below the 11 current members \(owner "
-                                         r"included\); add seats first$"):
+    with pytest.raises(CountRefused, match=r"^10 seats is below the 11 current members \(owner "
+                                           r"included\); add seats first$"):
         check_members(held, members=11)
-    with pytest.raises(ValueError, match="below the 11 current members"):
+    with pytest.raises(CountRefused, match="below the 11 current members"):
         renew_seats(plan=premium(), holding=held, members=11)
 
 
@@ -97,6 +107,6 @@ def test_monthly_seats_are_prorated_within_the_month() -> None:
                            start=D("2023-06-01"))
     assert (line.unit_price, line.amount, line.service_end) == ("2.49", "102.09",
                                                                 D("2023-07-01"))
-    _, added = add_seats(plan=monthly, holding=held, count=4, on=D("2023-06-16"))
+    _, added = add_licences(plan=monthly, holding=held, count=4, on=D("2023-06-16"))
     assert (added.amount, added.description.rsplit(", ", 1)[1]) == ("4.98",
                                                                     "prorated 15/30 days")

@@ -13,13 +13,8 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from invoicing.plans.subscription import (
-    OwnerOnly,
-    Subscription,
-    apply_change,
-    renew,
-    start_subscription,
-)
+from invoicing import OwnerOnly
+from invoicing.plans import Subscription, apply_change, renew, start_subscription
 from schemas.invoice import InvoiceLine
 from schemas.plans import SubscriptionChange, SubscriptionHistory, TierPlan
 

@@ -12,14 +12,14 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
+from invoicing import CountRefused, DateRefused, DowngradeRefused, NotApplicable
+from invoicing.plans import start_subscription
 from invoicing.plans.tiers import (
-    DowngradeRefused,
     addon_line,
     addon_removal_line,
     downgrade_line,
     first_month_line,
     over_limits,
-    tier_line,
     tier_price,
     upgrade_line,
 )
@@ -53,11 +53,13 @@ def test_annual_billing_takes_the_plans_discount() -> None:
     # Rounded once from the exact product: 9.99 x 12 x 0.85 = 101.898 -> 101.90.
     odd = PRO.model_copy(update={"monthly_price": Decimal("9.99")})
     assert tier_price(odd, "annual") == Decimal("101.90")
-    line = tier_line(PRO, YEAR)
+    _, (line,) = start_subscription(owner="o", plan=PRO, free_plan=STARTER, start=YEAR.start,
+                                    months=12)
     assert (line.kind, line.description, line.amount) == (
         "base", "Pro (annual), 2025-01-01 to 2026-01-01", "306.00")
+    quarter = Term.beginning(D("2025-01-01"), months=3)
     with pytest.raises(ValueError, match="a tier term is 1 or 12 months, got 3"):
-        tier_line(PRO, Term.beginning(D("2025-01-01"), months=3))
+        upgrade_line(current=PRO, target=BUSINESS, term=quarter, on=quarter.start)
 
 
 def test_first_month_is_prorated_when_not_started_on_the_billing_day() -> None:
@@ -83,9 +85,10 @@ def test_upgrade_charges_the_prorated_difference_at_once() -> None:
     # 654 x 183/365 = 327.8959 -> $327.90.
     annual = upgrade_line(current=PRO, target=BUSINESS, term=YEAR, on=D("2025-07-02"))
     assert annual.amount == "327.90"
-    with pytest.raises(ValueError, match="Pro does not cost more than Business: not an upgrade"):
+    with pytest.raises(NotApplicable,
+                       match="Pro does not cost more than Business: not an upgrade"):
         upgrade_line(current=BUSINESS, target=PRO, term=JUNE, on=D("2025-06-16"))
-    with pytest.raises(ValueError, match="2025-07-01 is outside the term"):
+    with pytest.raises(DateRefused, match="2025-07-01 is outside the term"):
         upgrade_line(current=PRO, target=BUSINESS, term=JUNE, on=D("2025-07-01"))
 
 
@@ -107,7 +110,7 @@ def test_add_ons_raise_the_limits_a_downgrade_checks() -> None:
     assert over_limits(plan=PRO, usage=usage, addons=kept) == ()
     assert over_limits(plan=PRO, usage=usage, addons={"extra users": 6}) == (
         "users: 10 > 9", "storage_gb: 60 > 50")
-    with pytest.raises(ValueError, match="Starter has no add-on 'extra users'"):
+    with pytest.raises(NotApplicable, match="Starter has no add-on 'extra users'"):
         over_limits(plan=STARTER, usage=usage, addons={"extra users": 1})
 
 
@@ -116,7 +119,7 @@ def test_a_downgrade_that_fits_credits_the_unused_difference() -> None:
     line = downgrade_line(current=BUSINESS, target=PRO, term=JUNE, on=D("2025-06-16"),
                           usage={"users": 3})
     assert (line.kind, line.unit_price, line.amount) == ("credit", "-70.00", "-35.00")
-    with pytest.raises(ValueError, match="Business does not cost less than Pro"):
+    with pytest.raises(NotApplicable, match="Business does not cost less than Pro"):
         downgrade_line(current=PRO, target=BUSINESS, term=JUNE, on=D("2025-06-16"), usage={})
 
 
@@ -131,9 +134,9 @@ def test_add_ons_are_month_to_month_and_prorated() -> None:
     removed = addon_removal_line(plan=PRO, addon="premium support", units=1, month=JUNE,
                                  on=D("2025-06-11"))
     assert (removed.kind, removed.amount) == ("credit", "-33.33")
-    with pytest.raises(ValueError, match="add-ons are month-to-month; got a 12-month term"):
+    with pytest.raises(NotApplicable, match="add-ons are month-to-month; got a 12-month term"):
         addon_line(plan=PRO, addon="extra users", units=1, month=YEAR, start=YEAR.start)
-    with pytest.raises(ValueError, match="units must be >= 1"):
+    with pytest.raises(CountRefused, match="units must be >= 1"):
         addon_removal_line(plan=PRO, addon="extra users", units=0, month=JUNE, on=JUNE.start)
 
 
