@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry
 
 import metering.metrics
 from metering.settings import Settings
-from schemas.catalog import MauPlan, load_catalog
+from schemas.catalog import load_catalog
+from schemas.plans import MauPlan
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
