@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import NamedTuple, Protocol, Sequence
 
-from schemas.changes import BillingChange
+from schemas import BillingChange
 
 
 # Rows are named tuples: the worker builds two per event, and tuples are the cheapest

@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from aggregation import StoredInvoice
 from invoicing.errors import ChangeError
 from invoicing.schedule import schedule
-from schemas.catalog import Catalog
-from schemas.changes import BillingChange
-from schemas.wire import Rejection
+from schemas import BillingChange, Catalog, Rejection
 
 __all__ = ["check_change", "in_effect_order"]
 

@@ -37,10 +37,16 @@ from invoicing.lines import Correction, untaxed_invoice, usage_period
 from invoicing.plans import rate_usage
 from invoicing.schedule import Scheduled, schedule
 from invoicing.tax import invoice_with_tax
-from schemas.catalog import Account, Catalog, Plan
-from schemas.changes import BillingChange
-from schemas.invoice import Invoice, UsageRecord
-from schemas.periods import Period, billing_dates
+from schemas import (
+    Account,
+    BillingChange,
+    Catalog,
+    Invoice,
+    Period,
+    Plan,
+    UsageRecord,
+    billing_dates,
+)
 
 __all__ = ["CloseError", "CloseResult", "billed_usage", "close", "due_dates", "estimate"]
 

@@ -23,9 +23,7 @@ from invoicing.money import (
     zero,
 )
 from invoicing.terms import Portion
-from schemas.catalog import Account
-from schemas.invoice import Invoice, InvoiceLine, LineKind, UsageRecord
-from schemas.periods import Period, anchor_date
+from schemas import Account, Invoice, InvoiceLine, LineKind, Period, UsageRecord, anchor_date
 
 __all__ = [
     "Correction",

@@ -12,7 +12,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal, DivisionByZero, Inexact, In
 from fractions import Fraction
 from typing import Final
 
-from schemas.currency import CURRENCY_EXPONENTS
+from schemas import CURRENCY_EXPONENTS
 
 __all__ = [
     "ROUNDING",

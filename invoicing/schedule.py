@@ -46,11 +46,12 @@ from invoicing.plans import (
     renew_seats,
     start_subscription,
 )
-from schemas.catalog import Account, Catalog
-from schemas.changes import BillingChange
-from schemas.invoice import InvoiceLine
-from schemas.plans import (
+from schemas import (
     TIER_ACTIONS,
+    Account,
+    BillingChange,
+    Catalog,
+    InvoiceLine,
     PrepaidPlan,
     SeatPlan,
     SubscriptionChange,

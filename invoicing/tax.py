@@ -16,8 +16,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from invoicing.money import format_amount, format_percent, format_rate, scaled_amount, sum_amounts
-from schemas.invoice import Invoice, InvoiceLine
-from schemas.plans import BillingAddress, TaxTable
+from schemas import BillingAddress, Invoice, InvoiceLine, TaxTable
 
 __all__ = ["invoice_with_tax", "tax_line", "tax_rate"]
 

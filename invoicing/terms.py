@@ -24,8 +24,7 @@ from fractions import Fraction
 from typing import Final
 
 from invoicing.money import round_fraction
-from schemas.periods import anchor_date
-from schemas.plans import Proration
+from schemas import Proration, anchor_date
 
 __all__ = ["Portion", "Term", "portion"]
 

@@ -15,8 +15,7 @@ from metering.kafka_io import BrokerError, ensure_topics, make_producer
 from metering.metrics import CloseMetrics
 from metering.runtime import open_ready_store
 from metering.settings import Settings
-from schemas.catalog import Catalog
-from schemas.invoice import Invoice
+from schemas import Catalog, Invoice
 
 __all__ = ["run_close"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from schemas.wire import CHANGE_REJECT_REASONS, REJECT_REASONS
+from schemas import CHANGE_REJECT_REASONS, REJECT_REASONS
 
 CLOSE_OUTCOMES = ("ok", "error")
 # A close rates a few invoices per team: seconds for a handful of teams, minutes for many.

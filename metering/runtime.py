@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aggregation import Store, open_store
 from metering.settings import Settings
-from schemas.catalog import Catalog, load_catalog
+from schemas import Catalog, load_catalog
 
 __all__ = ["SetupError", "load_settings_catalog", "open_ready_store"]
 

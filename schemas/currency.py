@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "CURRENCY_EXPONENTS",
+]
+
 CURRENCY_EXPONENTS: dict[str, int] = {
     "AUD": 2, "BRL": 2, "CAD": 2, "CHF": 2, "CNY": 2, "CZK": 2, "DKK": 2, "EUR": 2,
     "GBP": 2, "HKD": 2, "HUF": 2, "INR": 2, "JPY": 0, "KRW": 0, "MXN": 2, "NOK": 2,

@@ -14,6 +14,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+__all__ = [
+    "ActivityData",
+    "ActivityEvent",
+    "DEFAULT_MAX_EVENT_BYTES",
+    "DEFAULT_MAX_FUTURE_SKEW",
+    "EARLIEST_TIME",
+    "EVENT_TYPES",
+    "EventTime",
+    "EventType",
+    "LATEST_TIME",
+    "is_future",
+    "rfc3339_text",
+]
+
 EventType = Literal["clock_in", "clock_out", "login", "bot_command", "api_call"]
 EVENT_TYPES: tuple[EventType, ...] = ("clock_in", "clock_out", "login", "bot_command", "api_call")
 

@@ -7,6 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+__all__ = [
+    "Invoice",
+    "InvoiceLine",
+    "LineKind",
+    "UsageRecord",
+]
+
 LineKind = Literal[
     "base", "minimum", "overage", "seats", "proration", "addon", "credit", "adjustment", "tax"
 ]

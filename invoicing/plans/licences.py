@@ -17,8 +17,7 @@ from invoicing.errors import CountRefused, DateRefused
 from invoicing.lines import charge_line, prorated_line
 from invoicing.money import scaled_price
 from invoicing.terms import Term, portion
-from schemas.invoice import InvoiceLine
-from schemas.plans import PrepaidPlan
+from schemas import InvoiceLine, PrepaidPlan
 
 __all__ = ["Holding", "add_licences", "buy_licences", "reduce_licences", "renew_licences"]
 

@@ -19,10 +19,7 @@ from invoicing.lines import (
     priced_line,
     untaxed_invoice,
 )
-from schemas.catalog import Account
-from schemas.invoice import Invoice, InvoiceLine
-from schemas.periods import Period
-from schemas.plans import MauPlan
+from schemas import Account, Invoice, InvoiceLine, MauPlan, Period
 
 __all__ = ["rate_mau_invoice"]
 

@@ -19,10 +19,7 @@ from invoicing.lines import (
     untaxed_invoice,
     usage_period,
 )
-from schemas.catalog import Account
-from schemas.invoice import Invoice, InvoiceLine
-from schemas.periods import Period
-from schemas.plans import MauMinimumPlan
+from schemas import Account, Invoice, InvoiceLine, MauMinimumPlan, Period
 
 __all__ = ["mau_minimum_lines", "minimum_line", "overage_line", "rate_mau_minimum_invoice"]
 

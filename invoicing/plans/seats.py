@@ -13,8 +13,7 @@ from dataclasses import replace
 
 from invoicing.errors import CountRefused
 from invoicing.plans.licences import Holding, renew_licences
-from schemas.invoice import InvoiceLine
-from schemas.plans import SeatPlan, seat_shortage
+from schemas import InvoiceLine, SeatPlan, seat_shortage
 
 __all__ = ["check_members", "renew_seats"]
 

@@ -42,8 +42,7 @@ from invoicing.plans.tiers import (
     upgrade_line,
 )
 from invoicing.terms import Term, portion
-from schemas.invoice import InvoiceLine
-from schemas.plans import Billing, SubscriptionChange, TierPlan
+from schemas import Billing, InvoiceLine, SubscriptionChange, TierPlan
 
 __all__ = [
     "Subscription",

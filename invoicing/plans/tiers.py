@@ -24,9 +24,7 @@ from invoicing.errors import CountRefused, DateRefused, DowngradeRefused, NotApp
 from invoicing.lines import charge_line, prorated_line
 from invoicing.money import quantize, scaled_amount
 from invoicing.terms import Portion, Term, portion
-from schemas.invoice import InvoiceLine
-from schemas.periods import anchor_date, previous_anchor_date
-from schemas.plans import AddOn, Billing, TierPlan
+from schemas import AddOn, Billing, InvoiceLine, TierPlan, anchor_date, previous_anchor_date
 
 __all__ = [
     "addon_line",

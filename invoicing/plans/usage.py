@@ -11,9 +11,7 @@ from datetime import date
 from invoicing.lines import Correction
 from invoicing.plans.mau import rate_mau_invoice
 from invoicing.plans.mau_minimum import rate_mau_minimum_invoice
-from schemas.catalog import Account, Plan
-from schemas.invoice import Invoice
-from schemas.plans import MauMinimumPlan, MauPlan
+from schemas import Account, Invoice, MauMinimumPlan, MauPlan, Plan
 
 __all__ = ["rate_usage"]
 

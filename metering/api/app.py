@@ -48,9 +48,7 @@ from metering.api.models import (
     UsersPage,
 )
 from metering.settings import Settings
-from schemas.catalog import Account, Catalog
-from schemas.invoice import Invoice, InvoiceLine
-from schemas.periods import Period
+from schemas import Account, Catalog, Invoice, InvoiceLine, Period
 
 __all__ = [
     "DEFAULT_PAGE_LIMIT",

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from schemas.invoice import InvoiceLine, UsageRecord
+from schemas import InvoiceLine, UsageRecord
 
 __all__ = [
     "ChangeList",

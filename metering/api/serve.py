@@ -27,7 +27,7 @@ from metering.closing import run_close
 from metering.metrics import CloseMetrics, TeamMetrics
 from metering.runtime import load_settings_catalog, open_ready_store
 from metering.settings import Settings
-from schemas.catalog import Catalog
+from schemas import Catalog
 
 if TYPE_CHECKING:  # the web stack is imported only when serving
     from metering.api.app import Clock

@@ -40,8 +40,7 @@ from metering.logs import logging_config
 from metering.producer import EmitReport, emit_change_lines, emit_lines
 from metering.runtime import load_settings_catalog, open_ready_store
 from metering.settings import Settings
-from schemas.invoice import Invoice
-from schemas.periods import DEFAULT_CALENDAR
+from schemas import DEFAULT_CALENDAR, Invoice
 
 __all__ = ["CliError", "backfill", "close", "demo", "emit", "usage", "worker"]
 

@@ -25,8 +25,7 @@ from metering.local import ManagedProcess, start_broker
 from metering.producer import emit_lines
 from metering.runtime import load_settings_catalog
 from metering.settings import Settings
-from schemas.invoice import Invoice
-from schemas.periods import anchor_date, previous_anchor_date
+from schemas import Invoice, anchor_date, previous_anchor_date
 
 DEFAULT_SEED = 20260704
 DEFAULT_RETRY_SHARE = 0.05

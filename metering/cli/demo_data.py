@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from metering.producer import cloud_event
-from schemas.events import EventType
+from schemas import EventType
 
 DEMO_SOURCES = ("timeclock", "webapp", "slackbot", "public-api")
 _DAILY_EXTRAS: tuple[tuple[EventType, str, float], ...] = (

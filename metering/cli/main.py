@@ -21,7 +21,7 @@ from metering.cli.commands import CliError
 from metering.kafka_io import BrokerError
 from metering.runtime import SetupError
 from metering.settings import Settings
-from schemas.catalog import CatalogError
+from schemas import CatalogError
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1

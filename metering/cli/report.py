@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aggregation.store import ActiveUserRow
-from schemas.invoice import Invoice
-from schemas.periods import Period
+from aggregation import ActiveUserRow
+from schemas import Invoice, Period
 
 _INVOICE_ROW = "{:<16} {:<10} {:<9} {:<44} {:>6} {:>9} {:>10}"
 _USAGE_ROW = "{:<24} {:<20} {:<12} {}"

@@ -12,7 +12,7 @@ from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
 from metering.kafka_io import BrokerError
-from schemas.wire import Rejection, decode_change, decode_message
+from schemas import Rejection, decode_change, decode_message
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from aggregation import StoreError
 from metering.stream.agent_io import batch_context, message_context, send_rejected, until_done
 from metering.stream.batch import BatchPlan
 from metering.stream.context import StreamContext, context_of
-from schemas.wire import Rejection
+from schemas import Rejection
 
 __all__ = ["count_active_users"]
 

@@ -27,7 +27,7 @@ from metering.stream.timers import (
     refresh_lag,
     refresh_top_teams,
 )
-from schemas.catalog import Catalog
+from schemas import Catalog
 
 __all__ = ["create_app"]
 

@@ -17,9 +17,7 @@ from datetime import datetime, timedelta
 from aggregation import ActiveUserRow, EventRow
 from metering.stream.first_seen import FirstSeen, PeriodKey
 from metering.stream.window import EventWindow
-from schemas.events import ActivityEvent
-from schemas.periods import BillingCalendar
-from schemas.wire import Rejection, decode_message
+from schemas import ActivityEvent, BillingCalendar, Rejection, decode_message
 
 __all__ = ["ActivityBatcher", "BatchPlan"]
 

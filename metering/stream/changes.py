@@ -23,7 +23,7 @@ from faust.types import StreamT
 from aggregation import Store, StoredChange, StoreError
 from metering.stream.agent_io import message_context, send_rejected, until_done
 from metering.stream.context import ChangeCheck, StreamContext, context_of
-from schemas.wire import Rejection, decode_change
+from schemas import Rejection, decode_change
 
 __all__ = ["record_billing_changes", "record_change"]
 

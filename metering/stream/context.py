@@ -19,8 +19,7 @@ from aggregation import Store, StoredInvoice
 from metering.metrics import ChangeMetrics, TeamMetrics, WorkerMetrics
 from metering.settings import Settings
 from metering.stream.batch import ActivityBatcher
-from schemas.changes import BillingChange
-from schemas.wire import Rejection
+from schemas import BillingChange, Rejection
 
 __all__ = ["ChangeCheck", "MeteringApp", "StreamContext", "context_of"]
 

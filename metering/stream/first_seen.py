@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from aggregation import ActiveUserRow, EventRow
-from schemas.catalog import Catalog
-from schemas.events import ActivityEvent
-from schemas.periods import DEFAULT_CALENDAR, BillingCalendar
+from schemas import DEFAULT_CALENDAR, ActivityEvent, BillingCalendar, Catalog
 
 PeriodKey = tuple[str, date]
 Key = tuple[str, date, str]

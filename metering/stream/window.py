@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from schemas.events import ActivityEvent
+from schemas import ActivityEvent
 
 
 class EventWindow:
