@@ -23,6 +23,8 @@ from metering.runtime import SetupError
 from metering.settings import Settings
 from schemas import CatalogError
 
+DESCRIPTION = ("Exact, replayable usage metering: activity events to distinct monthly active "
+               "users, invoices and charges.")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -72,7 +74,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metering", description=__doc__)
+    parser = argparse.ArgumentParser(prog="metering", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on a generated month")
