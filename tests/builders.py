@@ -23,6 +23,16 @@ POWER_PLAN: dict[str, object] = {
     "overage_price": "2.00",
 }
 POWER_PLAN_YAML = yaml.safe_dump({"plans": {"power": POWER_PLAN}}, sort_keys=False)
+# Seed 004's annual licences, prorated in months to 2 places: $1.50 a licence a month.
+LICENCE_PLAN: dict[str, object] = {
+    "kind": "licence", "name": "Jibble licences", "currency": "USD", "monthly_price": "1.50",
+    "proration": "months_2dp",
+}
+# Seed 002's Premium seats, billed annually, prorated in calendar months: $2.49 a seat a month.
+PREMIUM_PLAN: dict[str, object] = {
+    "kind": "seat", "name": "Premium", "currency": "USD", "monthly_price": "2.49",
+    "billing": "annual", "proration": "calendar_months",
+}
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
@@ -89,12 +99,18 @@ def account(team: str, start_date: str, *, plan: str = "power", timezone: str = 
 
 
 def catalog_yaml(*accounts: dict[str, object],
-                 plans: dict[str, dict[str, object]] | None = None) -> str:
-    """A catalog file's text: `plans` (default: the Power plan) and the accounts."""
-    return yaml.safe_dump({"plans": plans or {"power": POWER_PLAN},
-                           "accounts": list(accounts)}, sort_keys=False)
+                 plans: dict[str, dict[str, object]] | None = None,
+                 tax: dict[str, object] | None = None) -> str:
+    """A catalog file's text: `plans` (default: the Power plan), the accounts and, when
+    given, the `tax` table."""
+    body: dict[str, object] = {"plans": plans or {"power": POWER_PLAN},
+                               "accounts": list(accounts)}
+    if tax is not None:
+        body["tax"] = tax
+    return yaml.safe_dump(body, sort_keys=False)
 
 
 def catalog(*accounts: dict[str, object],
-            plans: dict[str, dict[str, object]] | None = None) -> Catalog:
-    return parse_catalog(catalog_yaml(*accounts, plans=plans))
+            plans: dict[str, dict[str, object]] | None = None,
+            tax: dict[str, object] | None = None) -> Catalog:
+    return parse_catalog(catalog_yaml(*accounts, plans=plans, tax=tax))

@@ -24,16 +24,6 @@ DEFAULT_EVENTUALLY_SECONDS = 90.0
 T = TypeVar("T")
 
 Record = tuple[bytes | None, bytes | None, dict[str, bytes]]
-# Seed 001's Power plan: $10 a month with 5 users included, $2 per extra user.
-POWER_PLAN = """
-plans:
-  power:
-    name: Power plan
-    currency: USD
-    base_fee: "10.00"
-    included_users: 5
-    overage_price: "2.00"
-"""
 
 
 def worker_env(**settings: str) -> dict[str, str]:

@@ -26,22 +26,24 @@ from metering.api.app import MAX_PAGE_LIMIT, create_api
 from metering.local.services import LocalBroker, LocalClickHouse, free_port
 from metering.settings import Settings
 from schemas.catalog import Catalog, parse_catalog
-from tests.changes import billing_change
+from tests.builders import (
+    LICENCE_PLAN,
+    POWER_PLAN,
+    PREMIUM_PLAN,
+    account,
+    billing_change,
+    catalog,
+    catalog_yaml,
+)
 
 Client = httpx.AsyncClient
 
-CATALOG_TEXT = """
-tax: {eu_vat: {NL: "0.21"}}
-plans:
-  power: {name: Power plan, currency: USD, base_fee: "10.00", included_users: 5,
-          overage_price: "2.00"}
-  licences: {kind: licence, name: Jibble licences, currency: USD, monthly_price: "1.50",
-             proration: months_2dp}
-accounts:
-  - {team: team-acme, plan: power, start_date: "2026-07-04", timezone: UTC}
-  - {team: team-daniel, plan: licences, start_date: "2018-07-04", units: 45,
-     billing_address: {country: NL}}
-"""
+CATALOG_TEXT = catalog_yaml(
+    account("team-acme", "2026-07-04"),
+    account("team-daniel", "2018-07-04", plan="licences", units=45,
+            billing_address={"country": "NL"}),
+    plans={"power": POWER_PLAN, "licences": LICENCE_PLAN}, tax={"eu_vat": {"NL": "0.21"}},
+)
 CATALOG = parse_catalog(CATALOG_TEXT)
 TOKENS = ("tok-one", "tok-two")
 AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}
@@ -288,13 +290,8 @@ async def test_changes_as_stored(client: Client) -> None:
 
 
 async def test_a_history_the_catalog_no_longer_allows_is_409(store: Store) -> None:
-    seats = parse_catalog("""
-plans:
-  premium: {kind: seat, name: Premium, currency: USD, monthly_price: "2.49", billing: annual,
-            proration: calendar_months}
-accounts:
-  - {team: team-seats, plan: premium, start_date: "2026-06-01", units: 50, members: 50}
-""")
+    seats = catalog(account("team-seats", "2026-06-01", plan="premium", units=50, members=50),
+                    plans={"premium": PREMIUM_PLAN})
     # stored while the catalog allowed it; one more member than seats now
     store.add_changes([StoredChange.of(billing_change("team-seats", "m1", "2026-07-01T10:00:00Z",
                                                 "member_added"))])

@@ -20,16 +20,11 @@ from typing import Any
 import pytest
 
 from metering.local.services import LocalBroker, LocalClickHouse
-from tests.integration.pipeline import METERING, POWER_PLAN, Stack, consume_all, new_stack
+from tests.builders import account, catalog_yaml, cloud_event
+from tests.integration.pipeline import METERING, Stack, consume_all, new_stack
 
 TEAM = "team-backfill"
-CATALOG = POWER_PLAN + f"""
-accounts:
-  - team: {TEAM}
-    plan: power
-    start_date: 2026-07-04
-    timezone: UTC
-"""
+CATALOG = catalog_yaml(account(TEAM, "2026-07-04"))
 JULY = datetime(2026, 7, 5, 8, tzinfo=UTC)  # in the period 2026-07-04 to 2026-08-04
 
 
@@ -58,10 +53,8 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
     return result
 
 
-def event(n: str, user: str, at: datetime, kind: str = "clock_in") -> dict[str, object]:
-    return {"specversion": "1.0", "id": n, "source": "archive", "type": kind,
-            "time": at.isoformat().replace("+00:00", "Z"), "subject": TEAM,
-            "data": {"user_id": user}}
+def event(n: str, user: str, at: datetime) -> dict[str, object]:
+    return cloud_event(n, TEAM, user, at, source="archive")
 
 
 def write_lines(path: Path, events: list[dict[str, object]]) -> list[bytes]:

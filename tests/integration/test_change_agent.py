@@ -17,16 +17,11 @@ from kafka import KafkaProducer
 from aggregation import open_store
 from metering.kafka_io import BrokerError, ensure_topics, wait_for_lag_zero
 from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess
-from tests.changes import change_wire
+from tests.builders import PREMIUM_PLAN, account, catalog_yaml, change_wire
 from tests.integration.pipeline import METERING, consume_all, worker_env
 
-CATALOG = """
-plans:
-  premium: {kind: seat, name: Premium, currency: USD, monthly_price: "2.49", billing: annual,
-            proration: calendar_months}
-accounts:
-  - {team: acme, plan: premium, start_date: "2023-06-01", units: 50, members: 41}
-"""
+CATALOG = catalog_yaml(account("acme", "2023-06-01", plan="premium", units=50, members=41),
+                       plans={"premium": PREMIUM_PLAN})
 
 
 def change(ident: str, at: str, kind: str, team: str = "acme", **data: Any) -> bytes:

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from metering.local.services import LocalBroker, free_port
-from tests.integration.pipeline import POWER_PLAN
+from tests.builders import POWER_PLAN_YAML
 
 METERING = str(Path(sys.executable).with_name("metering"))
-GOOD_CATALOG = POWER_PLAN + """
-accounts:
+# Text, not catalog_yaml: the cases below edit it, and an impossible date must stay a YAML
+# date (unquoted) for the YAML loader to refuse it.
+GOOD_CATALOG = POWER_PLAN_YAML + """accounts:
   - team: team-daniel
     plan: power
     start_date: 2026-07-04
@@ -80,9 +81,9 @@ def broker_env(broker: LocalBroker, tmp_path: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("text", "needles"),
     [
-        pytest.param(bad('    overage_price: "2.00"\n', '    overage_price: "2.00"\n'
-                         '    bas_fee: "1.00"\n'), ["plans.power.bas_fee"], id="extra-field"),
-        pytest.param(bad('base_fee: "10.00"', 'base_fee: "-10.00"'), ["plans.power.base_fee"],
+        pytest.param(bad("    overage_price: '2.00'\n", "    overage_price: '2.00'\n"
+                         "    bas_fee: '1.00'\n"), ["plans.power.bas_fee"], id="extra-field"),
+        pytest.param(bad("base_fee: '10.00'", "base_fee: '-10.00'"), ["plans.power.base_fee"],
                      id="negative-price"),
         pytest.param(bad("currency: USD", "currency: XYZ"), ["plans.power.currency"],
                      id="unknown-currency"),

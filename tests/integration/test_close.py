@@ -9,17 +9,11 @@ import pytest
 
 from aggregation.store import ActiveUserRow, Store
 from invoicing.close import CloseError, close, due_dates
-from schemas.catalog import parse_catalog
 from schemas.invoice import Invoice
+from tests.builders import POWER_PLAN, account, catalog
 
-CATALOG = parse_catalog("""
-plans:
-  power: {name: Power plan, currency: USD, base_fee: "10.00", included_users: 5,
-          overage_price: "2.00"}
-accounts:
-  - {team: team-eom, plan: power, start_date: 2026-01-31, timezone: UTC}
-  - {team: team-nz, plan: power, start_date: 2026-07-04, timezone: Pacific/Auckland}
-""")
+CATALOG = catalog(account("team-eom", "2026-01-31"),
+                  account("team-nz", "2026-07-04", timezone="Pacific/Auckland"))
 HOUR = timedelta(hours=1)
 
 
@@ -117,27 +111,20 @@ def test_late_events_become_an_adjustment_on_the_next_invoice(store: Store) -> N
 
 
 # Seed 004 (monthly plan, minimum of 3 MAUs) and seed 000 (tax by billing address).
-SEED_004 = parse_catalog("""
-plans:
-  attendance-pro: {kind: mau_minimum, name: Attendance Pro, currency: USD, unit_price: "2.00",
-                   minimum_users: 3}
-  power: {name: Power plan, currency: USD, base_fee: "10.00", included_users: 5,
-          overage_price: "2.00"}
-tax:
-  eu_vat: {NL: "0.21", IE: "0.23"}
-  us_sales_tax: {CA: "0.0725"}
-  seller_country: IE
-accounts:
-  - {team: team-daniel, plan: attendance-pro, start_date: 2026-07-04}
-  - {team: team-dutch, plan: attendance-pro, start_date: 2026-07-04,
-     billing_address: {country: NL}}
-  - {team: team-dutch-bv, plan: attendance-pro, start_date: 2026-07-04,
-     billing_address: {country: NL, vat_id: NL123456789B01, vat_id_valid: true}}
-  - {team: team-ca, plan: attendance-pro, start_date: 2026-07-04,
-     billing_address: {country: US, region: CA}}
-  - {team: team-ca-power, plan: power, start_date: 2026-07-04,
-     billing_address: {country: US, region: CA}}
-""")
+SEED_004 = catalog(
+    account("team-daniel", "2026-07-04", plan="attendance-pro"),
+    account("team-dutch", "2026-07-04", plan="attendance-pro", billing_address={"country": "NL"}),
+    account("team-dutch-bv", "2026-07-04", plan="attendance-pro",
+            billing_address={"country": "NL", "vat_id": "NL123456789B01", "vat_id_valid": True}),
+    account("team-ca", "2026-07-04", plan="attendance-pro",
+            billing_address={"country": "US", "region": "CA"}),
+    account("team-ca-power", "2026-07-04", billing_address={"country": "US", "region": "CA"}),
+    plans={"attendance-pro": {"kind": "mau_minimum", "name": "Attendance Pro", "currency": "USD",
+                              "unit_price": "2.00", "minimum_users": 3},
+           "power": POWER_PLAN},
+    tax={"eu_vat": {"NL": "0.21", "IE": "0.23"}, "us_sales_tax": {"CA": "0.0725"},
+         "seller_country": "IE"},
+)
 JULY = date(2026, 7, 4)
 AUG_CLOSE = datetime(2026, 8, 4, 1, tzinfo=UTC)
 

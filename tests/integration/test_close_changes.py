@@ -11,25 +11,19 @@ import pytest
 from aggregation import StoredChange
 from aggregation.store import Store
 from invoicing.close import CloseError, close, estimate
-from schemas.catalog import Catalog, parse_catalog
+from schemas.catalog import Catalog
 from schemas.invoice import Invoice
-from tests.changes import billing_change as change
+from tests.builders import LICENCE_PLAN, PREMIUM_PLAN, account, catalog
+from tests.builders import billing_change as change
 
 HOUR = timedelta(hours=1)
-PLANS = """
-tax: {eu_vat: {NL: "0.21"}}
-plans:
-  licences: {kind: licence, name: Jibble licences, currency: USD, monthly_price: "1.50",
-             proration: months_2dp}
-  premium: {kind: seat, name: Premium, currency: USD, monthly_price: "2.49", billing: annual,
-            proration: calendar_months}
-"""
-CATALOG = parse_catalog(PLANS + """
-accounts:
-  - {team: daniel, plan: licences, start_date: "2018-07-04", units: 45,
-     billing_address: {country: NL}}
-  - {team: acme, plan: premium, start_date: "2023-06-01", units: 50, members: 41}
-""")
+PLANS: dict[str, dict[str, object]] = {"licences": LICENCE_PLAN, "premium": PREMIUM_PLAN}
+TAX: dict[str, object] = {"eu_vat": {"NL": "0.21"}}
+CATALOG = catalog(
+    account("daniel", "2018-07-04", plan="licences", units=45, billing_address={"country": "NL"}),
+    account("acme", "2023-06-01", plan="premium", units=50, members=41),
+    plans=PLANS, tax=TAX,
+)
 
 
 @pytest.fixture
@@ -79,11 +73,9 @@ def test_an_immediate_charge_is_due_at_its_time_plus_grace(store: Store) -> None
 def test_a_history_the_catalog_no_longer_allows_issues_nothing(store: Store) -> None:
     store.add_changes([StoredChange.of(change("acme", "m1", "2023-07-01T10:00:00Z", "member_added",
                                         count=9))])
-    fewer_seats = parse_catalog(PLANS + """
-accounts:
-  - {team: daniel, plan: licences, start_date: "2018-07-04", units: 45}
-  - {team: acme, plan: premium, start_date: "2023-06-01", units: 45, members: 41}
-""")
+    fewer_seats = catalog(account("daniel", "2018-07-04", plan="licences", units=45),
+                          account("acme", "2023-06-01", plan="premium", units=45, members=41),
+                          plans=PLANS, tax=TAX)
     with pytest.raises(CloseError) as caught:
         run(store, datetime(2024, 7, 1, tzinfo=UTC), catalog=fewer_seats)
     assert str(caught.value) == (

@@ -24,16 +24,11 @@ from metering.local.services import LocalBroker
 from metering.metrics import CloseMetrics
 from metering.runtime import load_settings_catalog
 from metering.settings import Settings
+from tests.builders import account, catalog_yaml
 from tests.integration.pipeline import METERING, consume_all, worker_env
 
-CATALOG = """
-plans:
-  power: {name: Power plan, currency: USD, base_fee: "10.00", included_users: 5,
-          overage_price: "2.00"}
-accounts:
-  - {team: team-one, plan: power, start_date: 2026-07-04, timezone: UTC}
-  - {team: team-two, plan: power, start_date: 2026-07-04, timezone: Europe/Berlin}
-"""
+CATALOG = catalog_yaml(account("team-one", "2026-07-04"),
+                       account("team-two", "2026-07-04", timezone="Europe/Berlin"))
 AS_OF = datetime(2026, 8, 4, 2, tzinfo=UTC)  # both teams: 2026-07-04 and 2026-08-04 due
 
 

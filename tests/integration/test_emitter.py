@@ -24,6 +24,7 @@ from aggregation import open_store
 from metering.kafka_io import BrokerError, ensure_topics, make_producer
 from metering.local.services import LocalBroker, LocalClickHouse
 from metering.producer.emitter import BatchingEmitter
+from tests.builders import cloud_event
 from tests.integration.pipeline import Stack, new_stack
 
 PARTITIONS = 4
@@ -38,14 +39,9 @@ Event = dict[str, object]
 Record = tuple[bytes | None, bytes, dict[str, bytes]]
 
 
-def event(n: str, team: str, user: str, *, at: datetime = AT, **overrides: object) -> Event:
-    body: Event = {
-        "specversion": "1.0", "id": n, "source": "emitter-test", "type": "clock_in",
-        "time": at.isoformat().replace("+00:00", "Z"), "subject": team,
-        "data": {"user_id": user},
-    }
-    body.update(overrides)
-    return body
+def event(n: str, team: str, user: str, *, at: datetime = AT, source: str = "emitter-test",
+          **overrides: object) -> Event:
+    return cloud_event(n, team, user, at, source=source, **overrides)
 
 
 def new_topic(broker: LocalBroker, prefix: str) -> str:

@@ -13,7 +13,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import confluent_kafka
@@ -21,25 +21,16 @@ import pytest
 
 from metering.kafka_io import ensure_topics
 from metering.local.services import LocalBroker, LocalClickHouse
+from tests.builders import account, catalog_yaml, cloud_event, utc
 from tests.integration.pipeline import (
     METERING,
-    POWER_PLAN,
     consume_all,
     run_worker_until_caught_up,
     worker_env,
 )
 
-CATALOG = POWER_PLAN + """
-accounts:
-  - team: team-daniel
-    plan: power
-    start_date: 2026-07-04
-    timezone: UTC
-  - team: team-angela
-    plan: power
-    start_date: 2026-07-04
-    timezone: Europe/Berlin
-"""
+CATALOG = catalog_yaml(account("team-daniel", "2026-07-04"),
+                       account("team-angela", "2026-07-04", timezone="Europe/Berlin"))
 
 
 @dataclass
@@ -56,30 +47,25 @@ class Stack:
         )
 
 
-def event(n: str, team: str, user: str, at: datetime, kind: str = "clock_in") -> dict[str, object]:
-    return {"specversion": "1.0", "id": n, "source": "timeclock", "type": kind,
-            "time": at.isoformat().replace("+00:00", "Z"), "subject": team,
-            "data": {"user_id": user}}
-
-
 def daniel_events() -> list[dict[str, object]]:
     """15 people active during the trial (June), 33 in July's period, more in August."""
-    july = datetime(2026, 7, 4, 0, 30, tzinfo=UTC)
-    out = [event(f"trial-{u}", "team-daniel", f"d{u}", datetime(2026, 6, 25, 9, tzinfo=UTC))
+    july = utc(2026, 7, 4, 0, 30)
+    out = [cloud_event(f"trial-{u}", "team-daniel", f"d{u}", utc(2026, 6, 25, 9))
            for u in range(15)]
     for u in range(33):
         for day in range(3):
             at = july + timedelta(days=u % 28 + day, hours=day)
-            out.append(event(f"jul-{u}-{day}", "team-daniel", f"d{u}", at, "clock_out"))
-    out.append(event("aug-late", "team-daniel", "d99", datetime(2026, 8, 4, 0, 0, 1, tzinfo=UTC)))
+            out.append(cloud_event(f"jul-{u}-{day}", "team-daniel", f"d{u}", at, kind="clock_out"))
+    out.append(cloud_event("aug-late", "team-daniel", "d99", utc(2026, 8, 4, 0, 0, 1)))
     return out
 
 
 def angela_events() -> list[dict[str, object]]:
     """8 people in July's period; 23:30 on 3 Aug in Berlin is 21:30 UTC, still July's period."""
-    base = datetime(2026, 7, 10, 8, tzinfo=UTC)
-    out = [event(f"a-{u}", "team-angela", f"a{u}", base + timedelta(days=u)) for u in range(7)]
-    out.append(event("a-edge", "team-angela", "a-edge", datetime(2026, 8, 3, 21, 30, tzinfo=UTC)))
+    base = utc(2026, 7, 10, 8)
+    out = [cloud_event(f"a-{u}", "team-angela", f"a{u}", base + timedelta(days=u))
+           for u in range(7)]
+    out.append(cloud_event("a-edge", "team-angela", "a-edge", utc(2026, 8, 3, 21, 30)))
     return out
 
 

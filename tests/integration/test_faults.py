@@ -35,6 +35,7 @@ from metering.local.services import (
     free_port,
     start_clickhouse,
 )
+from tests.builders import cloud_event
 from tests.integration.pipeline import scrape
 
 METERING = str(Path(sys.executable).with_name("metering"))
@@ -160,12 +161,11 @@ def make_events(
             continue
         team = rng.choice(TEAM_NAMES)
         at = MONTH_START + timedelta(seconds=rng.randrange(MONTH_SECONDS))
-        out.append({
-            "specversion": "1.0", "id": f"{user_prefix}-{seed}-{n}", "source": "faults",
-            "type": rng.choice(["clock_in", "clock_out", "login", "bot_command", "api_call"]),
-            "time": at.isoformat().replace("+00:00", "Z"), "subject": team,
-            "data": {"user_id": f"{user_prefix}{rng.randrange(users_per_team[team])}"},
-        })
+        # the type is drawn before the user: a seed's events depend on the order of draws
+        kind = rng.choice(["clock_in", "clock_out", "login", "bot_command", "api_call"])
+        user = f"{user_prefix}{rng.randrange(users_per_team[team])}"
+        out.append(cloud_event(f"{user_prefix}-{seed}-{n}", team, user, at, source="faults",
+                               kind=kind))
     return out
 
 

@@ -21,17 +21,14 @@ from kafka import KafkaProducer
 from aggregation import open_store
 from metering.kafka_io import ensure_topics
 from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess, free_port
-from tests.builders import change_wire
+from tests.builders import PREMIUM_PLAN, account, catalog_yaml, change_wire
 from tests.integration.pipeline import METERING, consume_all, eventually, scrape, worker_env
 
 TEAM = "acme"
-CATALOG = f"""
-plans:
-  premium: {{kind: seat, name: Premium, currency: USD, monthly_price: "2.49",
-            billing: annual}}
-accounts:
-  - {{team: {TEAM}, plan: premium, start_date: "2023-06-01", units: 50, members: 41}}
-"""
+CATALOG = catalog_yaml(
+    account(TEAM, "2023-06-01", plan="premium", units=50, members=41),
+    plans={"premium": {**PREMIUM_PLAN, "proration": "exact_days"}},  # a seat plan's default
+)
 POISON = [b"[" * 5000, b"1" * 5000]
 # The worker starts (Faust, a consumer group, the store's schema) before its first change
 DEFAULT_START_TIMEOUT = 120.0

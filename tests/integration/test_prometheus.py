@@ -33,6 +33,7 @@ from metering.local.services import (
     http_answers,
     start_prometheus,
 )
+from tests.builders import account, catalog_yaml, cloud_event
 from tests.integration.pipeline import METERING, Stack, eventually, new_stack
 
 T = TypeVar("T")
@@ -41,21 +42,14 @@ TEAM = "team-scraped"
 AT = datetime(2026, 7, 10, 9, tzinfo=UTC)
 PARTITIONS = 2
 BILLED = "team-billed"  # the catalog team `serve` closes; TEAM stays in calendar months
-CATALOG = f"""
-plans:
-  power: {{name: Power plan, currency: USD, base_fee: "10.00", included_users: 5,
-          overage_price: "2.00"}}
-accounts:
-  - {{team: {BILLED}, plan: power, start_date: 2026-07-04, timezone: UTC}}
-"""
+CATALOG = catalog_yaml(account(BILLED, "2026-07-04"))
 API_TOKENS = "prom-token-1,prom-token-2"
 CLOSE_INTERVAL_SECONDS = "1"
 
 
 def event(n: int, user: str) -> dict[str, object]:
-    return {"specversion": "1.0", "id": f"scrape-{n}", "source": "prom-test",
-            "type": "login", "time": (AT + timedelta(minutes=n)).isoformat(),
-            "subject": TEAM, "data": {"user_id": user}}
+    return cloud_event(f"scrape-{n}", TEAM, user, AT + timedelta(minutes=n), source="prom-test",
+                       kind="login")
 
 
 @dataclass

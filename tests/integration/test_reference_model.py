@@ -47,6 +47,7 @@ from kafka import KafkaProducer
 from aggregation import Store, open_store
 from metering.kafka_io import BrokerError, ensure_topics, wait_for_lag_zero
 from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess, free_port
+from tests.builders import account, catalog_yaml, cloud_event
 from tests.reference import UNKNOWN_TEAM_CLOCK, Clock, FirstEvent, meter, parse_time
 
 METERING = str(Path(sys.executable).with_name("metering"))
@@ -201,9 +202,8 @@ class Ev:
     user: str
 
     def wire(self, slot: int) -> dict[str, object]:
-        return {"specversion": "1.0", "id": event_id(slot, self.event_id), "source": self.source,
-                "type": self.kind, "time": self.time, "subject": team(slot, self.role),
-                "data": {"user_id": self.user}}
+        return cloud_event(event_id(slot, self.event_id), team(slot, self.role), self.user,
+                           self.time, source=self.source, kind=self.kind)
 
 
 @dataclass(frozen=True)
@@ -370,14 +370,11 @@ def assert_matches(expected: View, actual: View, stream: Stream) -> None:
 # ---------------------------------------------------------------- deployments
 
 
-def catalog_yaml() -> str:
-    lines = ["plans:", "  power: {name: Power, currency: USD, base_fee: \"10.00\","
-             " included_users: 5, overage_price: \"2.00\"}", "accounts:"]
-    for slot in range(SLOTS):
-        for role, clock in ROLE_CLOCKS.items():
-            lines.append(f"  - {{team: {team(slot, role)}, plan: power, "
-                         f"start_date: 2023-01-{clock.anchor_day:02d}, timezone: {clock.zone}}}")
-    return "\n".join(lines) + "\n"
+def slot_catalog() -> str:
+    """The Power plan and every slot's accounts, all started in January 2023."""
+    return catalog_yaml(*(account(team(slot, role), f"2023-01-{clock.anchor_day:02d}",
+                                  timezone=clock.zone)
+                          for slot in range(SLOTS) for role, clock in ROLE_CLOCKS.items()))
 
 
 @dataclass
@@ -480,7 +477,7 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("reference")
     catalog = tmp / "catalog.yaml"
-    catalog.write_text(catalog_yaml())
+    catalog.write_text(slot_catalog())
     deployments: list[Deployment] = []
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
     try:

@@ -19,6 +19,7 @@ from aggregation import open_store
 from aggregation.store import ActiveUserRow
 from metering.local.services import LocalBroker, LocalClickHouse
 from schemas.wire import REJECT_REASONS
+from tests.builders import cloud_event
 from tests.integration.pipeline import Stack, consume_all, new_stack
 
 TEAM = "team-hostile"
@@ -39,13 +40,7 @@ def stack(broker: LocalBroker, clickhouse_server: LocalClickHouse, tmp_path: Pat
 def event(
     n: str, user: str | None, at: datetime = GOOD_AT, **overrides: object
 ) -> dict[str, object]:
-    body: dict[str, object] = {
-        "specversion": "1.0", "id": n, "source": "hostile-test", "type": "clock_in",
-        "time": at.isoformat().replace("+00:00", "Z"), "subject": TEAM,
-        "data": {} if user is None else {"user_id": user},
-    }
-    body.update(overrides)
-    return body
+    return cloud_event(n, TEAM, user, at, source="hostile-test", **overrides)
 
 
 def encode(obj: object) -> bytes:

@@ -6,7 +6,6 @@ count once (MAU 1, one event that day) and must not stop the events behind it.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -16,6 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from aggregation import DailyUsage, open_store
 from metering.kafka_io import ensure_topics
 from metering.local.services import LocalBroker, LocalClickHouse
+from tests.builders import event_bytes
 from tests.integration.pipeline import run_worker_until_caught_up, worker_env
 
 TEN_MB = 10 * 1024 * 1024
@@ -24,9 +24,7 @@ JULY = date(2026, 7, 1)  # teams outside any catalog: calendar months in UTC
 
 
 def event(event_id: str, team: str, user: str, at: datetime = AT, **extra: object) -> bytes:
-    return json.dumps({"specversion": "1.0", "id": event_id, "source": "flood", "type": "login",
-                       "time": at.isoformat().replace("+00:00", "Z"), "subject": team,
-                       "data": {"user_id": user}, **extra}).encode()
+    return event_bytes(event_id, team, user, at, source="flood", kind="login", **extra)
 
 
 def test_ten_megabyte_messages_and_a_duplicate_flood(

@@ -33,7 +33,7 @@ from schemas.catalog import Catalog
 from schemas.changes import BillingChange
 from schemas.periods import DEFAULT_CALENDAR
 from schemas.wire import Rejection
-from tests.changes import change_wire
+from tests.builders import change_wire, cloud_event
 
 TEAM = "acme"
 EVENTS_TOPIC = "activity-events"
@@ -145,8 +145,7 @@ def capture(monkeypatch: pytest.MonkeyPatch, topic: Any, sent: list[Sent]) -> No
 
 
 def event(event_id: str, user: str, *, kind: str = "login") -> dict[str, Any]:
-    return {"specversion": "1.0", "id": event_id, "source": "web", "type": kind,
-            "time": AT.isoformat(), "subject": TEAM, "data": {"user_id": user}}
+    return cloud_event(event_id, TEAM, user, AT, source="web", kind=kind)
 
 
 def reasons(sent: list[Sent]) -> list[str]:

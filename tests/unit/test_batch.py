@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from aggregation import ActiveUserRow, DailyUsage, MemoryStore
 from metering.stream import ActivityBatcher, BatchPlan
 from schemas.periods import DEFAULT_CALENDAR, BillingCalendar
+from tests.builders import cloud_event
 
 GRACE = timedelta(hours=1)
 NOW = datetime(2026, 7, 20, 12, tzinfo=UTC)
@@ -24,8 +25,7 @@ JULY = date(2026, 7, 1)
 def event(event_id: str, user: str = "u1", *, team: str = "team-a", source: str = "timeclock",
           at: datetime = datetime(2026, 7, 10, 9, tzinfo=UTC), kind: str = "login"
           ) -> dict[str, Any]:
-    return {"specversion": "1.0", "id": event_id, "source": source, "type": kind,
-            "time": at.isoformat(), "subject": team, "data": {"user_id": user}}
+    return cloud_event(event_id, team, user, at, source=source, kind=kind)
 
 
 def message(*events: dict[str, Any]) -> bytes:

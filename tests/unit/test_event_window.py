@@ -12,13 +12,12 @@ from metering.stream.first_seen import FirstSeen
 from metering.stream.window import EventWindow
 from schemas.events import ActivityEvent
 from schemas.periods import BillingCalendar
+from tests.builders import activity_event
 
 
 def ev(event_id: str, source: str = "timeclock", user: str = "u1",
        at: datetime = datetime(2026, 7, 10, 9, tzinfo=UTC)) -> ActivityEvent:
-    return ActivityEvent.model_validate({
-        "specversion": "1.0", "id": event_id, "source": source, "type": "login",
-        "time": at.isoformat(), "subject": "team-a", "data": {"user_id": user}})
+    return activity_event(event_id, "team-a", user, at, source=source, kind="login")
 
 
 def test_repeats_within_a_batch_and_across_batches_are_dropped() -> None:

@@ -10,38 +10,19 @@ from hypothesis import strategies as st
 
 from aggregation.store import ActiveUserRow
 from metering.stream.first_seen import FirstSeen, Key, calendars_from_catalog
-from schemas.catalog import parse_catalog
 from schemas.events import ActivityEvent
 from schemas.periods import DEFAULT_CALENDAR, BillingCalendar
+from tests.builders import account, catalog, utc
+from tests.builders import activity_event as ev
 
-CATALOG = """
-plans:
-  power: {name: Power, currency: USD, base_fee: "10.00", included_users: 5,
-          overage_price: "2.00"}
-accounts:
-  - {team: team-la, plan: power, start_date: 2026-02-04, timezone: America/Los_Angeles}
-  - {team: team-berlin, plan: power, start_date: 2026-01-31, timezone: Europe/Berlin}
-"""
-CLOCKS = calendars_from_catalog(parse_catalog(CATALOG))
+CLOCKS = calendars_from_catalog(catalog(
+    account("team-la", "2026-02-04", timezone="America/Los_Angeles"),
+    account("team-berlin", "2026-01-31", timezone="Europe/Berlin"),
+))
 
 
 def to_write(fs: FirstSeen, events: list[ActivityEvent]) -> list[ActiveUserRow]:
     return fs.plan(events).active_users
-
-
-def ev(
-    event_id: str, team: str, user: str, at: datetime, *, source: str = "timeclock",
-    kind: str = "clock_in",
-) -> ActivityEvent:
-    return ActivityEvent.model_validate({
-        "specversion": "1.0", "id": event_id, "source": source, "type": kind,
-        "time": at.isoformat(), "subject": team, "data": {"user_id": user},
-    })
-
-
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
-        second: int = 0) -> datetime:
-    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def keyed(rows: list[ActiveUserRow]) -> dict[Key, ActiveUserRow]:
@@ -176,7 +157,7 @@ TEAMS = ["team-la", "team-berlin", "team-x"]
 ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-7))]
 EVENTS = st.builds(
     ev,
-    event_id=st.sampled_from(["a", "b", "c", "d"]),
+    ident=st.sampled_from(["a", "b", "c", "d"]),
     team=st.sampled_from(TEAMS),
     user=st.sampled_from(["u1", "u2", "u3"]),
     # Whole seconds: the store keeps seconds, so "earliest" is decided at that precision.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from random import Random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.builders import cloud_event, utc
 from tests.reference import (
     UNKNOWN_TEAM_CLOCK,
     Clock,
@@ -29,13 +30,7 @@ ACCOUNTS = {"la": LA, "nz": AUCKLAND, "de": BERLIN}
 def ev(
     n: str, team: str, user: str, time: str, *, source: str = "timeclock", kind: str = "login"
 ) -> dict[str, object]:
-    return {"specversion": "1.0", "id": n, "source": source, "type": kind, "time": time,
-            "subject": team, "data": {"user_id": user}}
-
-
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
-        second: int = 0) -> datetime:
-    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    return cloud_event(n, team, user, time, source=source, kind=kind)
 
 
 @pytest.mark.parametrize(

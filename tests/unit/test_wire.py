@@ -28,23 +28,14 @@ from schemas.wire import (
     decode_change,
     decode_message,
 )
-from tests.builders import change_wire
+from tests.builders import change_wire, cloud_event
 
 NOW = datetime(2026, 8, 1, 12, 0, tzinfo=UTC)
 
 
 def event(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": "evt-1",
-        "source": "timeclock",
-        "type": "clock_in",
-        "time": "2026-07-04T08:01:00Z",
-        "subject": "team-acme",
-        "data": {"user_id": "u-42"},
-    }
-    body.update(overrides)
-    return body
+    """A valid event, `overrides` replacing or adding envelope fields (id, type, time...)."""
+    return cloud_event("evt-1", "team-acme", "u-42", "2026-07-04T08:01:00Z", **overrides)
 
 
 def without(path: str) -> dict[str, Any]:
