@@ -12,11 +12,11 @@ from typing import NoReturn
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
+import metering.cli.commands as commands
 from aggregation import StoreError
 from invoicing import CloseError
 from metering import logs
 from metering.api import port_number, serve
-from metering.cli import commands
 from metering.cli.commands import CliError
 from metering.kafka_io import BrokerError
 from metering.runtime import SetupError
