@@ -1,4 +1,4 @@
-"""Reference model of exact MAU metering (ARCHITECTURE.md sections 3 and 4), for tests only.
+"""Reference model of exact MAU metering (README "Events", "Delivery guarantees"), for tests.
 
 Deliberately naive and independent of the implementation: it does not import
 `schemas.periods` or `schemas`, parses RFC 3339 itself and computes billing periods

@@ -1,4 +1,4 @@
-"""The `metering` console script on user mistakes (ARCHITECTURE.md section 5): one clear line
+"""The `metering` console script on user mistakes (README "Command line"): one clear line
 on stderr starting `metering: error:`, a non-zero exit, never a traceback.
 
 Each test runs the real console script in a subprocess. METERING_* variables from the

@@ -2,8 +2,9 @@
 
 Messages are produced with kafka-python directly, bypassing `metering emit`'s validation, all
 into one partition so that the good events produced after the bad ones prove the worker kept
-going past them. ARCHITECTURE.md section 3: every bad message lands in the rejected topic with
-its reason and original bytes, nothing crashes the worker, nothing is silently dropped.
+going past them. The event contract (README "Events"): every bad message lands in the
+rejected topic with its reason and original bytes, nothing crashes the worker, nothing is
+silently dropped.
 """
 
 from __future__ import annotations

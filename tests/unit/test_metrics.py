@@ -1,5 +1,5 @@
 """metering.metrics: the close run record, the capped per-team gauge, lag series of revoked
-partitions, and the naming conventions of ARCHITECTURE.md section 6 for every metric."""
+partitions, and the naming conventions of README "Metrics and logs" for every metric."""
 
 from __future__ import annotations
 
