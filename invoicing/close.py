@@ -16,9 +16,10 @@ billing changes, as stored, replayed from its start. Every schedule is built bef
 is issued, so a history that cannot apply (for example after a catalog edit) stops the close
 with one line and issues nothing.
 
-An invoice is due once grace has elapsed after it arises (a billing date arises at the
-instant it begins in the account's zone, a change at its effective time): for a billing date,
-the instant the worker, too, starts counting an event of the period ending then as late.
+An invoice is due at the moment it arises plus grace (a billing date arises at its local
+midnight and grace counts on the local clock; a change arises at its effective time): for a
+billing date, the moment the worker, too, starts counting an event of the period ending
+then as late.
 
 When the catalog has a `tax` table and the account a `billing_address`, the invoice gets one
 tax line (`invoice_with_tax`); otherwise its tax is zero and it carries no tax line.

@@ -141,8 +141,10 @@ class BillingCalendar:
         return moment.astimezone(self.zone).date()
 
     def midnight(self, day: date) -> datetime:
-        """The instant (UTC) the account's local `day` begins."""
-        return _local_midnight_utc(day, self.zone)
+        """The instant the account's local `day` begins, as a time in the account's zone: a
+        grace added to it counts on the local clock, as billing dates always have (the same
+        as elapsed time except when the clocks change within the grace)."""
+        return datetime.combine(day, time.min, tzinfo=self.zone)
 
     def period_for_date(self, day: date) -> Period:
         return period_for_date(day, self.anchor_day)

@@ -7,9 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from invoicing import due_dates
 from schemas.periods import (
     DEFAULT_ANCHOR_DAY,
     DEFAULT_ZONE,
+    BillingCalendar,
     Period,
     anchor_date,
     billing_dates,
@@ -18,6 +20,7 @@ from schemas.periods import (
     period_for_date,
     previous_anchor_date,
 )
+from tests.builders import account, catalog
 
 D = date.fromisoformat
 
@@ -246,3 +249,20 @@ def test_period_boundaries_round_trip(moment: datetime, anchor: int, zone: ZoneI
     assert period_containing(period.end_utc(zone), anchor_day=anchor, zone=zone).start == (
         period.end
     )
+
+
+def test_grace_after_a_billing_date_counts_on_the_local_clock() -> None:
+    """Berlin moves its clocks from 02:00 to 03:00 on 29 Mar 2026: midnight plus six hours is
+    06:00 CEST, 04:00 UTC, although only five hours have elapsed since midnight (23:00 UTC).
+    The worker's "closed" and the close's due time agree on that moment."""
+    calendar = BillingCalendar(29, ZoneInfo("Europe/Berlin"))
+    grace = timedelta(hours=6)
+    due = datetime(2026, 3, 29, 4, tzinfo=UTC)
+    second = timedelta(seconds=1)
+    assert calendar.midnight(D("2026-03-29")) + grace == due
+    assert not calendar.closed(D("2026-02-28"), now=due - second, grace=grace)
+    assert calendar.closed(D("2026-02-28"), now=due, grace=grace)
+    berlin = catalog(account("berlin", "2026-01-29", timezone="Europe/Berlin")).account("berlin")
+    assert berlin is not None
+    assert due_dates(berlin, as_of=due - second, grace=grace)[-1] == D("2026-02-28")
+    assert due_dates(berlin, as_of=due, grace=grace)[-1] == D("2026-03-29")
