@@ -10,29 +10,22 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, start_http_server
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Column
 
 from invoicing import CloseResult, check_change
+from metering.cli.progress import counting, progress_bar, show_progress, team_bar
 from metering.cli.report import invoice_table, usage_table
 from metering.closing import run_close
 from metering.kafka_io import ensure_topics, make_producer
@@ -98,21 +91,6 @@ def tune_collector() -> None:
     gc.set_threshold(DEFAULT_GC_YOUNG_THRESHOLD, middle, old)
 
 
-def show_progress(args: argparse.Namespace) -> bool:
-    """A progress bar on stderr when asked (--progress) or when a person watches it."""
-    return bool(args.progress) or sys.stderr.isatty()
-
-
-# A long path or team name must not push the bar off an 80-column pipe.
-DEFAULT_DESCRIPTION_WIDTH = 32
-
-
-def _progress(*columns: ProgressColumn) -> Progress:
-    description = TextColumn("{task.description}", table_column=Column(
-        max_width=DEFAULT_DESCRIPTION_WIDTH, no_wrap=True, overflow="ellipsis"))
-    return Progress(description, *columns, console=Console(stderr=True, force_terminal=True))
-
-
 def _open_source(source: str) -> tuple[BinaryIO, int | None]:
     """The input of emit and backfill, and its size in bytes when it is a regular file."""
     if source == "-":
@@ -136,21 +114,6 @@ def _read(source: str, handle: BinaryIO) -> Iterator[bytes]:
         raise CliError(f"{source}: cannot read ({exc.strerror})") from exc
 
 
-# Advancing a rich bar costs a lock and a clock read: done per this many bytes, not per line.
-DEFAULT_PROGRESS_STEP_BYTES = 64 * 1024
-
-
-def _counting(lines: Iterable[bytes], progress: Progress, task: TaskID) -> Iterator[bytes]:
-    step = 0
-    for line in lines:
-        yield line
-        step += len(line)
-        if step >= DEFAULT_PROGRESS_STEP_BYTES:
-            progress.advance(task, step)
-            step = 0
-    progress.advance(task, step)
-
-
 def _send_lines(source: str, settings: Settings, *, progress: bool, changes: bool = False
                 ) -> int:
     """emit and backfill: validate and send the lines (activity events, or billing changes
@@ -171,12 +134,12 @@ def _send_lines(source: str, settings: Settings, *, progress: bool, changes: boo
         try:
             lines = _read(source, handle)
             if progress:
-                with _progress(
+                with progress_bar(
                     BarColumn(), DownloadColumn(),
                     TransferSpeedColumn(), TimeRemainingColumn(),
                 ) as bar:
                     task = bar.add_task(f"sending {source}", total=size)
-                    report = send(_counting(lines, bar, task), producer)
+                    report = send(counting(lines, bar, task), producer)
             else:
                 report = send(lines, producer)
         finally:
@@ -233,24 +196,13 @@ def usage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _team_bar(stack: contextlib.ExitStack, teams: int) -> Callable[[str], None]:
-    """A bar over `teams`, closed with `stack`; the returned callable advances it."""
-    bar = stack.enter_context(_progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()))
-    task = bar.add_task("closing", total=teams)
-
-    def advance(team: str) -> None:
-        bar.update(task, advance=1, description=f"closed {team}")
-
-    return advance
-
-
 def close_with_progress(settings: Settings, *, as_of: datetime, team: str | None,
                         progress: bool) -> CloseResult:
     """The close of the settings' catalog; with `progress`, a bar counts the teams."""
     catalog = load_settings_catalog(settings, required=True)
     with contextlib.ExitStack() as stack:
         if progress:
-            bar = _team_bar(stack, 1 if team is not None else len(catalog.accounts))
+            bar = team_bar(stack, 1 if team is not None else len(catalog.accounts))
             return run_close(settings, catalog=catalog, as_of=as_of, team=team, on_team=bar)
         return run_close(settings, catalog=catalog, as_of=as_of, team=team)
 
