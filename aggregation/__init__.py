@@ -9,8 +9,10 @@ from aggregation._schema import check_database
 from aggregation._server import ServerStore
 from aggregation.memory import MemoryStore
 from aggregation.store import (
+    ActiveUserColumns,
     ActiveUserRow,
     DailyUsage,
+    EventColumns,
     EventRow,
     Store,
     StoredChange,
@@ -19,8 +21,10 @@ from aggregation.store import (
 )
 
 __all__ = [
+    "ActiveUserColumns",
     "ActiveUserRow",
     "DailyUsage",
+    "EventColumns",
     "EventRow",
     "MemoryStore",
     "Store",

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple, Protocol, Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from schemas import BillingChange
+
+EPOCH_DAY = date(1970, 1, 1)
+Days = npt.NDArray[np.int32]
+"""Dates as days since 1970-01-01 (ClickHouse `Date`)."""
+Seconds = npt.NDArray[np.int64]
+"""Instants as UTC seconds since the epoch (ClickHouse `DateTime('UTC')`)."""
 
 
 # Rows are named tuples: the worker builds two per event, and tuples are the cheapest
@@ -34,6 +43,67 @@ class EventRow(NamedTuple):
     event_id: str
     user_id: str
     time: datetime  # timezone-aware, stored as UTC seconds
+
+
+def _date(days: int) -> date:
+    return EPOCH_DAY + timedelta(days=days)
+
+
+def _instant(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class EventColumns:
+    """Counted events as columns (the worker's write), one entry per event in each."""
+
+    team: Sequence[str]
+    period_start: Days
+    day: Days  # local date in the team's billing zone
+    event_type: Sequence[str]
+    source: Sequence[str]
+    event_id: Sequence[str]
+    user_id: Sequence[str]
+    time: Seconds
+
+    def __len__(self) -> int:
+        return len(self.team)
+
+    def rows(self) -> list[EventRow]:
+        """The same events as rows (tests, the in-memory store)."""
+        return [
+            EventRow(team, _date(int(start)), _date(int(day)), kind, source, event_id, user,
+                     _instant(int(at)))
+            for team, start, day, kind, source, event_id, user, at in zip(
+                self.team, self.period_start, self.day, self.event_type, self.source,
+                self.event_id, self.user_id, self.time, strict=True)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveUserColumns:
+    """First-seen (team, period, user) rows as columns, one entry per row in each."""
+
+    team: Sequence[str]
+    period_start: Days
+    user_id: Sequence[str]
+    first_time: Seconds
+    event_id: Sequence[str]
+    source: Sequence[str]
+    event_type: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.team)
+
+    def rows(self) -> list[ActiveUserRow]:
+        """The same first-seen rows as rows (tests, the in-memory store)."""
+        return [
+            ActiveUserRow(team, _date(int(start)), user, _instant(int(at)), event_id, source,
+                          kind)
+            for team, start, user, at, event_id, source, kind in zip(
+                self.team, self.period_start, self.user_id, self.first_time, self.event_id,
+                self.source, self.event_type, strict=True)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +158,12 @@ class Store(Protocol):
 
     def add_events(self, rows: Sequence[EventRow]) -> None:
         """Write counted events; the same (source, id) again never changes a count."""
+
+    def add_event_columns(self, columns: EventColumns) -> None:
+        """`add_events` for the worker's columns: one insert, no object per row."""
+
+    def add_active_user_columns(self, columns: ActiveUserColumns) -> None:
+        """`add_active_users` for the worker's columns: one insert, no object per row."""
 
     def daily_usage(self, team: str, period_start: date) -> list[DailyUsage]:
         """Distinct events and users per local day and event type, ordered by day, type."""
