@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import pyarrow as pa  # type: ignore[import-untyped]
 from chdb import session
 from clickhouse_driver.util.escape import escape_param, escape_params
 
-from aggregation._schema import Param, Row, SqlStore
+from aggregation._schema import Column, Dates, Param, Row, SqlStore, Strings
 from aggregation.store import StoreError
 
 DATABASE = "metering"
@@ -48,6 +50,17 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _arrow(column: Column) -> Any:
+    """`column` as an Arrow array (a pyarrow.Array) built without a Python step per value.
+    chdb reads them as Nullable(String), Nullable(Date32) and Nullable(DateTime64(0, 'UTC'))
+    and converts on insert; nothing is null and the values are checked to fit."""
+    if isinstance(column, Strings):
+        return pa.array(column.values, pa.string())
+    if isinstance(column, Dates):
+        return pa.array(column.days, pa.int32()).cast(pa.date32())
+    return pa.array(column.seconds, pa.int64()).cast(pa.timestamp("s", tz="UTC"))
+
+
 class ChdbStore(SqlStore):
     def __init__(self, path: str | Path) -> None:
         super().__init__(DATABASE)
@@ -61,14 +74,20 @@ class ChdbStore(SqlStore):
         except RuntimeError as exc:
             raise StoreError(f"chdb {self.path}: {_one_line(exc)}") from exc
 
-    def _query(self, sql: str) -> bytes:
+    @contextmanager
+    def _calling(self) -> Iterator[_Session]:
+        """The open session, held alone; engine errors become StoreError."""
         with self._lock:
             if self._session is None:
                 raise StoreError(f"chdb {self.path}: store is closed")
             try:
-                raw: bytes = self._session.query(sql, "JSONCompact").bytes()
+                yield self._session
             except RuntimeError as exc:
                 raise StoreError(f"chdb {self.path}: {_one_line(exc)}") from exc
+
+    def _query(self, sql: str) -> bytes:
+        with self._calling() as chdb_session:
+            raw: bytes = chdb_session.query(sql, "JSONCompact").bytes()
         return raw
 
     def _execute(self, sql: str) -> None:
@@ -84,6 +103,16 @@ class ChdbStore(SqlStore):
             chunk = rows[start : start + _ROWS_PER_INSERT]
             values = ", ".join("(" + ", ".join(map(_literal, row)) + ")" for row in chunk)
             self._query(f"{sql} {values}")
+
+    def _insert_columns(self, sql: str, columns: Sequence[Column]) -> None:
+        # chdb's Python() table function finds `arrow_rows` by name in the frames that call
+        # session.query, nearest first: it must stay a local of this method, which calls it.
+        arrow_rows = pa.Table.from_arrays(  # noqa: F841 - read by name by Python() below
+            [_arrow(column) for column in columns], names=[column.name for column in columns]
+        )
+        insert = f"{sql} SELECT * FROM Python(arrow_rows)"  # noqa: S608 - sql is ours, no values
+        with self._calling() as chdb_session:
+            chdb_session.query(insert, "JSONCompact")
 
     def close(self) -> None:
         with self._lock:

@@ -5,26 +5,43 @@ so the DDL sticks to the types and engines both have. Tables are ReplacingMergeT
 whose sort key is the whole stored row: a merge (or chdb's dedup on insert) keeps
 only the last row per key, so a shorter key could drop the earliest event, while a
 full key collapses nothing but exact replays. Every read aggregates, so it is exact
-whatever the merge state. Values are `%(name)s` placeholders escaped client-side;
-only the validated database name is formatted in.
+whatever the merge state. Values are `%(name)s` placeholders escaped client-side,
+or typed columns handed to the engine (`Column`); only the validated database name and
+this module's column names are formatted in.
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from aggregation.store import ActiveUserRow, DailyUsage, EventRow, StoredChange, StoredInvoice
+import numpy as np
+import numpy.typing as npt
+
+from aggregation.store import (
+    EPOCH_DAY,
+    ActiveUserColumns,
+    ActiveUserRow,
+    DailyUsage,
+    Days,
+    EventColumns,
+    EventRow,
+    Seconds,
+    StoredChange,
+    StoredInvoice,
+)
 
 Param = str | int | date
 Row = Sequence[Any]
 
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_DATETIME = 2**32  # DateTime is UInt32 seconds
+_MAX_DATE = 2**16  # Date is UInt16 days: 1970-01-01 to 2149-06-06
+_EPOCH_ORDINAL = EPOCH_DAY.toordinal()
 
 CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS {db}"
 
@@ -77,16 +94,6 @@ CREATE TABLE IF NOT EXISTS {db}.billing_changes (
     inserted_at DateTime('UTC') DEFAULT now()
 ) ENGINE = ReplacingMergeTree() ORDER BY (team, source, change_id, time, body)
 """
-
-INSERT_ACTIVE_USERS = (
-    "INSERT INTO {db}.active_users"
-    " (team, period_start, user_id, first_time, event_id, source, event_type) VALUES"
-)
-
-INSERT_EVENTS = (
-    "INSERT INTO {db}.events"
-    " (team, period_start, day, event_type, source, event_id, user_id, time) VALUES"
-)
 
 INSERT_INVOICE = "INSERT INTO {db}.invoices (team, invoice_date, reference, body) VALUES"
 
@@ -172,8 +179,6 @@ def schema_statements(database: str) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class Statements:
     schema: list[str]
-    insert_active_users: str
-    insert_events: str
     insert_invoice: str
     insert_changes: str
     daily_usage: str
@@ -190,8 +195,6 @@ class Statements:
         db = check_database(database)
         return cls(
             schema=schema_statements(db),
-            insert_active_users=INSERT_ACTIVE_USERS.format(db=db),
-            insert_events=INSERT_EVENTS.format(db=db),
             insert_invoice=INSERT_INVOICE.format(db=db),
             insert_changes=INSERT_CHANGES.format(db=db),
             daily_usage=SELECT_DAILY_USAGE.format(db=db),
@@ -214,6 +217,149 @@ def _unix_seconds(moment: datetime) -> int:
     return seconds
 
 
+@dataclass(frozen=True, slots=True)
+class Strings:
+    """A `String` column of an insert."""
+
+    name: str
+    values: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Dates:
+    """A `Date` column of an insert: days since 1970-01-01."""
+
+    name: str
+    days: Days
+
+
+@dataclass(frozen=True, slots=True)
+class Instants:
+    """A `DateTime('UTC')` column of an insert: UTC seconds since the epoch."""
+
+    name: str
+    seconds: Seconds
+
+
+Column = Strings | Dates | Instants
+
+
+def _length(column: Column) -> int:
+    if isinstance(column, Strings):
+        return len(column.values)
+    return len(column.days if isinstance(column, Dates) else column.seconds)
+
+
+def _day_text(days: int) -> str:
+    return str(np.datetime64(days, "D"))
+
+
+def _instant_text(seconds: int) -> str:
+    return f"{np.datetime64(seconds, 's')}+00:00"
+
+
+def _check_range(
+    name: str, values: npt.NDArray[Any], end: int, what: str, text: Callable[[int], str]
+) -> None:
+    """ValueError unless every value is an integer in [0, end); vectorised, `values` non-empty.
+    The message shows the first value outside as `text` writes it."""
+    if not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got dtype {values.dtype}")
+    outside = (values < 0) | (values >= end)
+    if outside.any():
+        first = int(values[int(np.argmax(outside))])
+        raise ValueError(f"{name} {text(first)} is outside {what}")
+
+
+def checked_length(columns: Sequence[Column]) -> int:
+    """The number of rows of `columns`, once every column has that many, every date is in
+    Date's range and every time in DateTime's; ValueError otherwise. No loop per row."""
+    lengths = {column.name: _length(column) for column in columns}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"columns must have the same length, got {lengths}")
+    count = next(iter(lengths.values()), 0)
+    if count:
+        for column in columns:
+            if isinstance(column, Dates):
+                _check_range(column.name, column.days, _MAX_DATE,
+                             "Date's range (1970-01-01 to 2149-06-06)", _day_text)
+            elif isinstance(column, Instants):
+                _check_range(column.name, column.seconds, _MAX_DATETIME, "DateTime's range",
+                             _instant_text)
+    return count
+
+
+def event_table(columns: EventColumns) -> list[Column]:
+    """The `events` columns of an insert, named as in the table."""
+    return [
+        Strings("team", columns.team),
+        Dates("period_start", columns.period_start),
+        Dates("day", columns.day),
+        Strings("event_type", columns.event_type),
+        Strings("source", columns.source),
+        Strings("event_id", columns.event_id),
+        Strings("user_id", columns.user_id),
+        Instants("time", columns.time),
+    ]
+
+
+def active_user_table(columns: ActiveUserColumns) -> list[Column]:
+    """The `active_users` columns of an insert, named as in the table."""
+    return [
+        Strings("team", columns.team),
+        Dates("period_start", columns.period_start),
+        Strings("user_id", columns.user_id),
+        Instants("first_time", columns.first_time),
+        Strings("event_id", columns.event_id),
+        Strings("source", columns.source),
+        Strings("event_type", columns.event_type),
+    ]
+
+
+def _days(dates: Sequence[date]) -> Days:
+    """Days since 1970-01-01, unchecked (`checked_length` checks Date's range)."""
+    return np.fromiter((day.toordinal() - _EPOCH_ORDINAL for day in dates), np.int32,
+                       count=len(dates))
+
+
+def _seconds(moments: Sequence[datetime]) -> Seconds:
+    """UTC seconds; ValueError for a naive time or one outside DateTime's range."""
+    return np.fromiter(map(_unix_seconds, moments), np.int64, count=len(moments))
+
+
+def event_columns(rows: Sequence[EventRow]) -> EventColumns:
+    """`rows` as columns; ValueError for a naive time or one outside DateTime's range."""
+    return EventColumns(
+        team=[row.team for row in rows],
+        period_start=_days([row.period_start for row in rows]),
+        day=_days([row.day for row in rows]),
+        event_type=[row.event_type for row in rows],
+        source=[row.source for row in rows],
+        event_id=[row.event_id for row in rows],
+        user_id=[row.user_id for row in rows],
+        time=_seconds([row.time for row in rows]),
+    )
+
+
+def active_user_columns(rows: Sequence[ActiveUserRow]) -> ActiveUserColumns:
+    """`rows` as columns; ValueError for a naive time or one outside DateTime's range."""
+    return ActiveUserColumns(
+        team=[row.team for row in rows],
+        period_start=_days([row.period_start for row in rows]),
+        user_id=[row.user_id for row in rows],
+        first_time=_seconds([row.first_time for row in rows]),
+        event_id=[row.event_id for row in rows],
+        source=[row.source for row in rows],
+        event_type=[row.event_type for row in rows],
+    )
+
+
+def _column_insert(database: str, table: str, columns: Iterable[Column]) -> str:
+    """`INSERT INTO db.table (names)`, without a source of rows."""
+    names = ", ".join(column.name for column in columns)
+    return f"INSERT INTO {database}.{table} ({names})"
+
+
 class SqlStore(ABC):
     """The Store contract over an engine that can run the shared statements."""
 
@@ -234,6 +380,11 @@ class SqlStore(ABC):
         """Append rows to an `INSERT ... VALUES` statement."""
 
     @abstractmethod
+    def _insert_columns(self, sql: str, columns: Sequence[Column]) -> None:
+        """Insert `columns` (checked, non-empty) in one statement: `sql` is
+        `INSERT INTO db.table (names)` naming them in order, without a source of rows."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the engine."""
 
@@ -242,39 +393,22 @@ class SqlStore(ABC):
             self._execute(statement)
 
     def add_active_users(self, rows: Sequence[ActiveUserRow]) -> None:
-        if not rows:
-            return
-        values = [
-            (
-                row.team,
-                row.period_start,
-                row.user_id,
-                _unix_seconds(row.first_time),
-                row.event_id,
-                row.source,
-                row.event_type,
-            )
-            for row in rows
-        ]
-        self._insert(self._sql.insert_active_users, values)
+        if rows:
+            self.add_active_user_columns(active_user_columns(rows))
 
     def add_events(self, rows: Sequence[EventRow]) -> None:
-        if not rows:
-            return
-        values = [
-            (
-                row.team,
-                row.period_start,
-                row.day,
-                row.event_type,
-                row.source,
-                row.event_id,
-                row.user_id,
-                _unix_seconds(row.time),
-            )
-            for row in rows
-        ]
-        self._insert(self._sql.insert_events, values)
+        if rows:
+            self.add_event_columns(event_columns(rows))
+
+    def add_active_user_columns(self, columns: ActiveUserColumns) -> None:
+        self._write_columns("active_users", active_user_table(columns))
+
+    def add_event_columns(self, columns: EventColumns) -> None:
+        self._write_columns("events", event_table(columns))
+
+    def _write_columns(self, table: str, columns: Sequence[Column]) -> None:
+        if checked_length(columns):
+            self._insert_columns(_column_insert(self.database, table, columns), columns)
 
     def daily_usage(self, team: str, period_start: date) -> list[DailyUsage]:
         rows = self._select(self._sql.daily_usage, {"team": team, "period_start": period_start})

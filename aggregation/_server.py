@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from clickhouse_driver import Client
 from clickhouse_driver import errors as driver_errors
 
-from aggregation._schema import Param, Row, SqlStore
+from aggregation._schema import Column, Dates, Param, Row, SqlStore, Strings
 from aggregation.store import StoreError
 
 # OSError covers refused and reset connections that the driver lets through unwrapped.
@@ -22,8 +25,21 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _numpy(column: Column) -> npt.NDArray[Any]:
+    """`column` as the driver's NumPy mode writes it without a Python step per value (but
+    the UTF-8 encoding of strings): strings as objects, dates and instants as datetime64."""
+    if isinstance(column, Strings):
+        return np.asarray(column.values, dtype=object)
+    if isinstance(column, Dates):
+        return column.days.astype("datetime64[D]")
+    return column.seconds.astype("datetime64[s]")
+
+
 class ServerStore(SqlStore):
-    """One connection, re-opened by the driver on the first call after a failure."""
+    """Two connections, each re-opened by the driver on the first call after a failure: one
+    for statements and reads (rows come back as tuples), one in the driver's NumPy mode for
+    the column inserts, made on the first of them (NumPy mode imports pandas, which a reader
+    does not need to wait for)."""
 
     def __init__(
         self,
@@ -40,8 +56,8 @@ class ServerStore(SqlStore):
         self.host = host
         self.port = port
         self.user = user or "default"
-        # No database on the connection: it may not exist until ensure_schema.
-        self._client = Client(
+        # No database on the connections: it may not exist until ensure_schema.
+        self._options: dict[str, Any] = dict(
             host=host,
             port=port,
             user=self.user,
@@ -50,12 +66,16 @@ class ServerStore(SqlStore):
             send_receive_timeout=send_receive_timeout,
             sync_request_timeout=connect_timeout,
         )
-        # A driver connection cannot run two queries at once.
+        self._client = Client(**self._options)
+        self._inserter: Client | None = None
+        # A driver connection cannot run two queries at once: one lock per client.
         self._lock = threading.Lock()
+        self._insert_lock = threading.Lock()
 
     @contextmanager
-    def _calling(self) -> Iterator[None]:
-        with self._lock:
+    def _calling(self, lock: threading.Lock | None = None) -> Iterator[None]:
+        """Hold `lock` (the reading client's by default); engine errors become StoreError."""
+        with self._lock if lock is None else lock:
             try:
                 yield
             except _ENGINE_ERRORS as exc:
@@ -74,6 +94,16 @@ class ServerStore(SqlStore):
         with self._calling():
             self._client.execute(sql, list(rows))
 
+    def _insert_columns(self, sql: str, columns: Sequence[Column]) -> None:
+        arrays = [_numpy(column) for column in columns]
+        with self._calling(self._insert_lock):
+            if self._inserter is None:
+                self._inserter = Client(**self._options, settings={"use_numpy": True})
+            self._inserter.execute(f"{sql} VALUES", arrays, columnar=True)
+
     def close(self) -> None:
         with self._lock:
             self._client.disconnect()
+        with self._insert_lock:
+            if self._inserter is not None:
+                self._inserter.disconnect()

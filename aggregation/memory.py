@@ -2,9 +2,10 @@
 
 It answers every read as the ClickHouse engines do (the shared contract suite runs on all
 three): writes are idempotent by key; a user's first event is the smallest (first_time,
-event_id, source, event_type); times are kept as whole UTC seconds and naive ones refused;
-strings sort by their UTF-8 bytes; and nothing works before `ensure_schema`. Everything is
-lost when the process ends.
+event_id, source, event_type); times are kept as whole UTC seconds and naive ones refused,
+and times and dates outside DateTime's and Date's ranges too; strings sort by their UTF-8
+bytes; and nothing works before `ensure_schema`. Column writes are row writes of
+`columns.rows()`. Everything is lost when the process ends.
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
-from aggregation._schema import _unix_seconds
+from aggregation._schema import (
+    _unix_seconds,
+    active_user_columns,
+    active_user_table,
+    checked_length,
+    event_columns,
+    event_table,
+)
 from aggregation.store import (
+    ActiveUserColumns,
     ActiveUserRow,
     DailyUsage,
+    EventColumns,
     EventRow,
     StoredChange,
     StoredInvoice,
@@ -67,7 +77,10 @@ class MemoryStore:
     def add_active_users(self, rows: Sequence[ActiveUserRow]) -> None:
         if not rows:
             return
-        kept = [row._replace(first_time=_seconds(row.first_time)) for row in rows]
+        # Through columns for the engines' checks; back as rows in whole UTC seconds.
+        columns = active_user_columns(rows)
+        checked_length(active_user_table(columns))
+        kept = columns.rows()
         with self._lock:
             self._check_schema()
             for row in kept:
@@ -79,11 +92,22 @@ class MemoryStore:
     def add_events(self, rows: Sequence[EventRow]) -> None:
         if not rows:
             return
-        kept = [row._replace(time=_seconds(row.time)) for row in rows]
+        columns = event_columns(rows)
+        checked_length(event_table(columns))
+        kept = columns.rows()
         with self._lock:
             self._check_schema()
             for row in kept:
                 self._events.setdefault((row.team, row.period_start), set()).add(row)
+
+    def add_active_user_columns(self, columns: ActiveUserColumns) -> None:
+        # Checked first: rows() would fail on other errors for a bad date or time.
+        if checked_length(active_user_table(columns)):
+            self.add_active_users(columns.rows())
+
+    def add_event_columns(self, columns: EventColumns) -> None:
+        if checked_length(event_table(columns)):
+            self.add_events(columns.rows())
 
     def daily_usage(self, team: str, period_start: date) -> list[DailyUsage]:
         with self._lock:

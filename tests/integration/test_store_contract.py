@@ -13,7 +13,7 @@ from aggregation._schema import SqlStore
 from aggregation._server import ServerStore
 from metering.local.services import LocalClickHouse
 from tests.store_contract import *  # noqa: F403
-from tests.store_contract import JAN, Merge, user_row
+from tests.store_contract import JAN, Merge, user_columns, user_row
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +39,14 @@ def test_server_store_fails_while_down_and_recovers(clickhouse_server: LocalClic
         try:
             with pytest.raises(StoreError, match="clickhouse 127.0.0.1"):
                 store.mau("acme", JAN)
-            with pytest.raises(StoreError):
+            with pytest.raises(StoreError, match="clickhouse 127.0.0.1"):
                 store.add_active_users([user_row("u2")])
+            with pytest.raises(StoreError, match="clickhouse 127.0.0.1"):
+                store.add_active_user_columns(user_columns([user_row("u3")]))
         finally:
             clickhouse_server.start()
         store.add_active_users([user_row("u2")])
-        assert store.mau("acme", JAN) == 2
+        store.add_active_user_columns(user_columns([user_row("u3")]))
+        assert store.mau("acme", JAN) == 3
     finally:
         store.close()
