@@ -59,7 +59,16 @@ integration: system-deps $(STAMP)
 test: system-deps lint unit integration
 
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py
+	@out="$(BENCH_OUT)"; if [ -n "$$out" ]; then mkdir -p "$$out"; else out=$$(mktemp -d); fi; \
+	status=0; \
+	for run in "batch server" "single server" "batch chdb"; do set -- $$run; \
+	  echo "== bench/throughput.py --mode $$1 --store $$2 --json $(BENCH_ARGS)" >&2; \
+	  $(BIN)/python bench/throughput.py --mode $$1 --store $$2 --json $(BENCH_ARGS) \
+	    > "$$out/$$1-$$2.json" || status=1; \
+	done; \
+	$(BIN)/python bench/table.py "$$out/batch-server.json" "$$out/single-server.json" \
+	  "$$out/batch-chdb.json" || status=1; \
+	[ -n "$(BENCH_OUT)" ] || rm -rf "$$out"; exit $$status
 
 clean:
 	rm -rf $(VENV) build *.egg-info

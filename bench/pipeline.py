@@ -1,9 +1,12 @@
-"""The real `metering worker` on the backlog, then on a paced live stream, then its store.
+"""The real `metering worker` processes on the backlog, then on a paced live stream, then
+what their store holds.
 
 Steady state runs from the first commit the group makes to the poll that sees every
 partition committed to its end; committed offsets become events through the baseline's
-per-offset counts. Latency comes from marker events with users of their own, whose first-seen
-rows carry ClickHouse's `inserted_at`. Memory and CPU time are read from /proc.
+per-offset counts. With `--workers N` the N processes share one consumer group (one Faust
+app id), each with its own metrics port and work folder; the figures are the group's, and
+each worker's share comes from its own `metering_events_received_total`. Memory and CPU
+time are read from /proc, the worker's state from its /metrics. Latency: see live.py.
 """
 
 from __future__ import annotations
@@ -18,24 +21,22 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 from baseline import STALL_SECONDS, BareRun, BenchError, OffsetIndex
-from clickhouse_driver import Client
-from clickhouse_driver import errors as clickhouse_errors
 from kafka import KafkaConsumer, TopicPartition
-from workload import Stream, encode
+from live import Arrival, LiveRun, MarkerWatch, run_live
+from stores import StoreCounts, chdb_url, read_chdb_store, read_server_store
+from workload import Stream
 
-from metering.kafka_io import make_producer, wait_for_lag_zero
+from metering.kafka_io import wait_for_lag_zero
 from metering.local import LocalBroker, LocalClickHouse, ManagedProcess, free_port
-from metering.producer import BatchingEmitter
 
 DEFAULT_LIVE_SHARE = 0.5  # of the measured steady rate, when no live rate is given
 POLL_SECONDS = 0.25
 START_POLL_SECONDS = 0.05
 LIVE_DRAIN_TIMEOUT = 300.0
-MARKER_PREFIX = "probe-"
+MARKER_WAIT_SECONDS = 10.0  # after the group's lag is zero, for the last poll to see them
 
 
 def _status_kib(pid: int, field_name: str) -> int:
@@ -101,15 +102,54 @@ def py_spy_binary() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class PipelineRun:
-    total_seconds: float
-    steady_seconds: float | None
-    steady_events: int
+class WorkerOptions:
+    """How the workers run and how the live stream is paced, from the command line."""
+
+    mode: str
+    store: str  # "server" or "chdb"
+    workers: int
+    partitions: int
+    batch_events: int | None
+    batch_bytes: int | None
+    linger_seconds: float | None
+    profile: Path | None
+    live_rate: float | None
+    live_seconds: float
+    sample_every: int
+
+
+@dataclass(eq=False)
+class Worker:
+    """One `metering worker` process of the group, with its own metrics port."""
+
+    index: int
+    process: ManagedProcess
+    metrics_port: int
+    rss_before_kib: int | None = None
+
+    def profile_path(self, profile: Path, workers: int) -> Path:
+        if workers == 1:
+            return profile
+        return profile.with_name(f"{profile.stem}-w{self.index}{profile.suffix}")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """One worker once the backlog is consumed."""
+
     rss_before_kib: int | None
     rss_after_kib: int
     peak_rss_kib: int
     cpu_seconds: float
     metrics: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRun:
+    total_seconds: float
+    steady_seconds: float | None
+    steady_events: int
+    workers: list[WorkerState]
 
     @property
     def steady_rate(self) -> float | None:
@@ -117,28 +157,42 @@ class PipelineRun:
         return None if not self.steady_seconds else self.steady_events / self.steady_seconds
 
 
+def _start_profiles(workers: list[Worker], profile: Path) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [py_spy_binary(), "record", "--pid", str(w.process.pid), "--rate", "100",
+             "--format", "raw", "--output", str(w.profile_path(profile, len(workers))),
+             "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for w in workers
+    ]
+
+
 def run_pipeline(
-    worker: ManagedProcess, progress: Progress, *, metrics_port: int, total_events: int,
-    profile: Path | None,
+    workers: list[Worker], progress: Progress, *, total_events: int, profile: Path | None,
 ) -> PipelineRun:
-    """Spawn the worker and poll its group's committed offsets until the backlog is done."""
+    """Spawn the workers and poll their group's committed offsets until the backlog is done."""
     started = time.perf_counter()
-    worker.spawn()
-    spy: subprocess.Popen[bytes] | None = None
+    for worker in workers:
+        worker.process.spawn()
+    spies: list[subprocess.Popen[bytes]] = []
     try:
         first_commit: tuple[float, int] | None = None
-        rss_before: int | None = None
         events, moved = 0, started
         while True:
-            if not worker.alive():
-                raise BenchError(f"worker exited with {total_events - events} events left: "
-                                 f"{worker.log_tail()}")
-            if rss_before is None and first_commit is None:
-                # /metrics is served once the app is built, before Faust starts its consumer
-                # (an idle worker stays at this RSS); the first answer marks the baseline.
-                metrics = worker_metrics(metrics_port)
-                if metrics is not None and metrics.get("metering_messages_total") == 0:
-                    rss_before = _status_kib(worker.pid, "VmRSS")
+            for worker in workers:
+                if not worker.process.alive():
+                    raise BenchError(f"worker {worker.index} exited with "
+                                     f"{total_events - events} events left: "
+                                     f"{worker.process.log_tail()}")
+                if worker.rss_before_kib is None and first_commit is None:
+                    # /metrics is served once the app is built, before Faust starts its
+                    # consumer (an idle worker stays at this RSS); the first answer is the
+                    # baseline.
+                    metrics = worker_metrics(worker.metrics_port)
+                    if metrics is not None and metrics.get("metering_messages_total") == 0:
+                        worker.rss_before_kib = _status_kib(worker.process.pid, "VmRSS")
             current, done = progress.poll()
             now = time.perf_counter()
             if done:
@@ -146,130 +200,36 @@ def run_pipeline(
             if current != events:
                 events, moved = current, now
             elif now - moved > STALL_SECONDS:
-                raise BenchError(f"worker made no progress for {STALL_SECONDS:.0f}s "
+                raise BenchError(f"workers made no progress for {STALL_SECONDS:.0f}s "
                                  f"with {total_events - events} events left: "
-                                 f"{worker.log_tail()}")
+                                 f"{workers[0].process.log_tail()}")
             if first_commit is None and current > 0:
                 first_commit = (now, current)
                 if profile is not None:
-                    spy = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                        [py_spy_binary(), "record", "--pid", str(worker.pid), "--rate", "100",
-                         "--format", "raw", "--output", str(profile), "--nonblocking"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )
-            time.sleep(POLL_SECONDS if rss_before is not None else START_POLL_SECONDS)
+                    spies = _start_profiles(workers, profile)
+            waiting = any(w.rss_before_kib is None for w in workers)
+            time.sleep(START_POLL_SECONDS if waiting else POLL_SECONDS)
     finally:
-        if spy is not None:
+        for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on interrupt
+        for spy in spies:
             spy.wait(30)
-    final = worker_metrics(metrics_port) or {}
-    steady = None if first_commit is None else now - first_commit[0]
+    states = [
+        WorkerState(
+            rss_before_kib=w.rss_before_kib,
+            rss_after_kib=_status_kib(w.process.pid, "VmRSS"),
+            peak_rss_kib=_status_kib(w.process.pid, "VmHWM"),
+            cpu_seconds=_cpu_seconds(w.process.pid),
+            metrics=worker_metrics(w.metrics_port) or {},
+        )
+        for w in workers
+    ]
     return PipelineRun(
-        total_seconds=now - started, steady_seconds=steady,
+        total_seconds=now - started,
+        steady_seconds=None if first_commit is None else now - first_commit[0],
         steady_events=0 if first_commit is None else total_events - first_commit[1],
-        rss_before_kib=rss_before, rss_after_kib=_status_kib(worker.pid, "VmRSS"),
-        peak_rss_kib=_status_kib(worker.pid, "VmHWM"), cpu_seconds=_cpu_seconds(worker.pid),
-        metrics=final,
+        workers=states,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class LiveRun:
-    rate: float
-    seconds: float
-    events: int
-    messages: int
-    markers: dict[str, tuple[int, float]]  # user -> (team index, wall-clock send time)
-    users: set[str]
-
-
-def run_live(
-    bootstrap: str, topic: str, stream: Stream, *, mode: str, rate: float, seconds: float,
-    sample_every: int,
-) -> LiveRun:
-    """Produce new events at `rate` for `seconds`; every `sample_every`-th is a marker."""
-    population = stream.population
-    names = population.team_names
-    total = max(sample_every, round(rate * seconds))
-    markers: dict[str, tuple[int, float]] = {}
-    users: set[str] = set()
-    producer = make_producer(bootstrap)
-    try:
-        emitter = BatchingEmitter(producer, topic) if mode == "batch" else None
-        try:
-            started = time.perf_counter()
-            for n in range(total):
-                due = started + n / rate
-                ahead = due - time.perf_counter()
-                if ahead > 0.001:
-                    time.sleep(ahead)
-                marker = f"{MARKER_PREFIX}{len(markers):06d}" if n % sample_every == 0 else None
-                raw = stream.next(user=marker)
-                event = population.event(raw)
-                sent = time.time()
-                if emitter is not None:
-                    emitter.emit(event)
-                else:
-                    producer.send(topic, key=names[raw[0]].encode(), value=encode(event))
-                if marker is None:
-                    users.add(raw[1])
-                else:
-                    markers[marker] = (raw[0], sent)
-            elapsed = time.perf_counter() - started
-        finally:
-            if emitter is not None:
-                emitter.close()  # sends what is left and waits for every acknowledgement
-        producer.flush()
-        messages = total if emitter is None else emitter.sent_messages
-    finally:
-        producer.close()
-    return LiveRun(total / elapsed, elapsed, total, messages, markers, users)
-
-
-@dataclass(frozen=True, slots=True)
-class StoreCounts:
-    mau: dict[str, int]
-    distinct_events: int
-    marker_inserted: dict[str, int]
-
-
-def read_store(server: LocalClickHouse, database: str, period_start: date) -> StoreCounts:
-    client = Client(host="127.0.0.1", port=server.tcp_port, send_receive_timeout=300)
-    try:
-        params = {"period_start": period_start, "markers": f"{MARKER_PREFIX}%"}
-        mau = client.execute(
-            f"SELECT team, uniqExact(user_id) FROM {database}.active_users "  # noqa: S608
-            "WHERE period_start = %(period_start)s GROUP BY team", params)
-        distinct = client.execute(
-            f"SELECT uniqExact(source, event_id) FROM {database}.events", {})  # noqa: S608
-        inserted = client.execute(
-            f"SELECT user_id, toUnixTimestamp(min(inserted_at)) "  # noqa: S608
-            f"FROM {database}.active_users "
-            "WHERE period_start = %(period_start)s AND user_id LIKE %(markers)s "
-            "GROUP BY user_id", params)
-    except (clickhouse_errors.Error, OSError, EOFError) as exc:
-        raise BenchError(f"reading the store: {exc}") from exc
-    finally:
-        client.disconnect()
-    return StoreCounts(
-        mau={str(team): int(n) for team, n in mau},
-        distinct_events=int(distinct[0][0]),
-        marker_inserted={str(user): int(at) for user, at in inserted},
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    """How the worker runs and how the live stream is paced, from the command line."""
-
-    mode: str
-    partitions: int
-    batch_size: int | None
-    linger_seconds: float | None
-    profile: Path | None
-    live_rate: float | None
-    live_seconds: float
-    sample_every: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,57 +238,97 @@ class WorkerRun:
     live: LiveRun
     live_drain_seconds: float
     counts: StoreCounts
+    # None with chdb: markers are timed by their rows' inserted_at instead (see live.py)
+    arrivals: dict[str, Arrival] | None
 
 
-def measure_worker(
-    root: Path, broker: LocalBroker, clickhouse: LocalClickHouse, *, tag: str, topic: str,
-    group: str, bare: BareRun, stream: Stream, total_events: int, options: WorkerOptions,
-    stage: Callable[[str], None],
-) -> WorkerRun:
-    """The backlog already on `topic`, then the live stream, then what the store holds."""
-    stage("metering worker")
-    database = f"bench_{tag}"
-    metrics_port = free_port()
+def _worker_env(
+    broker: LocalBroker, *, store_url: str, tag: str, topic: str, group: str,
+    options: WorkerOptions, metrics_port: int, work_dir: Path,
+) -> dict[str, str]:
     # Inherited METERING_* settings (a catalog, batch sizes) would change what is measured.
     env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
     env.update({
         "METERING_BROKER_URL": broker.url,
-        "METERING_STORE_URL": f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/{database}",
+        "METERING_STORE_URL": store_url,
         "METERING_APP_ID": group,
         "METERING_EVENTS_TOPIC": topic,
         "METERING_REJECTED_TOPIC": f"bench-rejected-{tag}",
         "METERING_CHARGES_TOPIC": f"bench-charges-{tag}",
         "METERING_PARTITIONS": str(options.partitions),
         "METERING_METRICS_PORT": str(metrics_port),
-        "METERING_WORK_DIR": str(root / "worker"),
+        "METERING_WORK_DIR": str(work_dir),
     })
-    if options.batch_size is not None:
-        env["METERING_BATCH_SIZE"] = str(options.batch_size)
+    if options.batch_events is not None:
+        env["METERING_BATCH_EVENTS"] = str(options.batch_events)
+    if options.batch_bytes is not None:
+        env["METERING_BATCH_BYTES"] = str(options.batch_bytes)
     if options.linger_seconds is not None:
         env["METERING_BATCH_LINGER_SECONDS"] = str(options.linger_seconds)
-    worker = ManagedProcess(
-        name="metering worker", argv=[sys.executable, "-m", "metering.cli", "worker"],
-        log_path=root / "worker.log", env=env,
-    )
+    return env
+
+
+def measure_worker(
+    root: Path, broker: LocalBroker, clickhouse: LocalClickHouse | None, *, tag: str,
+    topic: str, group: str, bare: BareRun, stream: Stream, total_events: int,
+    options: WorkerOptions, stage: Callable[[str], None],
+) -> WorkerRun:
+    """The backlog already on `topic`, then the live stream, then what the store holds.
+
+    `clickhouse` is the server to store into; None stores into chdb under `root`."""
+    database = f"bench_{tag}"
+    chdb_path = (root / "chdb").resolve()
+    if clickhouse is not None:
+        store_url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/{database}"
+    else:
+        store_url = chdb_url(chdb_path)
+    stage(f"metering worker x{options.workers} ({store_url})")
+    workers = []
+    for index in range(1, options.workers + 1):
+        port = free_port()
+        env = _worker_env(broker, store_url=store_url, tag=tag, topic=topic, group=group,
+                          options=options, metrics_port=port,
+                          work_dir=root / f"worker-{index}")
+        process = ManagedProcess(
+            name=f"metering worker {index}",
+            argv=[sys.executable, "-m", "metering.cli", "worker"],
+            log_path=root / f"worker-{index}.log", env=env,
+        )
+        workers.append(Worker(index, process, port))
+    period_start = stream.population.period_start
     with contextlib.ExitStack() as stack:
         progress = Progress(broker.bootstrap, group=group, topic=topic, index=bare.index)
         stack.callback(progress.close)
-        stack.callback(worker.stop)
-        backlog = run_pipeline(worker, progress, metrics_port=metrics_port,
-                               total_events=total_events, profile=options.profile)
+        for worker in workers:
+            stack.callback(worker.process.stop)
+        backlog = run_pipeline(workers, progress, total_events=total_events,
+                               profile=options.profile)
 
         live_rate = options.live_rate or DEFAULT_LIVE_SHARE * (
             backlog.steady_rate or total_events / backlog.total_seconds)
         stage(f"live stream: {live_rate:,.0f} events/s for {options.live_seconds:g}s, "
               f"a marker every {options.sample_every}")
+        watch = None
+        if clickhouse is not None:
+            watch = MarkerWatch(clickhouse, database, period_start)
+            stack.callback(watch.close)
+            watch.start()
         live = run_live(broker.bootstrap, topic, stream, mode=options.mode, rate=live_rate,
-                        seconds=options.live_seconds, sample_every=options.sample_every)
+                        seconds=options.live_seconds, sample_every=options.sample_every,
+                        on_marker=None if watch is None else watch.sent)
         drain_started = time.perf_counter()
         wait_for_lag_zero(broker.bootstrap, group=group, topic=topic,
-                          timeout=LIVE_DRAIN_TIMEOUT, alive=worker.alive, poll=POLL_SECONDS)
+                          timeout=LIVE_DRAIN_TIMEOUT,
+                          alive=lambda: all(w.process.alive() for w in workers),
+                          poll=POLL_SECONDS)
         live_drain = time.perf_counter() - drain_started
-        worker.stop()
+        arrivals = None if watch is None else watch.finish(MARKER_WAIT_SECONDS)
+        for worker in workers:
+            worker.process.stop()
 
         stage("checking the store")
-        counts = read_store(clickhouse, database, stream.population.period_start)
-    return WorkerRun(backlog, live, live_drain, counts)
+        if clickhouse is not None:
+            counts = read_server_store(clickhouse, database, period_start)
+        else:
+            counts = read_chdb_store(chdb_path, period_start)
+    return WorkerRun(backlog, live, live_drain, counts, arrivals)

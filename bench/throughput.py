@@ -1,51 +1,85 @@
 """Throughput of the real pipeline against a bare aiokafka consumer on the same topic.
 
-Starts a local tansu broker and clickhouse-server and generates a stream of CloudEvents in
-the current calendar month (UTC): people belong to one team each, team sizes follow a power
-law, and a team's events arrive in bursts (a shift clocking in, a script calling the API)
-interleaved with other teams' bursts; a share of events is re-sent byte for byte a little
-later (producer retries). `--mode batch` (default) sends them through `BatchingEmitter`
-(per-team CloudEvents batches, JSON arrays keyed by team); `--mode single` sends one event
-per message, keyed by team.
+Starts a local tansu broker (and, with `--store server`, a clickhouse-server) and generates a
+stream of CloudEvents in the current calendar month (UTC): people belong to one team each,
+team sizes follow a power law, and a team's events arrive in bursts (a shift clocking in, a
+script calling the API) interleaved with other teams' bursts; a share of events is re-sent
+byte for byte a little later (producer retries). `--mode batch` (default) sends them through
+`BatchingEmitter` (per-team CloudEvents batches, JSON arrays keyed by team); `--mode single`
+sends one event per message, keyed by team.
+
+`--store server` (default) runs the worker against the local clickhouse-server;
+`--store chdb` gives it `METERING_STORE_URL=chdb:///<run folder>/chdb`, the embedded engine
+inside the worker process (no server is started).
 
 Stages, all in one run:
 1. produce the stream (a backlog), then count the topic's messages;
 2. a bare aiokafka consumer reads the topic and parses every message as JSON, counting
    events (array members in batch mode): the baseline;
-3. the real `metering worker` process consumes the backlog into ClickHouse. Steady state
-   runs from the first commit the group makes to the poll that sees every partition
-   committed to its end; committed offsets are turned into events with the per-offset
-   event counts the bare consumer saw. Faust commits every few seconds, so either end may
-   trail the work it reflects by that much;
-4. latency: with the worker still running, a live stream is produced at a paced rate
-   (default half the measured steady rate) for a few seconds; every `--sample-every`-th
-   event is a marker with a user of its own. Latency is the marker's first-seen row's
-   `inserted_at` (ClickHouse `now()` at insert, 1 s resolution) minus the wall-clock time
-   the marker was handed to the producer (or emitter); the true latency of each marker lies
-   in [value, value + 1 s);
-5. every team's MAU and the distinct (source, id) event rows in the store are checked
-   against the generated data.
+3. `--workers N` (default 1) real `metering worker` processes, one consumer group, consume
+   the backlog into the store. Steady state runs from the first commit the group makes to
+   the poll that sees every partition committed to its end; committed offsets are turned
+   into events with the per-offset event counts the bare consumer saw. Faust commits every
+   few seconds, so either end may trail the work it reflects by that much, and runs of a
+   few seconds (the small runs below) give unreliable rates. Each worker's share is its
+   `metering_events_received_total` over the sum (a partition moved in a rebalance can be
+   read twice, so the sum may exceed the events sent);
+4. latency: with the workers still running, a live stream is produced at a paced rate
+   (default half the measured steady rate, `--live-rate` to override) for `--live-seconds`;
+   every `--sample-every`-th event is a marker with a user of its own, timed from the
+   moment it is handed to the producer (or emitter). With the server the bench polls the
+   store every 50 ms for the markers not yet seen and takes the end of the first poll that
+   returns one: an upper bound, at most one poll interval plus two query durations above
+   the true value (typically 60-110 ms on 2 busy cores, longer when a poll stalls; the
+   run's widest is printed as `latency_resolution_s`).
+   chdb cannot be read while the worker holds it (one engine per process, bound to its
+   path), so with chdb the markers' `inserted_at` (whole seconds) is read after the worker
+   stops, and `inserted_at + 1 s - send time` is reported: an upper bound with 1 s
+   resolution (`latency_method` says which);
+5. the workers stop; every team's MAU and the distinct (source, id) event rows in the store
+   are checked against the generated data (chdb: opened in this process once the worker
+   has exited).
 
 Worker memory: VmRSS when its /metrics endpoint first answers (after start-up: modules
 loaded, store schema and topics ensured, app built; Faust's consumer not started yet, and an
-idle worker stays at this RSS), and VmRSS and VmHWM once the backlog is consumed;
-growth per million distinct (team, period, user) keys, with what the worker's state holds
-then (`metering_dedupe_keys`, `metering_dedupe_window_ids`).
+idle worker stays at this RSS), and VmRSS and VmHWM once the backlog is consumed, with what
+the worker's state holds then (`metering_dedupe_keys`, `metering_dedupe_window_ids`, and the
+bytes gauges `metering_dedupe_bytes`, `metering_dedupe_window_bytes`).
+`bytes_per_window_id` = window bytes / window ids; `bytes_per_key` = (RSS growth - window
+bytes) / keys, i.e. everything else the worker grew by is charged to the keys (with chdb
+that includes the embedded engine's growth); null when the worker lacks the byte gauges.
+With several workers the figures are sums over them. The memory targets are stated over at
+least 1M distinct (team, period, user) keys; the defaults give ~360k (batch mode). One run
+with ~1.13M keys (about 1.1 GiB in this process to generate; several minutes):
 
-Nothing is asserted about speed: the figures are printed (text, or JSON with --json).
-Exit status 1 when the counts do not match or a stage fails.
+    .venv/bin/python bench/throughput.py --events 3000000 --users 3000000
 
-    .venv/bin/python bench/throughput.py [--mode batch|single] [--events N] [--teams T]
-        [--users U] [--duplicates 0.1] [--burst-mean 30] [--partitions 8]
-        [--live-seconds 30] [--live-rate R] [--sample-every 1000]
-        [--worker-batch-size M] [--worker-linger S] [--profile PATH] [--seed S] [--json]
+Nothing is asserted about speed: the figures are printed (text, or one JSON object with
+--json). Exit status 1 when the counts do not match or a stage fails.
+
+    .venv/bin/python bench/throughput.py [--mode batch|single] [--store server|chdb]
+        [--workers N] [--events N] [--teams T] [--users U] [--duplicates 0.1]
+        [--burst-mean 30] [--partitions 8] [--live-seconds 30] [--live-rate R]
+        [--sample-every 1000] [--worker-batch-events N] [--worker-batch-bytes N]
+        [--worker-linger S] [--profile PATH] [--seed S] [--json]
+
+A small run (about half a minute):
+
+    .venv/bin/python bench/throughput.py --events 100000 --teams 5000 --users 50000 \
+        --live-seconds 5
+
+`make bench` runs batch/server, single/server and batch/chdb with --json and prints a
+markdown table of the three (bench/table.py); `make bench BENCH_ARGS="..."` passes options
+to all three.
 
 The stages live beside this file: workload.py (the generated stream), baseline.py (the bare
-consumer), pipeline.py (the worker, the live stream, the store) and report.py (the figures).
-They are imported by their plain names because running this file puts bench/ on sys.path.
+consumer), pipeline.py (the workers), live.py (the live stream and its markers), stores.py
+(reading either store) and report.py (the figures). They are imported by their plain names
+because running this file puts bench/ on sys.path.
 
-`--profile PATH` records the worker during the steady phase with py-spy (raw collapsed
-stacks; py-spy is not a project dependency: `.venv/bin/pip install py-spy`).
+`--profile PATH` records each worker during the steady phase with py-spy (raw collapsed
+stacks; PATH, or PATH-wN with several workers; py-spy is not a project dependency:
+`.venv/bin/pip install py-spy`).
 """
 
 from __future__ import annotations
@@ -88,7 +122,8 @@ def run(args: argparse.Namespace) -> Report:
     topic, group = f"bench-events-{tag}", f"bench-metering-{tag}"
     events_total: int = args.events or DEFAULT_EVENTS[args.mode]
     options = WorkerOptions(
-        mode=args.mode, partitions=args.partitions, batch_size=args.worker_batch_size,
+        mode=args.mode, store=args.store, workers=args.workers, partitions=args.partitions,
+        batch_events=args.worker_batch_events, batch_bytes=args.worker_batch_bytes,
         linger_seconds=args.worker_linger, profile=args.profile, live_rate=args.live_rate,
         live_seconds=args.live_seconds, sample_every=args.sample_every,
     )
@@ -100,10 +135,12 @@ def run(args: argparse.Namespace) -> Report:
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="metering-bench-")))
         broker = stack.enter_context(start_broker(root / "broker"))
-        clickhouse = stack.enter_context(start_clickhouse(root / "clickhouse"))
+        clickhouse = (stack.enter_context(start_clickhouse(root / "clickhouse"))
+                      if args.store == "server" else None)
         ensure_topics(broker.bootstrap, [topic], partitions=args.partitions)
 
-        _stage(f"producing to {topic} ({args.partitions} partitions, {args.mode} mode)")
+        _stage(f"producing to {topic} ({args.partitions} partitions, {args.mode} mode, "
+               f"{len({raw[1] for raw in work.events}):,} distinct (team, period, user) keys)")
         produced = produce(broker.bootstrap, topic, population, work.events, mode=args.mode)
         # A group with no commits lags by the whole topic: proof every message arrived once.
         stored = group_lag(broker.bootstrap, group=f"bench-count-{tag}", topic=topic)
@@ -177,8 +214,14 @@ def main() -> int:
                         help="events/s of the live stream (default half the steady rate)")
     parser.add_argument("--sample-every", type=_positive, default=DEFAULT_SAMPLE_EVERY,
                         help="every Nth live event is a latency marker")
-    parser.add_argument("--worker-batch-size", type=_positive,
-                        help="METERING_BATCH_SIZE for the worker (messages per take)")
+    parser.add_argument("--store", choices=("server", "chdb"), default="server",
+                        help="the worker's store: local clickhouse-server, or embedded chdb")
+    parser.add_argument("--workers", type=_positive, default=1,
+                        help="worker processes in one consumer group (server store only)")
+    parser.add_argument("--worker-batch-events", type=_positive,
+                        help="METERING_BATCH_EVENTS for the worker (events per batch)")
+    parser.add_argument("--worker-batch-bytes", type=_positive,
+                        help="METERING_BATCH_BYTES for the worker (bytes per batch)")
     parser.add_argument("--worker-linger", type=_positive_float,
                         help="METERING_BATCH_LINGER_SECONDS for the worker")
     parser.add_argument("--profile", type=Path,
@@ -186,6 +229,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    if args.store == "chdb" and args.workers > 1:
+        # chdb binds one engine per process to its path: two workers cannot share a store.
+        parser.error("--store chdb runs one worker: chdb binds its path to one process")
     try:
         report = run(args)
     except (BenchError, BrokerError, ServiceError, StoreError) as exc:
