@@ -44,6 +44,9 @@ class WorkerMetrics:
     store_up: Gauge
     dedupe_keys: Gauge
     window_ids: Gauge
+    dedupe_bytes: Gauge
+    window_bytes: Gauge
+    careful_messages: Counter
     consumer_lag: Gauge
     _lag_series: set[Labels] = field(default_factory=set)
 
@@ -95,6 +98,18 @@ class WorkerMetrics:
             window_ids=Gauge(
                 "metering_dedupe_window_ids", "(source, id) pairs held in the dedupe window",
                 registry=registry,
+            ),
+            dedupe_bytes=Gauge(
+                "metering_dedupe_bytes", "Bytes held by the first-seen keys", registry=registry,
+            ),
+            window_bytes=Gauge(
+                "metering_dedupe_window_bytes", "Bytes held by the dedupe window",
+                registry=registry,
+            ),
+            careful_messages=Counter(
+                "metering_careful_messages_total",
+                "Messages the fast decoder passed to the careful one (extensions, a bad or "
+                "unusual member)", registry=registry,
             ),
             consumer_lag=Gauge(
                 "metering_consumer_lag",

@@ -23,7 +23,10 @@ DEFAULT_CHANGES_REJECTED_TOPIC = "billing-changes-rejected"
 DEFAULT_API_PORT = 8080
 DEFAULT_PARTITIONS = 8
 DEFAULT_GRACE = timedelta(hours=1)
-DEFAULT_BATCH_SIZE = 5000
+# A batch ends at this many events or bytes of message values, whichever comes first, so
+# memory in flight is bounded whatever the producers' batch sizes.
+DEFAULT_BATCH_EVENTS = 20_000
+DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 DEFAULT_BATCH_LINGER_SECONDS = 0.5
 DEFAULT_SESSION_TIMEOUT_SECONDS = 10.0
 
@@ -46,7 +49,8 @@ class Settings(BaseSettings):
     charges_topic: str = DEFAULT_CHARGES_TOPIC
     partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1)
     grace: timedelta = DEFAULT_GRACE
-    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
+    batch_events: int = Field(default=DEFAULT_BATCH_EVENTS, ge=1)
+    batch_bytes: int = Field(default=DEFAULT_BATCH_BYTES, ge=1)
     batch_linger_seconds: float = Field(default=DEFAULT_BATCH_LINGER_SECONDS, gt=0)
     dedupe_window: int = Field(default=DEFAULT_DEDUPE_WINDOW_EVENTS, ge=0)
     session_timeout_seconds: float = Field(default=DEFAULT_SESSION_TIMEOUT_SECONDS, gt=0)

@@ -1,10 +1,12 @@
 """One batch of `activity-events` messages, from their bytes to what must be written (pure).
 
-`ActivityBatcher.plan` decodes the messages, drops events its window has seen, places the
-rest in their team's billing period and picks the first-seen rows to write; nothing is
-remembered until `committed` is called with the plan, once its rows are in the store, so a
-write that failed and is retried plans the same rows again. Periods closed by their end plus
-grace are forgotten by `release_closed`, a separate step the caller schedules.
+`ActivityBatcher.plan` decodes the messages into columns, drops events its window has seen,
+places the rest in their team's billing period and picks the first-seen rows to write;
+nothing is remembered until `committed` is called with the plan, once its rows are in the
+store, so a write that failed and is retried plans the same rows again. Periods closed by
+their end plus grace are forgotten by `release_closed`, a separate step the caller
+schedules. No Python object is made per event beyond its strings (see `schemas.wire_columns`,
+`window`, `first_seen`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from aggregation import ActiveUserRow, EventRow
-from metering.stream.first_seen import FirstSeen, PeriodKey
-from metering.stream.window import EventWindow
-from schemas import ActivityEvent, BillingCalendar, Rejection, decode_message
+from aggregation import ActiveUserColumns, EventColumns
+from metering.stream.first_seen import EventsIn, FirstSeen, PeriodKey, Planned
+from metering.stream.window import EventWindow, Fresh
+from schemas import BillingCalendar, Rejection
+from schemas.wire_columns import decode_batch
 
 __all__ = ["ActivityBatcher", "BatchPlan"]
 
@@ -30,24 +33,35 @@ class BatchPlan:
     # with at least one rejection appear.
     rejections: dict[int, list[Rejection]]
     received: int  # valid events decoded
-    fresh: list[ActivityEvent]  # valid events new to the window, remembered on commit
-    events: list[EventRow]  # one per fresh event
-    active_users: list[ActiveUserRow]  # first-seen rows earlier than any written
+    careful: int  # messages the fast decoder passed to the careful one
+    fresh: Fresh  # valid events new to the window, remembered on commit
+    planned: Planned
     late: Counter[PeriodKey]  # fresh events per (team, period start) closed at plan time
+
+    @property
+    def events(self) -> EventColumns:
+        """One row per fresh event."""
+        return self.planned.events
+
+    @property
+    def active_users(self) -> ActiveUserColumns:
+        """First-seen rows earlier than (or as early as) any written."""
+        return self.planned.active_users
 
     @property
     def duplicates(self) -> int:
         """Valid events dropped as repeats of a (source, id) in the window or the batch."""
-        return self.received - len(self.fresh)
+        return self.received - len(self.fresh.rows)
 
 
 class ActivityBatcher:
     """The activity agent's memory and rules: the dedupe window and first-seen keys."""
 
     def __init__(
-        self, *, calendars: Mapping[str, BillingCalendar], dedupe_window: int, grace: timedelta
+        self, *, calendars: Mapping[str, BillingCalendar], dedupe_window: int, grace: timedelta,
+        count_teams: bool = False,
     ) -> None:
-        self._first_seen = FirstSeen(dict(calendars))
+        self._first_seen = FirstSeen(dict(calendars), count_teams=count_teams)
         self._window = EventWindow(dedupe_window)
         self._grace = grace
 
@@ -57,34 +71,49 @@ class ActivityBatcher:
         return len(self._first_seen)
 
     @property
+    def first_seen_bytes(self) -> int:
+        """Bytes the first-seen keys occupy."""
+        return self._first_seen.nbytes
+
+    @property
     def window_ids(self) -> int:
         """(source, id) pairs held in the dedupe window."""
         return len(self._window)
 
+    @property
+    def window_bytes(self) -> int:
+        """Bytes the dedupe window occupies."""
+        return self._window.nbytes
+
     def plan(self, values: Sequence[bytes], *, now: datetime) -> BatchPlan:
         """What the messages `values` (in batch order) need written and rejected at `now`."""
-        events: list[ActivityEvent] = []
-        rejections: dict[int, list[Rejection]] = {}
-        for index, value in enumerate(values):
-            decoded = decode_message(value, now=now)
-            events.extend(decoded.events)
-            if decoded.rejections:
-                rejections[index] = decoded.rejections
-        fresh = self._window.fresh(events)
-        planned = self._first_seen.plan(fresh)
+        decoded = decode_batch(values, now=now)
+        columns = decoded.events
+        fresh = self._window.fresh(columns.source, columns.event_id)
+        if len(fresh.rows) == len(columns.team):
+            events = EventsIn(columns.team, columns.user_id, columns.source, columns.event_id,
+                              columns.event_type, columns.time)
+        else:
+            rows = fresh.rows.tolist()
+            events = EventsIn(
+                [columns.team[row] for row in rows], [columns.user_id[row] for row in rows],
+                [columns.source[row] for row in rows], [columns.event_id[row] for row in rows],
+                [columns.event_type[row] for row in rows], columns.time[fresh.rows],
+            )
+        planned = self._first_seen.plan(events, now=now)
         return BatchPlan(
-            rejections=rejections,
-            received=len(events),
+            rejections=decoded.rejections,
+            received=len(columns.team),
+            careful=decoded.careful,
             fresh=fresh,
-            events=planned.events,
-            active_users=planned.active_users,
-            late=self._first_seen.late(planned.events, now=now, grace=self._grace),
+            planned=planned,
+            late=self._first_seen.late(planned, now=now, grace=self._grace),
         )
 
     def committed(self, plan: BatchPlan) -> None:
         """Remember `plan`'s events and first-seen rows: they are in the store now."""
         self._window.remember(plan.fresh)
-        self._first_seen.mark_written(plan.active_users)
+        self._first_seen.mark_written(plan.planned)
 
     def release_closed(self, *, now: datetime) -> int:
         """Forget first-seen keys of periods closed (end plus grace) at `now`; returns how
@@ -93,5 +122,6 @@ class ActivityBatcher:
         return self._first_seen.release_closed(now=now, grace=self._grace)
 
     def current_counts(self, now: datetime) -> dict[PeriodKey, int]:
-        """Users written per (team, start of the team's period containing `now`)."""
+        """Users written per (team, start of the team's period containing `now`); only with
+        `count_teams`."""
         return self._first_seen.current_counts(now)

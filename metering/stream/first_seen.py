@@ -1,23 +1,33 @@
 """Place events in their team's billing period and dedupe (team, period, user) (pure).
 
-The store is idempotent by key, so this memory only saves writes: a row is written when
-its key is new to this worker or its event is earlier than the one written. A period's
-memory is released once the period has ended and its grace has passed.
+The store is idempotent by key, so this memory only saves writes: a row is written when its
+key is new to this worker or its event is not later than the one written (an equal time
+writes again, since only the time is remembered: the store's argMin keeps one). Each key is
+a 128-bit hash of (team, period start, user) in a `KeyTable`, with the first time written
+(uint32 seconds) and its period group (uint32: calendar and period start) beside it: 24
+bytes per key plus the index (4 bytes a slot, at most 60% full). A period's keys are
+released once the period has ended and its grace has passed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
-from aggregation import ActiveUserRow, EventRow
-from schemas import DEFAULT_CALENDAR, ActivityEvent, BillingCalendar, Catalog
+import numpy as np
+import numpy.typing as npt
+
+from aggregation import ActiveUserColumns, Days, EventColumns, Seconds
+from metering.stream.keys import Keys, KeyTable, hash_keys, unique_first
+from metering.stream.placement import EPOCH_DAY, PeriodPlacer
+from schemas import BillingCalendar, Catalog
+
+__all__ = ["FirstSeen", "PeriodKey", "Planned", "calendars_from_catalog"]
 
 PeriodKey = tuple[str, date]
-Key = tuple[str, date, str]
-Order = tuple[datetime, str, str, str]
+Rows = npt.NDArray[np.intp]
 
 
 def calendars_from_catalog(catalog: Catalog) -> dict[str, BillingCalendar]:
@@ -25,95 +35,202 @@ def calendars_from_catalog(catalog: Catalog) -> dict[str, BillingCalendar]:
     return {a.team: a.calendar for a in catalog.accounts}
 
 
-def _order(row: ActiveUserRow) -> Order:
-    """The store's argMin key: the same event wins here and in every read."""
-    return (row.first_time, row.event_id, row.source, row.event_type)
+def _day(days: int) -> date:
+    return EPOCH_DAY + timedelta(days=days)
+
+
+def _grown(values: npt.NDArray[np.uint32], size: int) -> npt.NDArray[np.uint32]:
+    """`values` in a longer array whose new tail stays untouched (unmapped) until used."""
+    grown = np.zeros(size, dtype=values.dtype)
+    grown[: len(values)] = values
+    return grown
+
+
+def _tie_order(events: EventsIn, row: int) -> tuple[str, str, str]:
+    return (events.event_id[row], events.source[row], events.event_type[row])
+
+
+def _take(column: Sequence[str], rows: Rows) -> list[str]:
+    return [column[row] for row in rows.tolist()]
+
+
+@dataclass(frozen=True, slots=True)
+class EventsIn:
+    """Events to count, as columns (decoded and new to the window)."""
+
+    team: Sequence[str]
+    user_id: Sequence[str]
+    source: Sequence[str]
+    event_id: Sequence[str]
+    event_type: Sequence[str]
+    time: Seconds
 
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """What one batch of fresh events needs written."""
+    """What one batch of events needs written, and what to remember once it is."""
 
-    active_users: list[ActiveUserRow]
-    events: list[EventRow]
+    events: EventColumns
+    active_users: ActiveUserColumns
+    keys: Keys  # of the active-user rows
+    groups: npt.NDArray[np.uint32]  # period group of each active-user row
+    event_groups: npt.NDArray[np.uint32]  # period group of each event
 
 
 class FirstSeen:
-    def __init__(self, calendars: dict[str, BillingCalendar]) -> None:
-        self._calendars = calendars
-        self._written: dict[PeriodKey, dict[str, Order]] = {}
+    def __init__(self, calendars: dict[str, BillingCalendar], *, count_teams: bool = False
+                 ) -> None:
+        self._placer = PeriodPlacer(calendars)
+        self._table = KeyTable()
+        self._first = np.zeros(0, dtype=np.uint32)  # by key position: first time written
+        self._group = np.zeros(0, dtype=np.uint32)  # by key position: period group
+        self._groups: list[tuple[int, int]] = []  # group -> (calendar, period start day)
+        self._group_ids: dict[tuple[int, int], int] = {}
+        # Users written per (team, period): only for the top-teams metric, off by default
+        self._team_counts: Counter[PeriodKey] | None = Counter() if count_teams else None
 
     def __len__(self) -> int:
-        return sum(len(users) for users in self._written.values())
+        return len(self._table)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory the keys and their values occupy (see `KeyTable.nbytes`)."""
+        return self._table.nbytes + len(self._table) * (self._first.itemsize
+                                                         + self._group.itemsize)
 
     def calendar(self, team: str) -> BillingCalendar:
-        return self._calendars.get(team, DEFAULT_CALENDAR)
+        return self._placer.calendar_of(team)
 
-    def place(self, event: ActivityEvent) -> tuple[ActiveUserRow, EventRow]:
-        """The first-seen candidate and the event row, both in the team's billing period."""
-        team, user = event.subject, event.data.user_id
-        calendar = self.calendar(team)
-        day = calendar.local_date(event.time)
-        start = calendar.period_for_date(day).start
-        at = event.time.astimezone(UTC).replace(microsecond=0)
-        return (
-            ActiveUserRow(team, start, user, at, event.id, event.source, event.type),
-            EventRow(team, start, day, event.type, event.source, event.id, user, at),
+    def plan(self, events: EventsIn, *, now: datetime) -> Planned:
+        """Every event row, and per key the earliest events (all of them on a tie) unless an
+        earlier one was written."""
+        placed = self._placer.place(events.team, events.time, now=now)
+        rows = EventColumns(
+            team=events.team, period_start=placed.period_start, day=placed.day,
+            event_type=events.event_type, source=events.source, event_id=events.event_id,
+            user_id=events.user_id, time=events.time,
+        )
+        keys = hash_keys(events.team, placed.period_start.tolist(), events.user_id)
+        chosen = self._earliest(keys, events)
+        position = self._table.find(keys[chosen])
+        known = position >= 0
+        later = np.zeros(len(chosen), dtype=np.bool_)
+        later[known] = events.time[chosen[known]] > self._first[position[known]]
+        chosen = chosen[~later]
+        groups = self._group_of(placed.calendar, placed.period_start)
+        return Planned(
+            events=rows,
+            active_users=ActiveUserColumns(
+                team=_take(events.team, chosen), period_start=placed.period_start[chosen],
+                user_id=_take(events.user_id, chosen), first_time=events.time[chosen],
+                event_id=_take(events.event_id, chosen), source=_take(events.source, chosen),
+                event_type=_take(events.event_type, chosen),
+            ),
+            keys=keys[chosen], groups=groups[chosen], event_groups=groups,
         )
 
-    def plan(self, events: Iterable[ActivityEvent]) -> Planned:
-        """Every event row, and the earliest event per key unless an earlier one was written."""
-        best: dict[Key, ActiveUserRow] = {}
-        counted: list[EventRow] = []
-        for event in events:
-            row, event_row = self.place(event)
-            counted.append(event_row)
-            key = (row.team, row.period_start, row.user_id)
-            current = best.get(key)
-            if current is None or _order(row) < _order(current):
-                best[key] = row
-        rows = []
-        for (team, period_start, user), row in best.items():
-            written = self._written.get((team, period_start), {}).get(user)
-            if written is None or _order(row) < written:
-                rows.append(row)
-        return Planned(active_users=rows, events=counted)
+    @staticmethod
+    def _earliest(keys: Keys, events: EventsIn) -> Rows:
+        """Per key, the row of its earliest event in the column, ascending: the earliest time,
+        then (rarely needed) the smallest (id, source, type), the store's own order."""
+        if len(keys) == 0:
+            return np.empty(0, dtype=np.intp)
+        times = events.time
+        order = np.lexsort((times, keys[:, 1], keys[:, 0]))
+        sorted_keys = keys[order]
+        starts = np.ones(len(order), dtype=np.bool_)
+        starts[1:] = (sorted_keys[1:] != sorted_keys[:-1]).any(axis=1)
+        group = np.cumsum(starts) - 1
+        earliest = times[order] == times[order][np.flatnonzero(starts)][group]
+        chosen, group = order[earliest], group[earliest]
+        tied = np.zeros(len(chosen), dtype=np.bool_)
+        tied[1:] = group[1:] == group[:-1]
+        tied[:-1] |= tied[1:]
+        if tied.any():  # one Python step per tied row, and ties are rare
+            best: dict[int, int] = {}
+            for key_group, row in zip(group[tied].tolist(), chosen[tied].tolist(), strict=True):
+                held = best.get(key_group)
+                if held is None or _tie_order(events, row) < _tie_order(events, held):
+                    best[key_group] = row
+            chosen = np.concatenate([chosen[~tied], np.array(list(best.values()), np.intp)])
+        return np.sort(chosen)
 
-    def mark_written(self, rows: Iterable[ActiveUserRow]) -> None:
-        for row in rows:
-            self._written.setdefault((row.team, row.period_start), {})[row.user_id] = _order(row)
+    def _group_of(self, calendars: npt.NDArray[np.int32], starts: Days
+                  ) -> npt.NDArray[np.uint32]:
+        pairs = (calendars.astype(np.int64) << 32) | starts.astype(np.int64)
+        distinct, inverse = np.unique(pairs, return_inverse=True)
+        ids = np.empty(len(distinct), dtype=np.uint32)
+        for n, pair in enumerate(distinct.tolist()):
+            key = (pair >> 32, pair & 0xFFFFFFFF)
+            if key not in self._group_ids:
+                self._group_ids[key] = len(self._groups)
+                self._groups.append(key)
+            ids[n] = self._group_ids[key]
+        grouped: npt.NDArray[np.uint32] = ids[inverse.ravel()]
+        return grouped
 
-    def closed(self, team: str, period_start: date, *, now: datetime, grace: timedelta) -> bool:
-        """Whether the team's period starting on `period_start` ended, plus grace, by `now`."""
-        return self.calendar(team).closed(period_start, now=now, grace=grace)
+    def mark_written(self, planned: Planned) -> None:
+        """Remember `planned`'s active-user rows: they are in the store now."""
+        rows = planned.active_users
+        position = self._table.find(planned.keys)
+        known = position >= 0
+        at = position[known]
+        self._first[at] = np.minimum(self._first[at], rows.first_time[known].astype(np.uint32))
+        new = np.flatnonzero(~known)
+        new = new[unique_first(planned.keys[new])]
+        added = self._table.add(planned.keys[new])
+        self._reserve(len(self._table))
+        self._first[added] = rows.first_time[new].astype(np.uint32)
+        self._group[added] = planned.groups[new]
+        if self._team_counts is not None:
+            for team, start in zip(_take(rows.team, new), rows.period_start[new].tolist(),
+                                   strict=True):
+                self._team_counts[(team, _day(start))] += 1
 
-    def late(
-        self, events: Iterable[EventRow], *, now: datetime, grace: timedelta
-    ) -> Counter[PeriodKey]:
+    def _reserve(self, size: int) -> None:
+        if size > len(self._first):
+            grown = max(size, len(self._first) * 3 // 2, 1024)
+            self._first = _grown(self._first, grown)
+            self._group = _grown(self._group, grown)
+
+    def _closed_groups(self, *, now: datetime, grace: timedelta) -> npt.NDArray[np.bool_]:
+        return np.array([
+            self._placer.calendars[calendar].closed(_day(start), now=now, grace=grace)
+            for calendar, start in self._groups
+        ], dtype=np.bool_)
+
+    def late(self, planned: Planned, *, now: datetime, grace: timedelta) -> Counter[PeriodKey]:
         """Per (team, period start), the events counted into a period already closed at
         `now`: they land after the close and reach the next invoice as an adjustment."""
-        late: Counter[PeriodKey] = Counter()
-        closed: dict[PeriodKey, bool] = {}
-        for row in events:
-            key = (row.team, row.period_start)
-            if key not in closed:
-                closed[key] = self.closed(row.team, row.period_start, now=now, grace=grace)
-            if closed[key]:
-                late[key] += 1
-        return late
+        closed = self._closed_groups(now=now, grace=grace)
+        if not closed.any():
+            return Counter()
+        events = planned.events
+        return Counter((events.team[row], _day(int(events.period_start[row])))
+                       for row in np.flatnonzero(closed[planned.event_groups]).tolist())
 
     def current_counts(self, now: datetime) -> dict[PeriodKey, int]:
-        """Users this worker wrote per (team, start of the team's period containing `now`)."""
-        counts: dict[PeriodKey, int] = {}
-        for (team, start), users in self._written.items():
-            if self.calendar(team).period_containing(now).start == start:
-                counts[(team, start)] = len(users)
-        return counts
+        """Users this worker wrote per (team, start of the team's period containing `now`);
+        empty unless the batcher counts teams."""
+        counts = self._team_counts or Counter()
+        return {(team, start): users for (team, start), users in counts.items()
+                if self.calendar(team).period_containing(now).start == start}
 
     def release_closed(self, *, now: datetime, grace: timedelta) -> int:
         """Forget periods whose end plus grace has passed; returns the keys released."""
-        released = 0
-        for team, start in list(self._written):
-            if self.closed(team, start, now=now, grace=grace):
-                released += len(self._written.pop((team, start)))
+        closed = self._closed_groups(now=now, grace=grace)
+        size = len(self._table)
+        if not closed.any() or size == 0:
+            return 0
+        gone = closed[self._group[:size]]
+        released = int(gone.sum())
+        if released:
+            kept = ~gone
+            self._table.keep(kept)
+            self._first = self._first[:size][kept].copy()
+            self._group = self._group[:size][kept].copy()
+        if self._team_counts is not None:
+            for team, start in list(self._team_counts):
+                if self.calendar(team).closed(start, now=now, grace=grace):
+                    del self._team_counts[(team, start)]
         return released

@@ -1,15 +1,29 @@
 """Recent (source, id) pairs: drops retried and redelivered events before they are counted.
 
-A bounded, insertion-ordered window (pure). Beyond it, counts stay exact anyway: first-seen
-rows and event rows are idempotent by key in the store; the window only saves writes and
-keeps the per-type event counts free of retries without a store round trip.
+A bounded window (pure): the last `capacity` distinct pairs remembered, as 128-bit keys in a
+ring (`KeyTable`), about 24 bytes each once full. Beyond it, counts stay exact anyway:
+first-seen rows and event rows are idempotent by key in the store; the window only saves
+writes and keeps the per-type event counts free of retries without a store round trip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
-from schemas import ActivityEvent
+import numpy as np
+import numpy.typing as npt
+
+from metering.stream.keys import Keys, KeyTable, hash_keys, unique_first
+
+__all__ = ["EventWindow", "Fresh"]
+
+
+class Fresh:
+    """The events of a column new to the window, first occurrence in the column only."""
+
+    def __init__(self, rows: npt.NDArray[np.intp], keys: Keys) -> None:
+        self.rows = rows  # ascending indices into the column
+        self.keys = keys  # their window keys, to remember once written
 
 
 class EventWindow:
@@ -17,30 +31,21 @@ class EventWindow:
         if capacity < 0:
             raise ValueError("capacity must be >= 0")
         self.capacity = capacity
-        self._ids: dict[tuple[str, str], None] = {}
+        self._table = KeyTable(capacity)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._table)
 
-    def fresh(self, events: Iterable[ActivityEvent]) -> list[ActivityEvent]:
-        """Events whose (source, id) is neither in the window nor earlier in this batch."""
-        seen_here: set[tuple[str, str]] = set()
-        out: list[ActivityEvent] = []
-        for event in events:
-            key = (event.source, event.id)
-            if key in self._ids or key in seen_here:
-                continue
-            seen_here.add(key)
-            out.append(event)
-        return out
+    @property
+    def nbytes(self) -> int:
+        return self._table.nbytes
 
-    def remember(self, events: Iterable[ActivityEvent]) -> None:
-        ids = self._ids
-        for event in events:
-            ids[(event.source, event.id)] = None
-        overflow = len(ids) - self.capacity
-        if overflow > 0:
-            # dicts keep insertion order: the oldest ids come first
-            oldest = iter(ids)
-            for key in [next(oldest) for _ in range(overflow)]:
-                del ids[key]
+    def fresh(self, sources: Sequence[str], ids: Sequence[str]) -> Fresh:
+        """Events whose (source, id) is neither in the window nor earlier in the column."""
+        keys = hash_keys(sources, ids)
+        first = unique_first(keys)
+        new = first[self._table.find(keys[first]) < 0]
+        return Fresh(new, keys[new])
+
+    def remember(self, fresh: Fresh) -> None:
+        self._table.add(fresh.keys)
