@@ -102,8 +102,8 @@ class FirstSeen:
         return self._placer.calendar_of(team)
 
     def plan(self, events: EventsIn, *, now: datetime) -> Planned:
-        """Every event row, and per key the earliest events (all of them on a tie) unless an
-        earlier one was written."""
+        """Every event row, and per key its earliest event (a tie on time goes to the smallest
+        (id, source, type)) unless one no later was written."""
         placed = self._placer.place(events.team, events.time, now=now)
         rows = EventColumns(
             team=events.team, period_start=placed.period_start, day=placed.day,
