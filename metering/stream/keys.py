@@ -3,9 +3,9 @@
 A key is the 128-bit xxh3 hash, under a seed drawn once per process, of a key's canonical
 bytes: its parts joined so that no two different tuples of the same columns share bytes
 (every part but the last is prefixed with its length in characters; each table keys one
-kind of tuple, so tuples of other widths or types never meet). At 10^9 keys held at once, the chance that any
-two of them share a hash is about n^2 / 2^129 < 1.5 * 10^-21; that is the only way the
-worker could take a new key for a remembered one.
+kind of tuple, so tuples of other widths or types never meet). At 10^9 keys held at once,
+the chance that any two of them share a hash is about n^2 / 2^129 < 1.5 * 10^-21; that is
+the only way the worker could take a new key for a remembered one.
 
 `KeyTable` keeps keys in insertion order in a numpy array (16 bytes each) and finds them
 through an open-addressing index of int32 positions (linear probing over the key's low
