@@ -126,6 +126,9 @@ class Worker:
     process: ManagedProcess
     metrics_port: int
     rss_before_kib: int | None = None
+    # At the group's first commit: start-up costs paid (imports on first use, the first
+    # batches' buffers), so growth from here on is what the state holds per key
+    warm: tuple[int, dict[str, float]] | None = None
 
     def profile_path(self, profile: Path, workers: int) -> Path:
         if workers == 1:
@@ -142,6 +145,8 @@ class WorkerState:
     peak_rss_kib: int
     cpu_seconds: float
     metrics: dict[str, float]
+    warm_rss_kib: int | None
+    warm_metrics: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +210,9 @@ def run_pipeline(
                                  f"{workers[0].process.log_tail()}")
             if first_commit is None and current > 0:
                 first_commit = (now, current)
+                for worker in workers:
+                    worker.warm = (_status_kib(worker.process.pid, "VmRSS"),
+                                   worker_metrics(worker.metrics_port) or {})
                 if profile is not None:
                     spies = _start_profiles(workers, profile)
             waiting = any(w.rss_before_kib is None for w in workers)
@@ -221,6 +229,8 @@ def run_pipeline(
             peak_rss_kib=_status_kib(w.process.pid, "VmHWM"),
             cpu_seconds=_cpu_seconds(w.process.pid),
             metrics=worker_metrics(w.metrics_port) or {},
+            warm_rss_kib=None if w.warm is None else w.warm[0],
+            warm_metrics={} if w.warm is None else w.warm[1],
         )
         for w in workers
     ]

@@ -5,10 +5,12 @@ JSON object.
 Memory (summed over the workers): RSS growth is VmRSS once the backlog is consumed minus
 VmRSS when /metrics first answered. `bytes_per_window_id` is the workers'
 `metering_dedupe_window_bytes` over `metering_dedupe_window_ids`; `bytes_per_key` charges
-everything else the workers grew by to the first-seen keys: (RSS growth - window bytes) /
-`metering_dedupe_keys`, so it also holds the batches in flight, allocator slack and, with
-chdb, the embedded engine's own growth. Both are null when the worker does not export the
-byte gauges (or no baseline RSS was taken).
+everything else the workers grew by from the group's first commit to the end to the
+first-seen keys added meanwhile: (RSS growth - window growth) / keys added, so it also holds
+allocator slack and, with chdb, the embedded engine's own growth, but not what start-up
+costs once (modules imported on first use, the first batches' buffers: those are in
+`bytes_per_key_from_start`, the same from when /metrics first answered). All are null when
+the worker does not export the byte gauges (or no baseline RSS was taken).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Report:
     worker_dedupe_bytes: int | None
     worker_window_bytes: int | None
     bytes_per_key: float | None
+    bytes_per_key_from_start: float | None
     bytes_per_window_id: float | None
     dedupe_bytes_per_key: float | None
     worker_peak_growth_mib_per_million_keys: float | None
@@ -160,6 +163,16 @@ def build_report(
         per_million_rss = growth_kib / KIB / millions
         if window_bytes is not None:
             bytes_per_key = (growth_kib * KIB - window_bytes) / keys
+    # From the first commit on: RSS growth less the window's growth, per key added since
+    warm = [s.warm_metrics for s in states]
+    warm_rss = _sum_or_none([s.warm_rss_kib for s in states])
+    warm_keys = int(sum(m.get("metering_dedupe_keys", 0) for m in warm))
+    warm_window = _sum_or_none([m.get("metering_dedupe_window_bytes") for m in warm])
+    steady_bytes_per_key = None
+    if (warm_rss is not None and window_bytes is not None and warm_window is not None
+            and keys > warm_keys):
+        steady_bytes_per_key = ((rss_after - warm_rss) * KIB - (window_bytes - warm_window)
+                                ) / (keys - warm_keys)
     received = [int(m.get("metering_events_received_total", 0)) for m in metric]
     shares: list[float | None] = [n / sum(received) if sum(received) else None
                                   for n in received]
@@ -199,7 +212,8 @@ def build_report(
         worker_window_ids=window_ids,
         worker_dedupe_bytes=None if dedupe_bytes is None else int(dedupe_bytes),
         worker_window_bytes=None if window_bytes is None else int(window_bytes),
-        bytes_per_key=bytes_per_key,
+        bytes_per_key=steady_bytes_per_key,
+        bytes_per_key_from_start=bytes_per_key,
         bytes_per_window_id=(window_bytes / window_ids
                              if window_bytes is not None and window_ids else None),
         dedupe_bytes_per_key=dedupe_bytes / keys if dedupe_bytes is not None and keys else None,
@@ -263,7 +277,8 @@ def _memory_lines(r: Report) -> list[str]:
     few = r.worker_dedupe_keys < KEYS_FOR_MEMORY_TARGETS
     gauges = ("n/a (worker exports no metering_dedupe_bytes / metering_dedupe_window_bytes)"
               if r.worker_window_bytes is None else
-              f"{_opt(r.bytes_per_key, ',.0f')} bytes per key (RSS growth less window bytes), "
+              f"{_opt(r.bytes_per_key, ',.0f')} bytes per key (RSS growth less window bytes, "
+              f"from the first commit; {_opt(r.bytes_per_key_from_start, ',.0f')} from start), "
               f"{_opt(r.bytes_per_window_id, ',.0f')} bytes per window id; the gauge alone: "
               f"{_opt(r.dedupe_bytes_per_key, ',.0f')} bytes per key")
     return [

@@ -86,6 +86,7 @@ from schemas.wire import (
     decode_change,
     decode_message,
 )
+from schemas.wire_columns import CONTRACT_EVENT_MAX_BYTES, DecodedBatch, decode_batch
 
 __all__ = [
     "Account",
@@ -145,6 +146,9 @@ __all__ = [
     "billing_dates",
     "decode_change",
     "decode_message",
+    "decode_batch",
+    "DecodedBatch",
+    "CONTRACT_EVENT_MAX_BYTES",
     "is_future",
     "load_catalog",
     "next_anchor_date",

@@ -19,8 +19,7 @@ from datetime import datetime, timedelta
 from aggregation import ActiveUserColumns, EventColumns
 from metering.stream.first_seen import EventsIn, FirstSeen, PeriodKey, Planned
 from metering.stream.window import EventWindow, Fresh
-from schemas import BillingCalendar, Rejection
-from schemas.wire_columns import decode_batch
+from schemas import BillingCalendar, Rejection, decode_batch
 
 __all__ = ["ActivityBatcher", "BatchPlan"]
 
