@@ -86,7 +86,12 @@ from schemas.wire import (
     decode_change,
     decode_message,
 )
-from schemas.wire_columns import CONTRACT_EVENT_MAX_BYTES, DecodedBatch, decode_batch
+from schemas.wire_columns import (
+    CONTRACT_EVENT_MAX_BYTES,
+    DEFAULT_PART_BYTES,
+    DecodedBatch,
+    decode_batch,
+)
 
 __all__ = [
     "Account",
@@ -149,6 +154,7 @@ __all__ = [
     "decode_batch",
     "DecodedBatch",
     "CONTRACT_EVENT_MAX_BYTES",
+    "DEFAULT_PART_BYTES",
     "is_future",
     "load_catalog",
     "next_anchor_date",
