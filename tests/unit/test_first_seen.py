@@ -359,7 +359,7 @@ def row_key(row: ActiveUserRow) -> Key:
     return (row.team, row.period_start, row.user_id)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(events=st.lists(EVENTS, max_size=30))
 def test_keys_are_the_distinct_keys_and_a_replay_writes_only_ties(
     events: list[ActivityEvent],
@@ -378,7 +378,7 @@ def test_keys_are_the_distinct_keys_and_a_replay_writes_only_ties(
     assert len(fs) == len(rows)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(events=st.lists(EVENTS, max_size=30), data=st.data())
 def test_order_does_not_change_the_keys_or_the_earliest_event(
     events: list[ActivityEvent], data: st.DataObject,
@@ -392,7 +392,7 @@ def test_order_does_not_change_the_keys_or_the_earliest_event(
     assert {k: row_identity(r) for k, r in again.items()} == earliest(events)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(events=st.lists(EVENTS, min_size=1, max_size=20), data=st.data())
 def test_one_at_a_time_with_marks_ends_at_the_earliest_event(
     events: list[ActivityEvent], data: st.DataObject,
@@ -474,7 +474,7 @@ STEPS = st.lists(st.one_of(
 ), max_size=14)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(steps=STEPS)
 def test_against_a_model(steps: list[tuple[str, list[ActivityEvent], int]]) -> None:
     fs, model = FirstSeen(CLOCKS, count_teams=True), Model()

@@ -119,7 +119,7 @@ TUPLES = st.one_of(st.lists(st.tuples(TEXT, MIDDLE), min_size=1, max_size=30),
                    st.lists(st.tuples(TEXT, MIDDLE, TEXT), min_size=1, max_size=30))
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(rows=TUPLES)
 def test_keys_are_equal_exactly_when_tuples_are(rows: list[Parts]) -> None:
     """(first, second) or (first, second, third); the second part a string or an int,
@@ -341,7 +341,7 @@ def distinct_new(table: KeyTable, tuples: list[Key]) -> Keys:
     return keys[table.find(keys) < 0]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(capacity=st.integers(0, 60), batches=st.lists(BATCH, max_size=10))
 def test_ring_against_a_model(capacity: int, batches: list[list[Key]]) -> None:
     ring, model = KeyTable(capacity), RingModel(capacity)
@@ -359,7 +359,7 @@ OPS: st.SearchStrategy[list[Op]] = st.lists(st.one_of(
 ), max_size=10)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(ops=OPS)
 def test_plain_table_against_a_model(ops: list[Op]) -> None:
     table = KeyTable()

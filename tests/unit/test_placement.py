@@ -100,7 +100,7 @@ def instants(cal: BillingCalendar, now: datetime) -> st.SearchStrategy[int]:
 CASES = st.sampled_from([(zone, anchor) for zone in NOW for anchor in ANCHORS])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(case=CASES, data=st.data())
 def test_a_column_is_placed_as_the_calendar_places_each_event(
     case: tuple[str, int], data: st.DataObject,
@@ -114,7 +114,7 @@ def test_a_column_is_placed_as_the_calendar_places_each_event(
     check(placer_for(zone, anchor), {"team-a": cal}, teams, seconds, now)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(seconds=st.lists(instants(DEFAULT_CALENDAR, NOW_2026), max_size=40))
 def test_a_placer_without_calendars_places_in_utc_calendar_months(seconds: list[int]) -> None:
     placement = check(PeriodPlacer({}), {}, ["team-x"] * len(seconds), seconds, NOW_2026)

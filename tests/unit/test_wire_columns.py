@@ -325,7 +325,7 @@ def messages(draw: st.DrawFn, now: datetime = NOW) -> bytes:
 MAX_BYTES = st.sampled_from([DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_EVENT_BYTES,
                              CONTRACT_EVENT_MAX_BYTES, CONTRACT_EVENT_MAX_BYTES - 1, 150, 400])
 # Examples per property: enough to meet each kind of message many times, the file in ~15 s
-FUZZ = settings(max_examples=500, deadline=None,
+FUZZ = settings(max_examples=250, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -338,7 +338,7 @@ def test_any_message_decodes_as_decode_message_does(data: st.DataObject, now: da
     assert_same_as_decode_message([data.draw(messages(now), label="raw")], now=now)
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=150)
 @given(data=st.data(), now=st.sampled_from(CLOCKS), max_bytes=MAX_BYTES,
        part_bytes=st.sampled_from([DEFAULT_PART_BYTES, 1, 150, 400]))
 def test_any_batch_decodes_as_decode_message_does(data: st.DataObject, now: datetime,
@@ -349,7 +349,7 @@ def test_any_batch_decodes_as_decode_message_does(data: st.DataObject, now: date
                                   part_bytes=part_bytes)
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=120)
 @given(data=st.data(), now=st.sampled_from(CLOCKS))
 def test_any_times_decode_as_decode_message_does(data: st.DataObject, now: datetime) -> None:
     """Single-event messages whose times take every shape, parsed together."""
@@ -359,7 +359,7 @@ def test_any_times_decode_as_decode_message_does(data: st.DataObject, now: datet
     assert_same_as_decode_message([encode(event(time=time)) for time in times], now=now)
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=150)
 @given(data=st.data(), now=st.sampled_from(CLOCKS))
 def test_any_one_mutation_decodes_as_decode_message_does(data: st.DataObject,
                                                          now: datetime) -> None:
@@ -382,7 +382,7 @@ def valid_events(draw: st.DrawFn) -> dict[str, Any]:
                        kind=draw(st.sampled_from(EVENT_TYPES)))
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=120)
 @given(members=st.lists(valid_events(), min_size=1, max_size=4), as_array=st.booleans())
 def test_contract_only_events_take_the_fast_path(members: list[dict[str, Any]],
                                                  as_array: bool) -> None:
