@@ -89,16 +89,9 @@ class ActivityBatcher:
         decoded = decode_batch(values, now=now)
         columns = decoded.events
         fresh = self._window.fresh(columns.source, columns.event_id)
-        if len(fresh.rows) == len(columns.team):
-            events = EventsIn(columns.team, columns.user_id, columns.source, columns.event_id,
-                              columns.event_type, columns.time)
-        else:
-            rows = fresh.rows.tolist()
-            events = EventsIn(
-                [columns.team[row] for row in rows], [columns.user_id[row] for row in rows],
-                [columns.source[row] for row in rows], [columns.event_id[row] for row in rows],
-                [columns.event_type[row] for row in rows], columns.time[fresh.rows],
-            )
+        events = EventsIn.of(columns)
+        if len(fresh.rows) < len(events):
+            events = events.subset(fresh.rows)
         planned = self._first_seen.plan(events, now=now)
         return BatchPlan(
             rejections=decoded.rejections,

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +55,21 @@ def _take(column: Sequence[str], rows: Rows) -> list[str]:
     return [column[row] for row in rows.tolist()]
 
 
+class EventFields(Protocol):
+    @property
+    def team(self) -> Sequence[str]: ...
+    @property
+    def user_id(self) -> Sequence[str]: ...
+    @property
+    def source(self) -> Sequence[str]: ...
+    @property
+    def event_id(self) -> Sequence[str]: ...
+    @property
+    def event_type(self) -> Sequence[str]: ...
+    @property
+    def time(self) -> Seconds: ...
+
+
 @dataclass(frozen=True, slots=True)
 class EventsIn:
     """Events to count, as columns (decoded and new to the window)."""
@@ -64,6 +80,21 @@ class EventsIn:
     event_id: Sequence[str]
     event_type: Sequence[str]
     time: Seconds
+
+    @classmethod
+    def of(cls, columns: EventFields) -> EventsIn:
+        """The fields of the decoder's columns (`schemas.decode_batch`)."""
+        return cls(columns.team, columns.user_id, columns.source, columns.event_id,
+                   columns.event_type, columns.time)
+
+    def __len__(self) -> int:
+        return len(self.team)
+
+    def subset(self, rows: Rows) -> EventsIn:
+        """The events at `rows` (ascending), in their order."""
+        return EventsIn(_take(self.team, rows), _take(self.user_id, rows),
+                        _take(self.source, rows), _take(self.event_id, rows),
+                        _take(self.event_type, rows), self.time[rows])
 
 
 @dataclass(frozen=True, slots=True)
