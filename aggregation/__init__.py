@@ -9,6 +9,7 @@ from aggregation._schema import check_database
 from aggregation._server import ServerStore
 from aggregation.memory import MemoryStore
 from aggregation.store import (
+    EPOCH_DAY,
     ActiveUserColumns,
     ActiveUserRow,
     DailyUsage,
@@ -20,9 +21,12 @@ from aggregation.store import (
     StoredChange,
     StoredInvoice,
     StoreError,
+    day_number,
+    day_of,
 )
 
 __all__ = [
+    "EPOCH_DAY",
     "ActiveUserColumns",
     "ActiveUserRow",
     "DailyUsage",
@@ -36,6 +40,8 @@ __all__ = [
     "StoredChange",
     "StoredInvoice",
     "open_store",
+    "day_number",
+    "day_of",
     "redact_url",
 ]
 

@@ -45,8 +45,14 @@ class EventRow(NamedTuple):
     time: datetime  # timezone-aware, stored as UTC seconds
 
 
-def _date(days: int) -> date:
+def day_of(days: int) -> date:
+    """The date `days` after 1970-01-01 (a `Days` value)."""
     return EPOCH_DAY + timedelta(days=days)
+
+
+def day_number(day: date) -> int:
+    """Days from 1970-01-01 to `day` (its `Days` value)."""
+    return (day - EPOCH_DAY).days
 
 
 def _instant(seconds: int) -> datetime:
@@ -72,7 +78,7 @@ class EventColumns:
     def rows(self) -> list[EventRow]:
         """The same events as rows (tests, the in-memory store)."""
         return [
-            EventRow(team, _date(int(start)), _date(int(day)), kind, source, event_id, user,
+            EventRow(team, day_of(int(start)), day_of(int(day)), kind, source, event_id, user,
                      _instant(int(at)))
             for team, start, day, kind, source, event_id, user, at in zip(
                 self.team, self.period_start, self.day, self.event_type, self.source,
@@ -98,7 +104,7 @@ class ActiveUserColumns:
     def rows(self) -> list[ActiveUserRow]:
         """The same first-seen rows as rows (tests, the in-memory store)."""
         return [
-            ActiveUserRow(team, _date(int(start)), user, _instant(int(at)), event_id, source,
+            ActiveUserRow(team, day_of(int(start)), user, _instant(int(at)), event_id, source,
                           kind)
             for team, start, user, at, event_id, source, kind in zip(
                 self.team, self.period_start, self.user_id, self.first_time, self.event_id,

@@ -20,9 +20,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from aggregation import ActiveUserColumns, Days, EventColumns, Seconds
+from aggregation import ActiveUserColumns, Days, EventColumns, Seconds, day_of
 from metering.stream.keys import Keys, KeyTable, hash_keys, unique_first
-from metering.stream.placement import EPOCH_DAY, PeriodPlacer
+from metering.stream.placement import PeriodPlacer
 from schemas import BillingCalendar, Catalog
 
 __all__ = ["FirstSeen", "PeriodKey", "Planned", "calendars_from_catalog"]
@@ -34,10 +34,6 @@ Rows = npt.NDArray[np.intp]
 def calendars_from_catalog(catalog: Catalog) -> dict[str, BillingCalendar]:
     """Team -> billing calendar; teams not in the catalog use calendar months in UTC."""
     return {a.team: a.calendar for a in catalog.accounts}
-
-
-def _day(days: int) -> date:
-    return EPOCH_DAY + timedelta(days=days)
 
 
 def _grown(values: npt.NDArray[np.uint32], size: int) -> npt.NDArray[np.uint32]:
@@ -216,7 +212,7 @@ class FirstSeen:
         if self._team_counts is not None:
             for team, start in zip(_take(rows.team, new), rows.period_start[new].tolist(),
                                    strict=True):
-                self._team_counts[(team, _day(start))] += 1
+                self._team_counts[(team, day_of(start))] += 1
 
     def _reserve(self, size: int) -> None:
         if size > len(self._first):
@@ -226,7 +222,7 @@ class FirstSeen:
 
     def _closed_groups(self, *, now: datetime, grace: timedelta) -> npt.NDArray[np.bool_]:
         return np.array([
-            self._placer.calendars[calendar].closed(_day(start), now=now, grace=grace)
+            self._placer.calendars[calendar].closed(day_of(start), now=now, grace=grace)
             for calendar, start in self._groups
         ], dtype=np.bool_)
 
@@ -237,7 +233,7 @@ class FirstSeen:
         if not closed.any():
             return Counter()
         events = planned.events
-        return Counter((events.team[row], _day(int(events.period_start[row])))
+        return Counter((events.team[row], day_of(int(events.period_start[row])))
                        for row in np.flatnonzero(closed[planned.event_groups]).tolist())
 
     def current_counts(self, now: datetime) -> dict[PeriodKey, int]:

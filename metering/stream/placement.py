@@ -23,22 +23,17 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from aggregation import Days, Seconds
+from aggregation import Days, Seconds, day_number
 from schemas import DEFAULT_CALENDAR, BillingCalendar
 
 __all__ = ["Placement", "PeriodPlacer"]
 
-EPOCH_DAY = date(1970, 1, 1)
 # Cached local days before and after today: a month's events arrive within it, and backfills
 # of older months are placed one by one.
 DEFAULT_SPAN_DAYS_BEFORE = 400
 DEFAULT_SPAN_DAYS_AFTER = 40
 # The span is rebuilt around a new today once today comes this close to its end.
 _RENEW_DAYS = 20
-
-
-def _day_number(day: date) -> int:
-    return (day - EPOCH_DAY).days
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +82,9 @@ def _span(calendar: BillingCalendar, today: date) -> _Span:
         regular=np.array(
             [later >= earlier for earlier, later in zip(offsets, offsets[1:], strict=False)],
             dtype=np.bool_),
-        day=np.array([_day_number(day) for day in days], dtype=np.int32),
+        day=np.array([day_number(day) for day in days], dtype=np.int32),
         period_start=np.array(
-            [_day_number(calendar.period_for_date(day).start) for day in days], dtype=np.int32),
+            [day_number(calendar.period_for_date(day).start) for day in days], dtype=np.int32),
         last_day=days[-1],
     )
 
@@ -137,8 +132,8 @@ class PeriodPlacer:
         calendar = self.calendars[which]
         for row, second in zip(rows[~inside].tolist(), seconds[~inside].tolist(), strict=True):
             local = calendar.local_date(datetime.fromtimestamp(second, UTC))
-            day[row] = _day_number(local)
-            period_start[row] = _day_number(calendar.period_for_date(local).start)
+            day[row] = day_number(local)
+            period_start[row] = day_number(calendar.period_for_date(local).start)
 
     def _span(self, which: int, now: datetime) -> _Span:
         calendar = self.calendars[which]

@@ -13,10 +13,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregation import EPOCH_DAY
 from metering.stream.placement import (
     DEFAULT_SPAN_DAYS_AFTER,
     DEFAULT_SPAN_DAYS_BEFORE,
-    EPOCH_DAY,
     PeriodPlacer,
     Placement,
 )
