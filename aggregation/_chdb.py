@@ -93,6 +93,9 @@ class ChdbStore(SqlStore):
     def _execute(self, sql: str) -> None:
         self._query(sql)
 
+    def _execute_with(self, sql: str, params: Mapping[str, Param]) -> None:
+        self._query(sql % escape_params(params, None))
+
     def _select(self, sql: str, params: Mapping[str, Param]) -> list[Row]:
         raw = self._query(sql % escape_params(params, None))
         rows: list[Row] = json.loads(raw)["data"]

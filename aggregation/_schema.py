@@ -30,9 +30,14 @@ from aggregation.store import (
     Days,
     EventColumns,
     EventRow,
+    InvoiceKey,
+    LeaseState,
+    PeriodCount,
     Seconds,
     StoredChange,
     StoredInvoice,
+    usage_records,
+    usage_text,
 )
 
 Param = str | int | date
@@ -74,14 +79,32 @@ CREATE TABLE IF NOT EXISTS {db}.events (
 ORDER BY (team, period_start, source, event_id, day, event_type, user_id, time)
 """
 
+# `usage` repeats the body's usage records ("start end users|...") for the close's set query
+# of what was billed; `batch` names the close batch that wrote the row. The body is in the
+# sort key, so a row written twice collapses while two bodies of one key would stay visible.
 CREATE_INVOICES = """
 CREATE TABLE IF NOT EXISTS {db}.invoices (
     team String,
     invoice_date Date,
     reference String,
     body String,
+    usage String DEFAULT '',
+    batch String DEFAULT '',
     issued_at DateTime('UTC') DEFAULT now()
-) ENGINE = ReplacingMergeTree() ORDER BY (team, invoice_date, reference, issued_at, body)
+) ENGINE = ReplacingMergeTree() ORDER BY (team, invoice_date, reference, body)
+"""
+
+# The close lease: each holder appends rows with a rising `seq`; its latest row says until
+# when it holds the lease (on the store's clock) and which batch it has in flight.
+CREATE_LEASES = """
+CREATE TABLE IF NOT EXISTS {db}.leases (
+    name String,
+    holder String,
+    seq UInt64,
+    expires DateTime('UTC'),
+    pending String,
+    written DateTime('UTC') DEFAULT now()
+) ENGINE = ReplacingMergeTree() ORDER BY (name, holder, seq)
 """
 
 CREATE_CHANGES = """
@@ -95,7 +118,10 @@ CREATE TABLE IF NOT EXISTS {db}.billing_changes (
 ) ENGINE = ReplacingMergeTree() ORDER BY (team, source, change_id, time, body)
 """
 
-INSERT_INVOICE = "INSERT INTO {db}.invoices (team, invoice_date, reference, body) VALUES"
+INSERT_LEASE = """
+INSERT INTO {db}.leases (name, holder, seq, expires, pending)
+SELECT %(name)s, %(holder)s, %(seq)s, now() + %(seconds)s, %(pending)s
+"""
 
 INSERT_CHANGES = "INSERT INTO {db}.billing_changes (team, source, change_id, time, body) VALUES"
 
@@ -130,15 +156,13 @@ ORDER BY user_id
 """
 SELECT_ACTIVE_USERS_PAGE = SELECT_ACTIVE_USERS + "LIMIT %(limit)s\n"
 
-SELECT_INVOICE_COUNT = """
-SELECT count() FROM {db}.invoices
-WHERE team = %(team)s AND invoice_date = %(invoice_date)s AND reference = %(reference)s
-"""
+_RANGE = "team >= %(first)s AND team <= %(last)s"
 
-# add_invoice skips existing keys, so duplicates only come from racing writers;
-# the earliest issued_at (then the smallest body) wins for them, on both engines.
+# Writers add only new keys, so a key holds two bodies only if that rule was broken; then
+# the earliest issued_at (then the smaller body) wins, on both engines.
 _SELECT_INVOICES = """
-SELECT team, toString(invoice_date), reference, argMin(body, (issued_at, body))
+SELECT team, toString(invoice_date), reference, argMin(body, (issued_at, body)),
+       argMin(usage, (issued_at, body))
 FROM {{db}}.invoices
 {where}
 GROUP BY team, invoice_date, reference
@@ -146,17 +170,61 @@ ORDER BY team, invoice_date, reference
 """
 SELECT_INVOICES = _SELECT_INVOICES.format(where="")
 SELECT_TEAM_INVOICES = _SELECT_INVOICES.format(where="WHERE team = %(team)s")
+SELECT_RANGE_INVOICES = _SELECT_INVOICES.format(where=f"WHERE {_RANGE}")
+SELECT_BATCH_INVOICES = _SELECT_INVOICES.format(where="WHERE batch = %(batch)s")
+
+SELECT_INVOICE_KEYS = """
+SELECT team, toString(invoice_date), reference FROM {db}.invoices
+WHERE team >= %(first)s AND team <= %(last)s
+GROUP BY team, invoice_date, reference
+ORDER BY team, invoice_date, reference
+"""
+
+# Each invoice's usage records, one per row ("start end users"), the latest invoice's per
+# (team, period) kept.
+SELECT_BILLED_USAGE = """
+SELECT team, toString(toDate(r[1])) AS period_start,
+       argMax(toUInt32(r[3]), (invoice_date, reference)),
+       toString(argMax(toDate(r[2]), (invoice_date, reference)))
+FROM (
+    SELECT team, invoice_date, reference, splitByChar(' ', record) AS r
+    FROM {db}.invoices ARRAY JOIN splitByChar('|', usage) AS record
+    WHERE team >= %(first)s AND team <= %(last)s AND usage != ''
+)
+GROUP BY team, period_start
+ORDER BY team, period_start
+"""
+
+SELECT_PERIOD_MAU = """
+SELECT team, toString(period_start), uniqExact(user_id) FROM {db}.active_users
+WHERE team >= %(first)s AND team <= %(last)s
+GROUP BY team, period_start
+ORDER BY team, period_start
+"""
+
+SELECT_LEASES = """
+SELECT holder,
+       toInt64(toUnixTimestamp(argMax(expires, seq))) - toInt64(toUnixTimestamp(now())),
+       argMax(pending, seq), max(seq)
+FROM {db}.leases
+WHERE name = %(name)s
+GROUP BY holder
+ORDER BY holder
+"""
 
 # Identical rows collapse in merges; a change re-sent with another body under the same id
 # keeps its earliest-inserted form, on both engines.
-SELECT_CHANGES = """
-SELECT source, change_id, toUnixTimestamp(argMin(time, (inserted_at, body))) AS effective,
+_SELECT_CHANGES = """
+SELECT team, source, change_id,
+       toUnixTimestamp(argMin(time, (inserted_at, body))) AS effective,
        argMin(body, (inserted_at, body))
-FROM {db}.billing_changes
-WHERE team = %(team)s
-GROUP BY source, change_id
-ORDER BY effective, source, change_id
+FROM {{db}}.billing_changes
+WHERE {where}
+GROUP BY team, source, change_id
+ORDER BY team, effective, source, change_id
 """
+SELECT_CHANGES = _SELECT_CHANGES.format(where="team = %(team)s")
+SELECT_RANGE_CHANGES = _SELECT_CHANGES.format(where=_RANGE)
 
 
 def check_database(name: str) -> str:
@@ -171,40 +239,55 @@ def schema_statements(database: str) -> list[str]:
     return [
         sql.format(db=db)
         for sql in (
-            CREATE_DATABASE, CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES, CREATE_CHANGES
+            CREATE_DATABASE, CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES, CREATE_CHANGES,
+            CREATE_LEASES,
         )
     ]
 
 
 @dataclass(frozen=True, slots=True)
 class Statements:
+    """Every statement of the store, for one database."""
+
     schema: list[str]
-    insert_invoice: str
     insert_changes: str
+    insert_lease: str
     daily_usage: str
     mau: str
     active_users: str
     active_users_page: str
-    invoice_count: str
     invoices: str
     team_invoices: str
+    range_invoices: str
+    batch_invoices: str
+    invoice_keys: str
+    billed_usage: str
+    period_mau: str
+    leases: str
     changes: str
+    range_changes: str
 
     @classmethod
     def for_database(cls, database: str) -> Statements:
         db = check_database(database)
         return cls(
             schema=schema_statements(db),
-            insert_invoice=INSERT_INVOICE.format(db=db),
             insert_changes=INSERT_CHANGES.format(db=db),
+            insert_lease=INSERT_LEASE.format(db=db),
             daily_usage=SELECT_DAILY_USAGE.format(db=db),
             mau=SELECT_MAU.format(db=db),
             active_users=SELECT_ACTIVE_USERS.format(db=db),
             active_users_page=SELECT_ACTIVE_USERS_PAGE.format(db=db),
-            invoice_count=SELECT_INVOICE_COUNT.format(db=db),
             invoices=SELECT_INVOICES.format(db=db),
             team_invoices=SELECT_TEAM_INVOICES.format(db=db),
+            range_invoices=SELECT_RANGE_INVOICES.format(db=db),
+            batch_invoices=SELECT_BATCH_INVOICES.format(db=db),
+            invoice_keys=SELECT_INVOICE_KEYS.format(db=db),
+            billed_usage=SELECT_BILLED_USAGE.format(db=db),
+            period_mau=SELECT_PERIOD_MAU.format(db=db),
+            leases=SELECT_LEASES.format(db=db),
             changes=SELECT_CHANGES.format(db=db),
+            range_changes=SELECT_RANGE_CHANGES.format(db=db),
         )
 
 
@@ -316,6 +399,18 @@ def active_user_table(columns: ActiveUserColumns) -> list[Column]:
     ]
 
 
+def invoice_table(invoices: Sequence[StoredInvoice], batch: str) -> list[Column]:
+    """The `invoices` columns of an insert of `invoices`, each tagged with `batch`."""
+    return [
+        Strings("team", [inv.team for inv in invoices]),
+        Dates("invoice_date", _days([inv.invoice_date for inv in invoices])),
+        Strings("reference", [inv.reference for inv in invoices]),
+        Strings("body", [inv.body for inv in invoices]),
+        Strings("usage", [usage_text(inv.usage) for inv in invoices]),
+        Strings("batch", [batch] * len(invoices)),
+    ]
+
+
 def _days(dates: Sequence[date]) -> Days:
     """Days since 1970-01-01, unchecked (`checked_length` checks Date's range)."""
     return np.fromiter((day.toordinal() - _EPOCH_ORDINAL for day in dates), np.int32,
@@ -370,6 +465,10 @@ class SqlStore(ABC):
     @abstractmethod
     def _execute(self, sql: str) -> None:
         """Run a statement without parameters or result."""
+
+    @abstractmethod
+    def _execute_with(self, sql: str, params: Mapping[str, Param]) -> None:
+        """Run a statement with parameters and without a result."""
 
     @abstractmethod
     def _select(self, sql: str, params: Mapping[str, Param]) -> list[Row]:
@@ -447,28 +546,53 @@ class SqlStore(ABC):
             for user_id, first_time, event_id, source, event_type in rows
         ]
 
-    def add_invoice(self, invoice: StoredInvoice) -> None:
-        key: dict[str, Param] = {
-            "team": invoice.team, "invoice_date": invoice.invoice_date,
-            "reference": invoice.reference,
-        }
-        if int(self._select(self._sql.invoice_count, key)[0][0]) > 0:
-            return
-        self._insert(
-            self._sql.insert_invoice,
-            [(invoice.team, invoice.invoice_date, invoice.reference, invoice.body)],
-        )
+    def add_invoices(self, invoices: Sequence[StoredInvoice], *, batch: str = "") -> None:
+        self._write_columns("invoices", invoice_table(invoices, batch))
+
+    def _stored_invoices(self, sql: str, params: Mapping[str, Param]) -> list[StoredInvoice]:
+        return [
+            StoredInvoice(team=str(team), invoice_date=date.fromisoformat(day), body=str(body),
+                          reference=str(reference), usage=usage_records(str(usage)))
+            for team, day, reference, body, usage in self._select(sql, params)
+        ]
 
     def invoices(self, team: str | None = None) -> list[StoredInvoice]:
         if team is None:
-            rows = self._select(self._sql.invoices, {})
-        else:
-            rows = self._select(self._sql.team_invoices, {"team": team})
-        return [
-            StoredInvoice(team=str(row_team), invoice_date=date.fromisoformat(day),
-                          body=str(body), reference=str(reference))
-            for row_team, day, reference, body in rows
-        ]
+            return self._stored_invoices(self._sql.invoices, {})
+        return self._stored_invoices(self._sql.team_invoices, {"team": team})
+
+    def invoices_between(self, first: str, last: str) -> list[StoredInvoice]:
+        return self._stored_invoices(self._sql.range_invoices, {"first": first, "last": last})
+
+    def batch_invoices(self, batch: str) -> list[StoredInvoice]:
+        return self._stored_invoices(self._sql.batch_invoices, {"batch": batch})
+
+    def invoice_keys(self, first: str, last: str) -> list[InvoiceKey]:
+        rows = self._select(self._sql.invoice_keys, {"first": first, "last": last})
+        return [InvoiceKey(str(team), date.fromisoformat(day), str(reference))
+                for team, day, reference in rows]
+
+    def billed_usage(self, first: str, last: str) -> list[PeriodCount]:
+        rows = self._select(self._sql.billed_usage, {"first": first, "last": last})
+        return [PeriodCount(str(team), date.fromisoformat(start), int(users),
+                            date.fromisoformat(end))
+                for team, start, users, end in rows]
+
+    def period_mau(self, first: str, last: str) -> list[PeriodCount]:
+        rows = self._select(self._sql.period_mau, {"first": first, "last": last})
+        return [PeriodCount(str(team), date.fromisoformat(start), int(users))
+                for team, start, users in rows]
+
+    def write_lease(self, name: str, holder: str, *, seq: int, seconds: int,
+                    pending: str = "") -> None:
+        self._execute_with(self._sql.insert_lease, {
+            "name": name, "holder": holder, "seq": seq, "seconds": seconds, "pending": pending,
+        })
+
+    def leases(self, name: str) -> list[LeaseState]:
+        rows = self._select(self._sql.leases, {"name": name})
+        return [LeaseState(str(holder), int(remaining), str(pending), int(seq))
+                for holder, remaining, pending, seq in rows]
 
     def add_changes(self, changes: Sequence[StoredChange]) -> None:
         if not changes:
@@ -479,10 +603,15 @@ class SqlStore(ABC):
         ]
         self._insert(self._sql.insert_changes, values)
 
-    def changes(self, team: str) -> list[StoredChange]:
-        rows = self._select(self._sql.changes, {"team": team})
+    def _stored_changes(self, sql: str, params: Mapping[str, Param]) -> list[StoredChange]:
         return [
-            StoredChange(team=team, source=str(source), change_id=str(change_id),
+            StoredChange(team=str(team), source=str(source), change_id=str(change_id),
                          time=datetime.fromtimestamp(int(seconds), UTC), body=str(body))
-            for source, change_id, seconds, body in rows
+            for team, source, change_id, seconds, body in self._select(sql, params)
         ]
+
+    def changes(self, team: str) -> list[StoredChange]:
+        return self._stored_changes(self._sql.changes, {"team": team})
+
+    def changes_between(self, first: str, last: str) -> list[StoredChange]:
+        return self._stored_changes(self._sql.range_changes, {"first": first, "last": last})

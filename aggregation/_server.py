@@ -85,6 +85,10 @@ class ServerStore(SqlStore):
         with self._calling():
             self._client.execute(sql)
 
+    def _execute_with(self, sql: str, params: Mapping[str, Param]) -> None:
+        with self._calling():
+            self._client.execute(sql, dict(params))
+
     def _select(self, sql: str, params: Mapping[str, Param]) -> list[Row]:
         with self._calling():
             rows: list[Row] = self._client.execute(sql, dict(params))

@@ -11,7 +11,8 @@ bytes; and nothing works before `ensure_schema`. Column writes are row writes of
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 
 from aggregation._schema import (
@@ -21,6 +22,7 @@ from aggregation._schema import (
     checked_length,
     event_columns,
     event_table,
+    invoice_table,
 )
 from aggregation.store import (
     ActiveUserColumns,
@@ -28,6 +30,9 @@ from aggregation.store import (
     DailyUsage,
     EventColumns,
     EventRow,
+    InvoiceKey,
+    LeaseState,
+    PeriodCount,
     StoredChange,
     StoredInvoice,
     StoreError,
@@ -36,7 +41,6 @@ from aggregation.store import (
 __all__ = ["MemoryStore"]
 
 PeriodKey = tuple[str, date]
-InvoiceKey = tuple[str, date, str]
 ChangeKey = tuple[str, str]
 
 
@@ -61,7 +65,10 @@ class MemoryStore:
         self._first: dict[PeriodKey, dict[str, ActiveUserRow]] = {}
         # (team, period) -> distinct event rows: a (source, id) counts once per day and type
         self._events: dict[PeriodKey, set[EventRow]] = {}
-        self._invoices: dict[InvoiceKey, StoredInvoice] = {}
+        # key -> (the batch that wrote it, the invoice as first written)
+        self._invoices: dict[InvoiceKey, tuple[str, StoredInvoice]] = {}
+        # lease name -> holder -> seq -> (expires, UTC seconds; pending batch)
+        self._leases: dict[str, dict[str, dict[int, tuple[int, str]]]] = {}
         # team -> (source, id) -> the change as first written
         self._changes: dict[str, dict[ChangeKey, StoredChange]] = {}
 
@@ -141,17 +148,66 @@ class MemoryStore:
         page = sorted(user for user in users if after is None or user > after)
         return [users[user] for user in (page[:limit] if limit else page)]
 
-    def add_invoice(self, invoice: StoredInvoice) -> None:
+    def add_invoices(self, invoices: Sequence[StoredInvoice], *, batch: str = "") -> None:
+        checked_length(invoice_table(invoices, batch))
         with self._lock:
             self._check_schema()
-            key = (invoice.team, invoice.invoice_date, invoice.reference)
-            self._invoices.setdefault(key, invoice)
+            for invoice in invoices:
+                self._invoices.setdefault(invoice.key, (batch, invoice))
 
-    def invoices(self, team: str | None = None) -> list[StoredInvoice]:
+    def _stored(self, keep: Callable[[InvoiceKey, str], bool]) -> list[StoredInvoice]:
+        """Stored invoices whose key and batch `keep` accepts, ordered by key."""
         with self._lock:
             self._check_schema()
             stored = dict(self._invoices)
-        return [stored[key] for key in sorted(stored) if team is None or key[0] == team]
+        return [stored[key][1] for key in sorted(stored) if keep(key, stored[key][0])]
+
+    def invoices(self, team: str | None = None) -> list[StoredInvoice]:
+        return self._stored(lambda key, batch: team is None or key.team == team)
+
+    def invoices_between(self, first: str, last: str) -> list[StoredInvoice]:
+        return self._stored(lambda key, batch: first <= key.team <= last)
+
+    def batch_invoices(self, batch: str) -> list[StoredInvoice]:
+        return self._stored(lambda key, written: written == batch)
+
+    def invoice_keys(self, first: str, last: str) -> list[InvoiceKey]:
+        return [invoice.key for invoice in self.invoices_between(first, last)]
+
+    def billed_usage(self, first: str, last: str) -> list[PeriodCount]:
+        billed: dict[tuple[str, date], PeriodCount] = {}
+        # Ordered by key: a later invoice's record replaces an earlier one's.
+        for invoice in self.invoices_between(first, last):
+            for record in invoice.usage:
+                billed[(invoice.team, record.period_start)] = PeriodCount(
+                    invoice.team, record.period_start, record.active_users, record.period_end)
+        return [billed[key] for key in sorted(billed)]
+
+    def period_mau(self, first: str, last: str) -> list[PeriodCount]:
+        with self._lock:
+            self._check_schema()
+            counts = {key: len(users) for key, users in self._first.items()
+                      if first <= key[0] <= last and users}
+        return [PeriodCount(team, start, counts[(team, start)]) for team, start in sorted(counts)]
+
+    def write_lease(self, name: str, holder: str, *, seq: int, seconds: int,
+                    pending: str = "") -> None:
+        with self._lock:
+            self._check_schema()
+            rows = self._leases.setdefault(name, {}).setdefault(holder, {})
+            rows[seq] = (int(time.time()) + seconds, pending)
+
+    def leases(self, name: str) -> list[LeaseState]:
+        now = int(time.time())
+        with self._lock:
+            self._check_schema()
+            holders = {holder: dict(rows) for holder, rows in self._leases.get(name, {}).items()}
+        states = []
+        for holder in sorted(holders):
+            seq = max(holders[holder])
+            expires, pending = holders[holder][seq]
+            states.append(LeaseState(holder, expires - now, pending, seq))
+        return states
 
     def add_changes(self, changes: Sequence[StoredChange]) -> None:
         if not changes:
@@ -172,6 +228,12 @@ class MemoryStore:
             self._check_schema()
             history = list(self._changes.get(team, {}).values())
         return sorted(history, key=lambda change: (change.time, change.source, change.change_id))
+
+    def changes_between(self, first: str, last: str) -> list[StoredChange]:
+        with self._lock:
+            self._check_schema()
+            teams = sorted(team for team in self._changes if first <= team <= last)
+        return [change for team in teams for change in self.changes(team)]
 
     def close(self) -> None:
         """Nothing to release: the data stays readable until the store is dropped."""

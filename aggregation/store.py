@@ -9,7 +9,7 @@ from typing import NamedTuple, Protocol, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from schemas import BillingChange
+from schemas import BillingChange, UsageRecord
 
 EPOCH_DAY = date(1970, 1, 1)
 Days = npt.NDArray[np.int32]
@@ -128,6 +128,56 @@ class StoredInvoice:
     # "" for the invoice of a billing date; a billing change's "source/id" for the invoice
     # of an immediate charge (seats added, upgrade), so a day can hold both
     reference: str = ""
+    # the body's `usage` records, kept beside it so that the close reads what was billed
+    # per period in one set query instead of parsing every body
+    usage: tuple[UsageRecord, ...] = ()
+
+    @property
+    def key(self) -> InvoiceKey:
+        return InvoiceKey(self.team, self.invoice_date, self.reference)
+
+
+class InvoiceKey(NamedTuple):
+    """What names an invoice: one key, one stored invoice."""
+
+    team: str
+    invoice_date: date
+    reference: str
+
+
+class PeriodCount(NamedTuple):
+    """Active users of one team in one period: counted now (`period_mau`) or as last billed
+    (`billed_usage`, with the period's end)."""
+
+    team: str
+    period_start: date
+    active_users: int
+    period_end: date | None = None
+
+
+class LeaseState(NamedTuple):
+    """One holder's latest lease row: seconds left on the store's clock (<= 0: lapsed), the
+    batch it declared in flight ("" for none), and its last sequence number."""
+
+    holder: str
+    remaining_seconds: int
+    pending: str
+    seq: int
+
+
+def usage_text(records: Sequence[UsageRecord]) -> str:
+    """`records` as the invoices table keeps them: "start end users" joined by "|"."""
+    return "|".join(f"{r.period_start} {r.period_end} {r.active_users}" for r in records)
+
+
+def usage_records(text: str) -> tuple[UsageRecord, ...]:
+    """The records `usage_text` wrote."""
+    records = []
+    for item in text.split("|") if text else ():
+        start, end, users = item.split(" ")
+        records.append(UsageRecord(period_start=date.fromisoformat(start),
+                                   period_end=date.fromisoformat(end), active_users=int(users)))
+    return tuple(records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +233,38 @@ class Store(Protocol):
         """Counted users with their earliest event, ordered by user id (bytes); a page holds
         the first `limit` (0: all) whose id sorts after `after` (None: from the first)."""
 
-    def add_invoice(self, invoice: StoredInvoice) -> None:
-        """Record an issued invoice; a second add for the same (team, date, reference) is
-        ignored."""
+    def add_invoices(self, invoices: Sequence[StoredInvoice], *, batch: str = "") -> None:
+        """Record issued invoices in one write, tagged with the close's `batch` name. Only
+        the holder of the close lease writes, and only keys not stored yet; the same row
+        written twice reads back once, and should two bodies ever share a key, every read
+        returns the earlier written (then the smaller)."""
 
     def invoices(self, team: str | None = None) -> list[StoredInvoice]:
         """Issued invoices, one per (team, date, reference), ordered by those three."""
+
+    def invoices_between(self, first: str, last: str) -> list[StoredInvoice]:
+        """`invoices()` of the teams from `first` to `last` (inclusive, in byte order)."""
+
+    def batch_invoices(self, batch: str) -> list[StoredInvoice]:
+        """The invoices written with `batch`, ordered by key."""
+
+    def invoice_keys(self, first: str, last: str) -> list[InvoiceKey]:
+        """The keys of the issued invoices of the teams from `first` to `last`, ordered."""
+
+    def billed_usage(self, first: str, last: str) -> list[PeriodCount]:
+        """Per team from `first` to `last` and period, the active users its latest invoice
+        (by date, then reference) billed for that period, with the period's end."""
+
+    def period_mau(self, first: str, last: str) -> list[PeriodCount]:
+        """Exact active users per period of the teams from `first` to `last`."""
+
+    def write_lease(self, name: str, holder: str, *, seq: int, seconds: int,
+                    pending: str = "") -> None:
+        """Append `holder`'s lease row `seq` for `name`: valid for `seconds` from now on the
+        store's clock (0: released), with `pending` naming the batch in flight."""
+
+    def leases(self, name: str) -> list[LeaseState]:
+        """Every holder's latest (highest `seq`) row for lease `name`, ordered by holder."""
 
     def add_changes(self, changes: Sequence[StoredChange]) -> None:
         """Record billing changes; the same (team, source, id) again changes nothing."""
@@ -196,6 +272,9 @@ class Store(Protocol):
     def changes(self, team: str) -> list[StoredChange]:
         """The team's billing changes, one per (source, id), in effect order (time, then
         source and id)."""
+
+    def changes_between(self, first: str, last: str) -> list[StoredChange]:
+        """`changes()` of the teams from `first` to `last`, team by team in byte order."""
 
     def close(self) -> None:
         """Release connections (and, for chdb, the data path)."""

@@ -6,7 +6,16 @@ in invoicing/errors.py)."""
 from __future__ import annotations
 
 from invoicing.changes import check_change, in_effect_order
-from invoicing.close import CloseError, CloseResult, close, due_dates, estimate
+from invoicing.close import (
+    DEFAULT_BATCH_TEAMS,
+    CloseError,
+    CloseLog,
+    CloseSummary,
+    OnDue,
+    close,
+    due_dates,
+    estimate,
+)
 from invoicing.errors import (
     BillingRuleError,
     ChangeError,
@@ -18,14 +27,17 @@ from invoicing.errors import (
 )
 
 __all__ = [
+    "DEFAULT_BATCH_TEAMS",
     "BillingRuleError",
     "ChangeError",
     "CloseError",
-    "CloseResult",
+    "CloseLog",
+    "CloseSummary",
     "CountRefused",
     "DateRefused",
     "DowngradeRefused",
     "NotApplicable",
+    "OnDue",
     "OwnerOnly",
     "check_change",
     "close",

@@ -1,10 +1,14 @@
 """Period close: issue every invoice that is due and not issued yet, exactly once.
 
-Silver-style billing log: the store's `invoices` table is the log; an invoice already
-in it is never rated again, so a second close is a no-op that returns the same bytes.
-Each new invoice is published before it is recorded: a crash in between re-publishes
-the same invoice (same team, date and reference, same bytes) on the next run instead of
-losing it.
+Silver-style billing log: the store's `invoices` table is the log; an invoice already in it is
+never rated again, so a second close issues nothing and the log keeps the same bytes.
+
+The close works on teams in byte order, `batch_teams` at a time. For each batch it reads the
+log and the usage in a few set queries over the batch's range of teams (issued keys; active
+users per period; what earlier invoices billed per period; billing changes), rates each due
+invoice with a pure function of those figures, and hands the new invoices of the batch to
+`issue`, which must record and publish them before it returns (metering/closing.py: one
+insert, one broker flush, under the close lease). Memory holds one batch, never the run.
 
 Plans rated from usage (`rated_from_usage`: "mau", seed 001; "mau_minimum", seed 004) are
 rated on each billing date from the store's usage. Late events never rewrite an issued
@@ -27,12 +31,14 @@ tax line (`invoice_with_tax`); otherwise its tax is zero and it carries no tax l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
-from aggregation import Store, StoredInvoice
+from pydantic_core import to_json
+
+from aggregation import InvoiceKey, PeriodCount, StoredChange, StoredInvoice
 from invoicing.errors import ChangeError
 from invoicing.lines import Correction, untaxed_invoice, usage_period
 from invoicing.plans import rate_usage
@@ -49,10 +55,23 @@ from schemas import (
     billing_dates,
 )
 
-__all__ = ["CloseError", "CloseResult", "billed_usage", "close", "due_dates", "estimate"]
+__all__ = [
+    "DEFAULT_BATCH_TEAMS",
+    "CloseError",
+    "CloseLog",
+    "CloseSummary",
+    "OnDue",
+    "close",
+    "due_dates",
+    "estimate",
+]
 
-Publish = Callable[[Invoice], None]
+# Teams per batch: a few set queries and one write per batch; memory holds one batch.
+DEFAULT_BATCH_TEAMS: Final = 10_000
 Key = tuple[date, str]  # invoice date, reference
+Issue = Callable[[list[StoredInvoice]], None]
+# Every due invoice, in key order, and whether this run issued it.
+OnDue = Callable[[StoredInvoice, bool], None]
 # How far ahead an estimate replays a schedule: past the next renewal of an annual term.
 _ESTIMATE_HORIZON: Final = timedelta(days=400)
 
@@ -64,10 +83,25 @@ class CloseError(ValueError):
     its ChangeError, and the close reports it as this error to whoever runs it."""
 
 
+class CloseLog(Protocol):
+    """What the close reads of the store, for the teams from `first` to `last` (byte order)."""
+
+    def invoice_keys(self, first: str, last: str) -> list[InvoiceKey]: ...
+
+    def invoices_between(self, first: str, last: str) -> list[StoredInvoice]: ...
+
+    def billed_usage(self, first: str, last: str) -> list[PeriodCount]: ...
+
+    def period_mau(self, first: str, last: str) -> list[PeriodCount]: ...
+
+    def changes_between(self, first: str, last: str) -> list[StoredChange]: ...
+
+
 @dataclass(frozen=True, slots=True)
-class CloseResult:
-    issued: list[Invoice]
-    due: list[StoredInvoice]
+class CloseSummary:
+    teams: int  # teams looked at
+    issued: int  # invoices issued by this run
+    due: int  # invoices due as of the close, issued by this run or before
 
 
 def due_dates(account: Account, *, as_of: datetime, grace: timedelta) -> list[date]:
@@ -75,15 +109,6 @@ def due_dates(account: Account, *, as_of: datetime, grace: timedelta) -> list[da
     calendar = account.calendar
     candidates = billing_dates(account.start_date, calendar.local_date(as_of))
     return [d for d in candidates if calendar.midnight(d) + grace <= as_of]
-
-
-def billed_usage(invoices: list[Invoice]) -> dict[date, UsageRecord]:
-    """Per period start, the active users last billed (invoices in date order)."""
-    billed: dict[date, UsageRecord] = {}
-    for invoice in sorted(invoices, key=lambda inv: inv.invoice_date):
-        for record in invoice.usage:
-            billed[record.period_start] = record
-    return billed
 
 
 def _taxed(catalog: Catalog, account: Account, invoice: Invoice) -> Invoice:
@@ -100,17 +125,19 @@ def _taxed(catalog: Catalog, account: Account, invoice: Invoice) -> Invoice:
     return taxed.model_copy(update={"usage": invoice.usage, "reference": invoice.reference})
 
 
-def _rate_usage(
-    store: Store, account: Account, plan: Plan, invoice_date: date, earlier: list[Invoice]
-) -> Invoice:
+def _rated(account: Account, plan: Plan, invoice_date: date, counts: Mapping[date, int],
+           billed: Mapping[date, UsageRecord]) -> Invoice:
+    """The untaxed invoice of a usage plan on `invoice_date`: `counts` are the team's active
+    users per period start now, `billed` what earlier invoices billed per period start. A
+    period that grew since it was billed gets its correction (in period order)."""
     period = usage_period(account, invoice_date)
-    usage = None if period is None else store.mau(account.team, period.start)
+    usage = None if period is None else counts.get(period.start, 0)
     corrections = [
         Correction(period=Period(record.period_start, record.period_end),
                    billed=record.active_users, current=current)
-        for record in billed_usage(earlier).values()
+        for start, record in sorted(billed.items())
         if record.period_end <= invoice_date
-        and (current := store.mau(account.team, record.period_start)) > record.active_users
+        and (current := counts.get(start, 0)) > record.active_users
     ]
     return rate_usage(account=account, plan=plan, invoice_date=invoice_date, usage=usage,
                       corrections=corrections)
@@ -122,49 +149,180 @@ def _scheduled_invoice(account: Account, currency: str, item: Scheduled) -> Invo
     return invoice.model_copy(update={"reference": item.reference})
 
 
-def _changes(store: Store, team: str, *, as_of: datetime) -> list[BillingChange]:
-    """The team's stored changes in effect up to `as_of`, in effect order."""
-    changes = [stored.change() for stored in store.changes(team)]
-    return [change for change in changes if change.time <= as_of]
-
-
-def _schedule(store: Store, catalog: Catalog, account: Account, as_of: datetime,
-              until: date) -> list[Scheduled]:
+def _schedule(catalog: Catalog, account: Account, changes: Sequence[StoredChange],
+              as_of: datetime, until: date) -> list[Scheduled]:
+    """The account's schedule from its stored changes in effect by `as_of`."""
+    in_effect: list[BillingChange] = [
+        change for change in (stored.change() for stored in changes) if change.time <= as_of
+    ]
     try:
-        return schedule(account, catalog, _changes(store, account.team, as_of=as_of),
-                        until=until)
+        return schedule(account, catalog, in_effect, until=until)
     except ChangeError as exc:
         raise CloseError(str(exc)) from exc
 
 
-class _Account:
-    """What the close needs of one account: its invoices due by `as_of`, rated on demand."""
+# Rating reads an account's fields but its team only to name the invoice: two accounts equal
+# but for the team get the same invoice but for the team.
+_RATED_FIELDS: Final = tuple(name for name in Account.model_fields if name != "team")
+_NO_TEAM: Final = '{"team":""'
+# Distinct rating inputs kept per run; a million teams have far fewer.
+_RATED_CACHE_SIZE: Final = 100_000
 
-    def __init__(self, store: Store, catalog: Catalog, account: Account, as_of: datetime,
-                 grace: timedelta) -> None:
-        self.store, self.catalog, self.account = store, catalog, account
-        self.plan = catalog.plans[account.plan]
+
+class _Calendars:
+    """Due billing dates and usage periods, kept by what they depend on (start date, anchor
+    day, zone): a million teams share a few thousand of those."""
+
+    def __init__(self, as_of: datetime, grace: timedelta) -> None:
         self.as_of, self.grace = as_of, grace
-        self.scheduled: dict[Key, Scheduled] = {}
-        if not self.plan.rated_from_usage:
-            local = account.calendar.local_date(as_of)
-            items = _schedule(store, catalog, account, as_of, local)
-            self.scheduled = {(item.invoice_date, item.reference): item for item in items
-                              if item.arises + grace <= as_of}
+        self._due: dict[tuple[date, int, str], tuple[Key, ...]] = {}
+        self._periods: dict[tuple[date, int, str, date], Period | None] = {}
 
-    def due(self) -> list[Key]:
-        if self.plan.rated_from_usage:
-            return [(day, "") for day in due_dates(self.account, as_of=self.as_of,
-                                                   grace=self.grace)]
-        return list(self.scheduled)
+    def due(self, account: Account) -> tuple[Key, ...]:
+        key = (account.start_date, account.anchor_day, account.timezone)
+        due = self._due.get(key)
+        if due is None:
+            due = tuple((day, "") for day in due_dates(account, as_of=self.as_of,
+                                                        grace=self.grace))
+            self._due[key] = due
+        return due
 
-    def rate(self, key: Key, earlier: list[Invoice]) -> Invoice:
-        if self.plan.rated_from_usage:
-            prior = [inv for inv in earlier if inv.invoice_date < key[0]]
-            invoice = _rate_usage(self.store, self.account, self.plan, key[0], prior)
-        else:
-            invoice = _scheduled_invoice(self.account, self.plan.currency, self.scheduled[key])
-        return _taxed(self.catalog, self.account, invoice)
+    def usage_period(self, account: Account, invoice_date: date) -> Period | None:
+        key = (account.start_date, account.anchor_day, account.timezone, invoice_date)
+        if key not in self._periods:
+            self._periods[key] = usage_period(account, invoice_date)
+        return self._periods[key]
+
+
+class _RatedUsage:
+    """Usage invoices by their inputs but the team. Rating is a pure function, and on one
+    billing date most teams share a plan, anchor, zone and count of users, so an invoice is
+    rated once per distinct input and written for each team by putting the team's name in
+    the canonical JSON: `'{"team":' + the name's JSON + the rest` (the team comes first in
+    the canonical form, and its JSON string is the one the model's serializer writes)."""
+
+    def __init__(self, catalog: Catalog, calendars: _Calendars) -> None:
+        self.catalog, self.calendars = catalog, calendars
+        self._rated: dict[tuple[object, ...], tuple[str, tuple[UsageRecord, ...]]] = {}
+
+    def invoice(self, account: Account, shape: tuple[object, ...], plan: Plan,
+                invoice_date: date, counts: Mapping[date, int],
+                billed: Mapping[date, UsageRecord]) -> StoredInvoice:
+        """The invoice of `account`, whose fields but the team are `shape`."""
+        period = self.calendars.usage_period(account, invoice_date)
+        usage = None if period is None else counts.get(period.start, 0)
+        grown = tuple((start, counts.get(start, 0)) for start, record in sorted(billed.items())
+                      if record.period_end <= invoice_date
+                      and counts.get(start, 0) > record.active_users)
+        key = (shape, invoice_date, usage, grown, tuple(billed[start] for start, _ in grown))
+        rated = self._rated.get(key)
+        if rated is None:
+            nameless = account.model_copy(update={"team": ""})
+            invoice = _taxed(self.catalog, nameless,
+                             _rated(nameless, plan, invoice_date, counts, billed))
+            rated = (invoice.canonical_json().removeprefix(_NO_TEAM), invoice.usage)
+            if len(self._rated) >= _RATED_CACHE_SIZE:
+                self._rated.clear()
+            self._rated[key] = rated
+        tail, records = rated
+        body = '{"team":' + to_json(account.team).decode() + tail
+        return StoredInvoice(account.team, invoice_date, body, "", records)
+
+
+def _stored(invoice: Invoice) -> StoredInvoice:
+    return StoredInvoice(invoice.team, invoice.invoice_date, invoice.canonical_json(),
+                         invoice.reference, invoice.usage)
+
+
+def _by_team(rows: Sequence[PeriodCount]) -> dict[str, dict[date, PeriodCount]]:
+    grouped: dict[str, dict[date, PeriodCount]] = {}
+    for row in rows:
+        grouped.setdefault(row.team, {})[row.period_start] = row
+    return grouped
+
+
+class _Batch:
+    """One batch of accounts (consecutive in byte order) and what the store says of them."""
+
+    def __init__(self, store: CloseLog, catalog: Catalog, accounts: Sequence[Account],
+                 as_of: datetime, grace: timedelta, rated: _RatedUsage) -> None:
+        self.store, self.catalog, self.accounts, self.rated = store, catalog, accounts, rated
+        self.calendars = rated.calendars
+        self.as_of, self.grace = as_of, grace
+        self.first, self.last = accounts[0].team, accounts[-1].team
+        self.usage_rated = [catalog.plans[account.plan].rated_from_usage for account in accounts]
+
+    def schedules(self) -> dict[str, dict[Key, Scheduled]]:
+        """Per scheduled account, its items due by `as_of`; CloseError if a history cannot
+        apply. No store read when the batch has no scheduled account."""
+        if all(self.usage_rated):
+            return {}
+        changes: dict[str, list[StoredChange]] = {}
+        for change in self.store.changes_between(self.first, self.last):
+            changes.setdefault(change.team, []).append(change)
+        due: dict[str, dict[Key, Scheduled]] = {}
+        for account, by_usage in zip(self.accounts, self.usage_rated, strict=True):
+            if by_usage:
+                continue
+            local = account.calendar.local_date(self.as_of)
+            items = _schedule(self.catalog, account, changes.get(account.team, ()), self.as_of,
+                              local)
+            due[account.team] = {(item.invoice_date, item.reference): item for item in items
+                                 if item.arises + self.grace <= self.as_of}
+        return due
+
+    def close(self) -> tuple[list[StoredInvoice], list[InvoiceKey]]:
+        """The new invoices of the batch, in key order, and the keys of every due one."""
+        scheduled = self.schedules()
+        issued: dict[str, set[Key]] = {}
+        for team, day, reference in self.store.invoice_keys(self.first, self.last):
+            issued.setdefault(team, set()).add((day, reference))
+        due: list[InvoiceKey] = []
+        missing: list[tuple[Account, list[Key]]] = []
+        nothing: set[Key] = set()
+        for account, by_usage in zip(self.accounts, self.usage_rated, strict=True):
+            team = account.team
+            keys = self.calendars.due(account) if by_usage else sorted(scheduled[team])
+            due.extend(InvoiceKey(team, day, reference) for day, reference in keys)
+            done = issued.get(team, nothing)
+            new = [key for key in keys if key not in done]
+            if new:
+                missing.append((account, new))
+        return self._rate(missing, scheduled), due
+
+    def _rate(self, missing: Sequence[tuple[Account, list[Key]]],
+              scheduled: Mapping[str, Mapping[Key, Scheduled]]) -> list[StoredInvoice]:
+        counts: dict[str, dict[date, PeriodCount]] = {}
+        billed: dict[str, dict[date, PeriodCount]] = {}
+        if any(self.catalog.plans[account.plan].rated_from_usage for account, _ in missing):
+            counts = _by_team(self.store.period_mau(self.first, self.last))
+            billed = _by_team(self.store.billed_usage(self.first, self.last))
+        new: list[StoredInvoice] = []
+        for account, keys in missing:
+            plan = self.catalog.plans[account.plan]
+            if not plan.rated_from_usage:
+                items = scheduled[account.team]
+                new.extend(_stored(_taxed(self.catalog, account, _scheduled_invoice(
+                    account, plan.currency, items[key]))) for key in keys)
+                continue
+            team_counts = {start: row.active_users
+                           for start, row in counts.get(account.team, {}).items()}
+            team_billed = {start: _record(row)
+                           for start, row in billed.get(account.team, {}).items()}
+            shape = tuple(getattr(account, name) for name in _RATED_FIELDS)
+            for invoice_date, _ in keys:
+                invoice = self.rated.invoice(account, shape, plan, invoice_date, team_counts,
+                                             team_billed)
+                team_billed.update((record.period_start, record) for record in invoice.usage)
+                new.append(invoice)
+        return new
+
+
+def _record(row: PeriodCount) -> UsageRecord:
+    if row.period_end is None:
+        raise ValueError(f"{row.team}: billed usage of {row.period_start} has no period end")
+    return UsageRecord(period_start=row.period_start, period_end=row.period_end,
+                       active_users=row.active_users)
 
 
 def _accounts(catalog: Catalog, team: str | None) -> Iterator[Account]:
@@ -177,48 +335,71 @@ def _accounts(catalog: Catalog, team: str | None) -> Iterator[Account]:
     yield account
 
 
+def _batches(accounts: Sequence[Account], size: int) -> Iterator[Sequence[Account]]:
+    for start in range(0, len(accounts), size):
+        yield accounts[start : start + size]
+
+
+def _ignore_teams(count: int) -> None:
+    """Nobody counts the teams."""
+
+
 def close(
     *,
-    store: Store,
+    store: CloseLog,
     catalog: Catalog,
     as_of: datetime,
     grace: timedelta,
-    publish: Publish,
+    issue: Issue,
     team: str | None = None,
-    on_team: Callable[[str], None] = lambda team: None,
-) -> CloseResult:
-    """Issue what is due for `team` or every catalog team. Every schedule is built before
-    anything is issued, so a history the catalog refuses issues nothing; `on_team` is called
-    with each team's name once its invoices are issued (a progress bar counts them)."""
+    on_teams: Callable[[int], None] = _ignore_teams,
+    on_due: OnDue | None = None,
+    batch_teams: int = DEFAULT_BATCH_TEAMS,
+) -> CloseSummary:
+    """Issue what is due for `team` or every catalog team, batch by batch: `issue` gets each
+    batch's new invoices and must record and publish them before it returns; `on_teams` is
+    told how many teams each finished batch held (a progress bar counts them); `on_due`, when
+    given, gets every due invoice in key order (already issued ones are read for it). Every
+    schedule is built before anything is issued, so a history the catalog refuses issues
+    nothing."""
     if as_of.tzinfo is None:
         raise CloseError("as_of must carry a time zone")
-    accounts = [_Account(store, catalog, account, as_of, grace)
-                for account in _accounts(catalog, team)]
-    stored: dict[str, list[Invoice]] = {}
-    for inv in store.invoices(team):
-        stored.setdefault(inv.team, []).append(Invoice.model_validate_json(inv.body))
-    issued: list[Invoice] = []
-    due_keys: set[tuple[str, date, str]] = set()
-    for billed in accounts:
-        name = billed.account.team
-        earlier = stored.setdefault(name, [])
-        issued_keys = {(inv.invoice_date, inv.reference) for inv in earlier}
-        for key in billed.due():
-            due_keys.add((name, *key))
-            if key in issued_keys:
-                continue
-            invoice = billed.rate(key, earlier)
-            publish(invoice)
-            store.add_invoice(StoredInvoice(name, key[0], invoice.canonical_json(), key[1]))
-            earlier.append(invoice)
-            issued.append(invoice)
-        on_team(name)
-    due = [inv for inv in store.invoices(team)
-           if (inv.team, inv.invoice_date, inv.reference) in due_keys]
-    return CloseResult(issued=issued, due=due)
+    if batch_teams < 1:
+        raise ValueError(f"batch_teams must be >= 1, got {batch_teams}")
+    # Byte order is code point order for UTF-8, and ClickHouse's order of String.
+    accounts = sorted(_accounts(catalog, team), key=lambda account: account.team)
+    rated = _RatedUsage(catalog, _Calendars(as_of, grace))
+    batches = [_Batch(store, catalog, part, as_of, grace, rated)
+               for part in _batches(accounts, batch_teams)]
+    for batch in batches:
+        batch.schedules()
+    issued = due = 0
+    for batch in batches:
+        new, due_keys = batch.close()
+        if new:
+            issue(new)
+        if on_due is not None:
+            _report_due(store, batch, new, due_keys, on_due)
+        issued += len(new)
+        due += len(due_keys)
+        on_teams(len(batch.accounts))
+    return CloseSummary(teams=len(accounts), issued=issued, due=due)
 
 
-def estimate(*, store: Store, catalog: Catalog, team: str, now: datetime) -> Invoice | None:
+def _report_due(store: CloseLog, batch: _Batch, new: Sequence[StoredInvoice],
+                due_keys: Sequence[InvoiceKey], on_due: OnDue) -> None:
+    fresh = {invoice.key: invoice for invoice in new}
+    wanted = set(due_keys) - fresh.keys()
+    earlier = {invoice.key: invoice for invoice in store.invoices_between(batch.first, batch.last)
+               if invoice.key in wanted} if wanted else {}
+    for key in sorted(due_keys):
+        if key in fresh:
+            on_due(fresh[key], True)
+        elif key in earlier:
+            on_due(earlier[key], False)
+
+
+def estimate(*, store: CloseLog, catalog: Catalog, team: str, now: datetime) -> Invoice | None:
     """The invoice the team's next billing date would issue if its open period ended `now`:
     usage so far, changes in effect by `now`. None when nothing more will be billed (a
     cancelled subscription). Raises CloseError for an unknown team."""
@@ -229,11 +410,11 @@ def estimate(*, store: Store, catalog: Catalog, team: str, now: datetime) -> Inv
     if plan.rated_from_usage:
         following = (account.start_date if local < account.start_date
                      else calendar.next_anchor_date(local))
-        earlier = [Invoice.model_validate_json(inv.body) for inv in store.invoices(team)]
-        invoice = _rate_usage(store, account, plan, following,
-                              [inv for inv in earlier if inv.invoice_date < following])
-        return _taxed(catalog, account, invoice)
-    items = _schedule(store, catalog, account, now, local + _ESTIMATE_HORIZON)
+        counts = {row.period_start: row.active_users for row in store.period_mau(team, team)}
+        billed = {row.period_start: _record(row) for row in store.billed_usage(team, team)}
+        return _taxed(catalog, account, _rated(account, plan, following, counts, billed))
+    items = _schedule(catalog, account, store.changes_between(team, team), now,
+                      local + _ESTIMATE_HORIZON)
     upcoming = next((item for item in items if not item.reference and item.invoice_date > local),
                     None)
     if upcoming is None:

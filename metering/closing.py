@@ -1,6 +1,13 @@
 """Run a close and publish its charges: what `metering close`, `metering serve`'s periodic
-close and the demo share. Each issued invoice is published on the charges topic before it
-is recorded, so a crash re-publishes the same bytes rather than losing a charge."""
+close and the demo share.
+
+One close at a time holds the close lease (metering/lease.py); a second waits for it (the
+command line) or skips its turn (serve). Under the lease each batch of new invoices is first
+recorded in the store, tagged with a batch name the lease row declares in flight, then
+published with one flush: a close killed in between leaves the batch stored, and the next
+holder re-publishes it from the store, the same bytes. Rating is never repeated for a stored
+key, so whatever runs at once, a key has one invoice and every charge is its bytes.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +16,27 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from aggregation import Store
-from invoicing import CloseResult, close
-from metering.kafka_io import BrokerError, ensure_topics, make_producer
+from aggregation import Store, StoredInvoice, StoreError
+from invoicing import CloseSummary, OnDue, close
+from metering.charges import ChargePublisher
+from metering.kafka_io import ensure_topics
+from metering.lease import CloseLease
 from metering.metrics import CloseMetrics
 from metering.runtime import open_ready_store
 from metering.settings import Settings
-from schemas import Catalog, Invoice
+from schemas import Catalog
 
 __all__ = ["run_close"]
 
 
-def _no_progress(team: str) -> None:
+def _no_progress(teams: int) -> None:
     """Nobody watches: nothing to advance."""
+
+
+def _release(lease: CloseLease) -> None:
+    # A store that went away keeps the lease until it lapses; the run's own error is the news.
+    with contextlib.suppress(StoreError):
+        lease.release()
 
 
 def run_close(
@@ -31,50 +46,56 @@ def run_close(
     as_of: datetime,
     team: str | None,
     metrics: CloseMetrics | None = None,
-    on_team: Callable[[str], None] = _no_progress,
+    on_teams: Callable[[int], None] = _no_progress,
+    on_due: OnDue | None = None,
+    on_wait: Callable[[str], None] | None = None,
     store: Store | None = None,
-) -> CloseResult:
-    """Issue and publish what is due; `on_team` is called as each team is done. The run is
-    recorded in `metrics`, a failed one with the invoices it published before failing.
+    wait: float | None = None,
+) -> CloseSummary:
+    """Take the close lease (waiting up to `wait` seconds, the settings' wait by default;
+    LeaseBusy after it), re-publish what a killed close left in flight, then issue and
+    publish what is due. `on_teams` hears each finished batch's team count, `on_due` every
+    due invoice (invoicing.close). The run is recorded in `metrics`, a failed one with the
+    invoices it published before failing; a run that never got the lease is not recorded.
     Without `store` the settings' store is opened for the run and closed after it."""
-    started = time.monotonic()
-    published: list[Invoice] = []
-    ok = False
-    try:
-        with contextlib.ExitStack() as stack:
-            if store is None:
-                store = open_ready_store(settings)
-                stack.callback(store.close)
-            result = _close(settings, store, catalog=catalog, as_of=as_of, team=team,
-                            published=published, on_team=on_team)
-        ok = True
-    finally:
-        if metrics is not None:
-            metrics.record(ok=ok, seconds=time.monotonic() - started, issued=len(published),
-                           finished_at=time.time())
-    return result
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            store = open_ready_store(settings)
+            stack.callback(store.close)
+        lease = CloseLease(store, seconds=settings.close_lease_seconds)
+        lease.acquire(wait=settings.close_lease_wait_seconds if wait is None else wait,
+                      on_wait=on_wait)
+        stack.callback(_release, lease)
+        started = time.monotonic()
+        issued = 0
+        ok = False
+        try:
+            ensure_topics(settings.bootstrap_servers, [settings.charges_topic],
+                          partitions=settings.partitions)
+            publisher = stack.enter_context(
+                ChargePublisher(settings.bootstrap_servers, settings.charges_topic))
+            _republish_orphans(store, lease, publisher)
+
+            def issue(batch: list[StoredInvoice]) -> None:
+                nonlocal issued
+                name = lease.next_batch()
+                store.add_invoices(batch, batch=name)
+                publisher.publish(batch)
+                issued += len(batch)
+
+            summary = close(store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
+                            issue=issue, team=team, on_teams=on_teams, on_due=on_due,
+                            batch_teams=settings.close_batch_teams)
+            ok = True
+        finally:
+            if metrics is not None:
+                metrics.record(ok=ok, seconds=time.monotonic() - started, issued=issued,
+                               finished_at=time.time())
+    return summary
 
 
-def _close(
-    settings: Settings, store: Store, *, catalog: Catalog, as_of: datetime, team: str | None,
-    published: list[Invoice], on_team: Callable[[str], None],
-) -> CloseResult:
-    ensure_topics(settings.bootstrap_servers, [settings.charges_topic],
-                  partitions=settings.partitions)
-    producer = make_producer(settings.bootstrap_servers, linger_ms=0)
-
-    def publish(invoice: Invoice) -> None:
-        future = producer.send(
-            settings.charges_topic, key=invoice.team.encode(),
-            value=invoice.canonical_json().encode(),
-        )
-        producer.flush()
-        if future.failed():
-            raise BrokerError(f"charge for {invoice.team} not published: {future.exception}")
-        published.append(invoice)
-
-    try:
-        return close(store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
-                     publish=publish, team=team, on_team=on_team)
-    finally:
-        producer.close()
+def _republish_orphans(store: Store, lease: CloseLease, publisher: ChargePublisher) -> None:
+    """Publish again, from the store, each batch a lapsed close declared in flight."""
+    for orphan in lease.orphans():
+        publisher.publish(store.batch_invoices(orphan.pending))
+        lease.settle(orphan)

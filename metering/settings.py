@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aggregation import redact_url
+from invoicing import DEFAULT_BATCH_TEAMS
 
 DEFAULT_BROKER_URL = "kafka://127.0.0.1:9092"
 DEFAULT_STORE_URL = "chdb:///var/lib/metering/chdb"
@@ -28,6 +29,8 @@ DEFAULT_GRACE = timedelta(hours=1)
 DEFAULT_BATCH_EVENTS = 20_000
 DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 DEFAULT_BATCH_LINGER_SECONDS = 0.5
+DEFAULT_CLOSE_LEASE_SECONDS = 30
+DEFAULT_CLOSE_LEASE_WAIT_SECONDS = 600.0
 DEFAULT_SESSION_TIMEOUT_SECONDS = 10.0
 
 # Recent (source, id) pairs the worker remembers to drop retries without a store read.
@@ -68,6 +71,12 @@ class Settings(BaseSettings):
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     # serve runs the close every this many seconds (0: never; cron runs `metering close`)
     close_interval_seconds: float = Field(default=0, ge=0)
+    # the close: teams per batch (a few set queries and one write each), how long its lease
+    # lasts unrenewed (a killed close blocks the next for that long), how long a command-line
+    # close waits for another to finish
+    close_batch_teams: int = Field(default=DEFAULT_BATCH_TEAMS, ge=1)
+    close_lease_seconds: int = Field(default=DEFAULT_CLOSE_LEASE_SECONDS, ge=3)
+    close_lease_wait_seconds: float = Field(default=DEFAULT_CLOSE_LEASE_WAIT_SECONDS, ge=0)
     # Opt-in per-team MAU gauge for the N largest teams (0: off); bounded label values
     top_teams_metric: int = Field(default=0, ge=0, le=1000)
     log_format: Literal["json", "text"] = "json"

@@ -22,12 +22,15 @@ from aggregation import (
     DailyUsage,
     EventColumns,
     EventRow,
+    InvoiceKey,
+    PeriodCount,
     Store,
     StoredChange,
     StoredInvoice,
     StoreError,
 )
 from aggregation.store import EPOCH_DAY, Days, Seconds
+from schemas import UsageRecord
 
 Merge = Callable[[], None]
 
@@ -217,11 +220,11 @@ def test_naive_first_time_is_rejected(store: Store) -> None:
         store.add_active_users([user_row("u1", at=datetime(2024, 1, 3))])
 
 
-def test_second_invoice_for_a_day_is_ignored(store: Store, merge: Merge) -> None:
+def test_an_invoice_written_twice_reads_back_once(store: Store, merge: Merge) -> None:
     first = StoredInvoice("acme", JAN, '{"total": "10.00", "note": "é\\n\'quoted\'"}\n')
-    store.add_invoice(first)
-    store.add_invoice(StoredInvoice("acme", JAN, '{"total": "0.00"}'))
-    store.add_invoice(first)
+    store.add_invoices([first], batch="h/1")
+    store.add_invoices([first], batch="h/1")
+    store.add_invoices([])
     merge()
     assert store.invoices() == [first]
     assert store.invoices()[0].body.encode() == first.body.encode()
@@ -234,8 +237,8 @@ def test_invoices_are_ordered_and_filtered_by_team(store: Store) -> None:
         StoredInvoice("globex", JAN, "g-jan"),
         StoredInvoice("acme", JAN, "a-jan"),
     ]
-    for invoice in invoices:
-        store.add_invoice(invoice)
+    store.add_invoices(invoices[:1])
+    store.add_invoices(invoices[1:])
     ordered = sorted(invoices, key=lambda inv: (inv.team, inv.invoice_date))
     assert store.invoices() == ordered
     assert store.invoices("globex") == [inv for inv in ordered if inv.team == "globex"]
@@ -248,14 +251,80 @@ def test_immediate_invoices_share_a_day_with_the_billing_date_invoice(
     renewal = StoredInvoice("acme", JAN, "renewal")
     seats = StoredInvoice("acme", JAN, "seats", reference="crm/chg-1")
     upgrade = StoredInvoice("acme", JAN, "upgrade", reference="crm/chg-2")
-    for invoice in (upgrade, seats, renewal, StoredInvoice("acme", JAN, "again", "crm/chg-1")):
-        store.add_invoice(invoice)
+    store.add_invoices([upgrade, seats, renewal])
     merge()
     assert store.invoices("acme") == [renewal, seats, upgrade]
 
 
+def _usage(start: date, end: date, users: int) -> UsageRecord:
+    return UsageRecord(period_start=start, period_end=end, active_users=users)
+
+
+MAR = date(2024, 3, 1)
+
+
+def test_team_ranges_are_inclusive_in_byte_order(store: Store, merge: Merge) -> None:
+    teams = ["a", "b", "b\x00", "bé", "b日本", "c", "é"]
+    store.add_invoices([StoredInvoice(team, JAN, f"body-{team}") for team in reversed(teams)])
+    merge()
+    assert [key.team for key in store.invoice_keys("b", "c")] == ["b", "b\x00", "bé", "b日本", "c"]
+    assert [inv.team for inv in store.invoices_between("bé", "é")] == ["bé", "b日本", "c", "é"]
+    assert store.invoice_keys("d", "d") == []
+    assert store.invoice_keys("a", "a") == [InvoiceKey("a", JAN, "")]
+
+
+def test_invoice_usage_round_trips_and_the_latest_billing_of_a_period_wins(
+    store: Store, merge: Merge
+) -> None:
+    jan = StoredInvoice("acme", FEB, "feb", usage=(_usage(JAN, FEB, 8),))
+    feb = StoredInvoice("acme", MAR, "mar", usage=(_usage(FEB, MAR, 3), _usage(JAN, FEB, 9)))
+    seats = StoredInvoice("acme", MAR, "seats", reference="crm/1")  # no usage
+    other = StoredInvoice("globex", FEB, "g", usage=(_usage(JAN, FEB, 1),))
+    store.add_invoices([jan, other], batch="h/1")
+    store.add_invoices([feb, seats], batch="h/2")
+    merge()
+    assert store.invoices("acme") == [jan, feb, seats]
+    assert store.billed_usage("acme", "acme") == [
+        PeriodCount("acme", JAN, 9, FEB), PeriodCount("acme", FEB, 3, MAR)]
+    assert store.billed_usage("acme", "globex")[-1] == PeriodCount("globex", JAN, 1, FEB)
+    assert store.batch_invoices("h/2") == [feb, seats]
+    assert store.batch_invoices("h/3") == []
+
+
+def test_period_mau_counts_each_team_and_period_in_range(store: Store) -> None:
+    store.add_active_users([
+        user_row("u1"), user_row("u2"), user_row("u1", period=FEB),
+        user_row("u1", team="globex"), user_row("u9", team="zeta"),
+    ])
+    assert store.period_mau("acme", "globex") == [
+        PeriodCount("acme", JAN, 2), PeriodCount("acme", FEB, 1), PeriodCount("globex", JAN, 1)]
+    assert store.period_mau("b", "c") == []
+
+
+def test_leases_show_each_holder_s_latest_row(store: Store, merge: Merge) -> None:
+    store.write_lease("close", "h1", seq=1, seconds=60)
+    store.write_lease("close", "h1", seq=2, seconds=600, pending="h1/1")
+    store.write_lease("close", "h2", seq=1, seconds=60)
+    store.write_lease("close", "h2", seq=2, seconds=0)
+    store.write_lease("other", "h3", seq=1, seconds=60)
+    merge()
+    h1, h2 = store.leases("close")
+    assert (h1.holder, h1.pending, h1.seq) == ("h1", "h1/1", 2)
+    assert 590 <= h1.remaining_seconds <= 600
+    assert (h2.holder, h2.pending, h2.seq) == ("h2", "", 2)
+    assert h2.remaining_seconds <= 0
+    assert store.leases("none") == []
+
+
 def _change(change_id: str, at: datetime, body: str = "{}", source: str = "crm") -> StoredChange:
     return StoredChange(team="acme", source=source, change_id=change_id, time=at, body=body)
+
+
+def test_changes_between_come_team_by_team(store: Store) -> None:
+    acme = _change("a", T0)
+    globex = replace(_change("g", T0 - timedelta(days=1)), team="globex")
+    store.add_changes([globex, acme, replace(_change("z", T0), team="zeta")])
+    assert store.changes_between("acme", "globex") == [acme, globex]
 
 
 def test_changes_are_idempotent_and_in_effect_order(store: Store, merge: Merge) -> None:

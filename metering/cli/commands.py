@@ -10,10 +10,11 @@ import json
 import os
 import stat
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, start_http_server
@@ -24,9 +25,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from invoicing import CloseResult, check_change
+from aggregation import StoredInvoice
+from invoicing import CloseSummary, OnDue, check_change
 from metering.cli.progress import counting, progress_bar, show_progress, team_bar
-from metering.cli.report import invoice_table, usage_table
+from metering.cli.report import INVOICE_HEADER, NO_INVOICES, invoice_rows, usage_table
 from metering.closing import run_close
 from metering.kafka_io import ensure_topics, make_producer
 from metering.logs import logging_config
@@ -196,26 +198,59 @@ def usage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class DueOutput:
+    """Writes due invoices to `out` as the close reports them, holding none: the JSON array
+    (`--json`) element by element, or the table row by row."""
+
+    def __init__(self, out: TextIO, *, as_json: bool) -> None:
+        self.out, self.as_json, self.count = out, as_json, 0
+        out.write("[" if as_json else INVOICE_HEADER + "\n")
+
+    def __call__(self, invoice: StoredInvoice, new: bool) -> None:
+        if self.as_json:
+            self.out.write(invoice.body if not self.count else ", " + invoice.body)
+        else:
+            rows = invoice_rows(Invoice.model_validate_json(invoice.body))
+            self.out.write("\n".join(rows) + "\n")
+        self.count += 1
+
+    def finish(self) -> None:
+        if self.as_json:
+            self.out.write("]\n")
+        elif not self.count:
+            self.out.write(NO_INVOICES + "\n")
+        self.out.flush()
+
+
+def _waiting(holder: str) -> None:
+    print(f"waiting for the close lease, held by {holder}", file=sys.stderr, flush=True)
+
+
 def close_with_progress(settings: Settings, *, as_of: datetime, team: str | None,
-                        progress: bool) -> CloseResult:
+                        progress: bool, on_due: OnDue | None = None) -> CloseSummary:
     """The close of the settings' catalog; with `progress`, a bar counts the teams."""
     catalog = load_settings_catalog(settings, required=True)
+    tune_collector()  # a million accounts must not be walked by every collection
     with contextlib.ExitStack() as stack:
-        if progress:
-            bar = team_bar(stack, 1 if team is not None else len(catalog.accounts))
-            return run_close(settings, catalog=catalog, as_of=as_of, team=team, on_team=bar)
-        return run_close(settings, catalog=catalog, as_of=as_of, team=team)
+        on_teams = (team_bar(stack, 1 if team is not None else len(catalog.accounts))
+                    if progress else _no_teams)
+        return run_close(settings, catalog=catalog, as_of=as_of, team=team, on_teams=on_teams,
+                         on_due=on_due, on_wait=_waiting)
+
+
+def _no_teams(teams: int) -> None:
+    """No bar to advance."""
 
 
 def close(args: argparse.Namespace, settings: Settings) -> int:
-    result = close_with_progress(settings, as_of=args.as_of, team=args.team,
-                                 progress=show_progress(args))
-    if args.json:
-        print("[" + ", ".join(inv.body for inv in result.due) + "]")
-    else:
-        print(invoice_table([Invoice.model_validate_json(inv.body) for inv in result.due]))
-    print(f"issued {len(result.issued)} new invoices; {len(result.due)} due as of "
-          f"{args.as_of.isoformat()}", file=sys.stderr)
+    started = time.monotonic()
+    output = DueOutput(sys.stdout, as_json=args.json)
+    summary = close_with_progress(settings, as_of=args.as_of, team=args.team,
+                                  progress=show_progress(args), on_due=output)
+    output.finish()
+    print(f"issued {summary.issued} new invoices; {summary.due} due as of "
+          f"{args.as_of.isoformat()}; {summary.teams} teams in "
+          f"{time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 
 

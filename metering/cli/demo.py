@@ -113,8 +113,10 @@ def run_demo(*, teams: int, users: int, workdir: Path | None) -> int:
             worker.stop()
         _print("worker caught up and stopped")
 
-        result = run_close(settings, catalog=load_settings_catalog(settings, required=True),
-                           as_of=now, team=None)
-    _print(invoice_table([Invoice.model_validate_json(inv.body) for inv in result.due]))
-    _print(f"issued {len(result.issued)} invoices; data kept in {root}")
+        due: list[Invoice] = []
+        summary = run_close(
+            settings, catalog=load_settings_catalog(settings, required=True), as_of=now,
+            team=None, on_due=lambda inv, new: due.append(Invoice.model_validate_json(inv.body)))
+    _print(invoice_table(due))
+    _print(f"issued {summary.issued} invoices; data kept in {root}")
     return 0

@@ -19,6 +19,7 @@ from metering import logs
 from metering.api import port_number, serve
 from metering.cli.commands import CliError
 from metering.kafka_io import BrokerError
+from metering.lease import LeaseError
 from metering.runtime import SetupError
 from metering.settings import Settings
 from schemas import CatalogError
@@ -135,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(f"setting log_level: {exc}", EXIT_USAGE)
     try:
         code = run(args, settings)
-    except (CliError, SetupError, CatalogError, CloseError, BrokerError, StoreError) as exc:
+    except (CliError, SetupError, CatalogError, CloseError, BrokerError, StoreError,
+            LeaseError) as exc:
         fail(str(exc))
     except KafkaError as exc:
         fail(f"broker: {exc}")

@@ -55,12 +55,13 @@ def counting(lines: Iterable[bytes], progress: Progress, task: TaskID) -> Iterat
     progress.advance(task, step)
 
 
-def team_bar(stack: contextlib.ExitStack, teams: int) -> Callable[[str], None]:
-    """A bar over `teams`, closed with `stack`; the returned callable advances it."""
+def team_bar(stack: contextlib.ExitStack, teams: int) -> Callable[[int], None]:
+    """A bar over `teams`, closed with `stack`; the returned callable advances it by a count
+    of teams closed."""
     bar = stack.enter_context(progress_bar(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()))
     task = bar.add_task("closing", total=teams)
 
-    def advance(team: str) -> None:
-        bar.update(task, advance=1, description=f"closed {team}")
+    def advance(closed: int) -> None:
+        bar.update(task, advance=closed, description="closed teams")
 
     return advance

@@ -11,18 +11,30 @@ _INVOICE_ROW = "{:<16} {:<10} {:<9} {:<44} {:>6} {:>9} {:>10}"
 _USAGE_ROW = "{:<24} {:<20} {:<12} {}"
 
 
+INVOICE_HEADER = _INVOICE_ROW.format("TEAM", "DATE", "KIND", "DESCRIPTION", "QTY", "UNIT",
+                                     "AMOUNT")
+NO_INVOICES = "(no invoices due)"
+
+
+def invoice_rows(inv: Invoice) -> list[str]:
+    """The table rows of one invoice: its lines, then tax and total."""
+    out = []
+    for index, line in enumerate(inv.lines):
+        out.append(_INVOICE_ROW.format(
+            inv.team if index == 0 else "", str(inv.invoice_date) if index == 0 else "",
+            line.kind, line.description[:44], line.quantity, line.unit_price, line.amount,
+        ))
+    out.append(_INVOICE_ROW.format("", "", "", "", "", "tax", inv.tax))
+    out.append(_INVOICE_ROW.format("", "", "", "", "", "total", f"{inv.total} {inv.currency}"))
+    return out
+
+
 def invoice_table(invoices: Sequence[Invoice]) -> str:
-    out = [_INVOICE_ROW.format("TEAM", "DATE", "KIND", "DESCRIPTION", "QTY", "UNIT", "AMOUNT")]
+    out = [INVOICE_HEADER]
     for inv in invoices:
-        for index, line in enumerate(inv.lines):
-            out.append(_INVOICE_ROW.format(
-                inv.team if index == 0 else "", str(inv.invoice_date) if index == 0 else "",
-                line.kind, line.description[:44], line.quantity, line.unit_price, line.amount,
-            ))
-        out.append(_INVOICE_ROW.format("", "", "", "", "", "tax", inv.tax))
-        out.append(_INVOICE_ROW.format("", "", "", "", "", "total", f"{inv.total} {inv.currency}"))
+        out.extend(invoice_rows(inv))
     if not invoices:
-        out.append("(no invoices due)")
+        out.append(NO_INVOICES)
     return "\n".join(out)
 
 

@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry
 
 from aggregation import StoredChange, open_store
 from aggregation.store import ActiveUserRow, EventRow, Store
-from invoicing.close import close
 from metering.api.app import MAX_PAGE_LIMIT, create_api
 from metering.local.services import LocalBroker, LocalClickHouse, free_port
 from metering.settings import Settings
@@ -35,6 +34,7 @@ from tests.builders import (
     catalog,
     catalog_yaml,
 )
+from tests.closing import close_collecting as close
 
 Client = httpx.AsyncClient
 

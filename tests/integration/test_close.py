@@ -8,9 +8,10 @@ from decimal import Decimal
 import pytest
 
 from aggregation.store import ActiveUserRow, Store
-from invoicing.close import CloseError, close, due_dates
+from invoicing.close import CloseError, due_dates
 from schemas.invoice import Invoice
 from tests.builders import POWER_PLAN, account, catalog
+from tests.closing import close_collecting as close
 
 CATALOG = catalog(account("team-eom", "2026-01-31"),
                   account("team-nz", "2026-07-04", timezone="Pacific/Auckland"))
@@ -71,14 +72,19 @@ def test_close_of_all_teams_and_unknown_team(store: Store) -> None:
               grace=HOUR, publish=lambda _invoice: None, team="team-x")
 
 
-def test_publish_failure_issues_nothing(store: Store) -> None:
+def test_a_failed_batch_stops_the_close_and_the_next_run_issues_the_rest(store: Store) -> None:
     def broken(_invoice: Invoice) -> None:
         raise RuntimeError("broker down")
 
+    as_of = datetime(2026, 8, 5, tzinfo=UTC)
     with pytest.raises(RuntimeError, match="broker down"):
-        close(store=store, catalog=CATALOG, as_of=datetime(2026, 2, 1, tzinfo=UTC),
-              grace=HOUR, publish=broken)
-    assert store.invoices() == []
+        close(store=store, catalog=CATALOG, as_of=as_of, grace=HOUR, publish=broken,
+              batch_teams=1)
+    # The first batch (team-eom) was recorded before its publish failed; team-nz never ran.
+    assert {inv.team for inv in store.invoices()} == {"team-eom"}
+    again = close(store=store, catalog=CATALOG, as_of=as_of, grace=HOUR, batch_teams=1)
+    assert {inv.team for inv in again.issued} == {"team-nz"}
+    assert [inv.key for inv in again.due] == [inv.key for inv in store.invoices()]
 
 
 def test_late_events_become_an_adjustment_on_the_next_invoice(store: Store) -> None:

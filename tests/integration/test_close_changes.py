@@ -10,11 +10,12 @@ import pytest
 
 from aggregation import StoredChange
 from aggregation.store import Store
-from invoicing.close import CloseError, close, estimate
+from invoicing.close import CloseError, estimate
 from schemas.catalog import Catalog
 from schemas.invoice import Invoice
 from tests.builders import LICENCE_PLAN, PREMIUM_PLAN, account, catalog
 from tests.builders import billing_change as change
+from tests.closing import close_collecting as close
 
 HOUR = timedelta(hours=1)
 PLANS: dict[str, dict[str, object]] = {"licences": LICENCE_PLAN, "premium": PREMIUM_PLAN}

@@ -5,6 +5,7 @@ still go to stdout, whole, in `metering close --progress --json`."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -15,9 +16,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aggregation import open_store
+from aggregation import StoredInvoice, open_store
 from aggregation.store import ActiveUserRow
-from invoicing import CloseError, CloseResult
+from invoicing import CloseError, CloseSummary
 from metering.cli.commands import close_with_progress
 from metering.closing import run_close
 from metering.local.services import LocalBroker
@@ -51,9 +52,16 @@ def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
                     charges_topic=f"close-charges-{uuid.uuid4().hex[:8]}", partitions=1)
 
 
-def close(settings: Settings, **options: Any) -> CloseResult:
-    """One run of the close over the settings' catalog."""
-    return run_close(settings, catalog=load_settings_catalog(settings, required=True), **options)
+def close(settings: Settings, **options: Any) -> tuple[CloseSummary, list[StoredInvoice]]:
+    """One run of the close over the settings' catalog, and the due invoices it reported."""
+    due: list[StoredInvoice] = []
+    summary = run_close(settings, catalog=load_settings_catalog(settings, required=True),
+                        on_due=lambda invoice, new: due.append(invoice), **options)
+    return summary, due
+
+
+def totals(due: list[StoredInvoice]) -> list[tuple[str, str, str]]:
+    return [(i.team, i.invoice_date.isoformat(), json.loads(i.body)["total"]) for i in due]
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -64,8 +72,9 @@ def test_each_run_is_recorded(settings: Settings) -> None:
     registry = CollectorRegistry()
     metrics = CloseMetrics.create(registry)
     before = time.time()
-    first = close(settings, as_of=AS_OF, team=None, metrics=metrics)
-    assert [(i.team, i.invoice_date.isoformat(), i.total) for i in first.issued] == [
+    first, first_due = close(settings, as_of=AS_OF, team=None, metrics=metrics)
+    assert first.issued == 4
+    assert totals(first_due) == [
         ("team-one", "2026-07-04", "10.00"), ("team-one", "2026-08-04", "14.00"),
         ("team-two", "2026-07-04", "10.00"), ("team-two", "2026-08-04", "10.00")]
     assert value(registry, "metering_close_runs_total", outcome="ok") == 1
@@ -74,8 +83,8 @@ def test_each_run_is_recorded(settings: Settings) -> None:
     last = value(registry, "metering_last_successful_close_timestamp_seconds")
     assert last is not None and before <= last <= time.time()
 
-    again = close(settings, as_of=AS_OF, team=None, metrics=metrics)
-    assert again.issued == [] and [i.body for i in again.due] == [i.body for i in first.due]
+    again, again_due = close(settings, as_of=AS_OF, team=None, metrics=metrics)
+    assert again.issued == 0 and [i.body for i in again_due] == [i.body for i in first_due]
     assert value(registry, "metering_close_runs_total", outcome="ok") == 2
     assert value(registry, "metering_invoices_issued_total") == 4  # nothing issued twice
     assert (value(registry, "metering_last_successful_close_timestamp_seconds") or 0) >= last
@@ -104,7 +113,7 @@ def test_progress_counts_teams_on_stderr(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     result = close_with_progress(settings, as_of=AS_OF, team=None, progress=True)
-    assert len(result.issued) == 4
+    assert result.issued == 4
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "closed" in captured.err and "2/2" in captured.err
@@ -128,12 +137,13 @@ def test_close_command_with_progress_keeps_stdout_json(
         ("team-two", "2026-07-04"), ("team-two", "2026-08-04")]
     assert "\x1b[" in shown.stderr and "closed" in shown.stderr and "2/2" in shown.stderr
     # the bar's last escape (show the cursor again) may precede the summary on its line
-    assert shown.stderr.rstrip("\n").splitlines()[-1].endswith(
-        "issued 4 new invoices; 4 due as of 2026-08-04T02:00:00+00:00")
+    assert re.search(r"issued 4 new invoices; 4 due as of 2026-08-04T02:00:00\+00:00; "
+                     r"2 teams in \d+\.\d s$", shown.stderr.rstrip("\n").splitlines()[-1])
 
     quiet = subprocess.run(
         [METERING, "close", "--as-of", "2026-08-04T02:00:00Z", "--json"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
     )
     assert quiet.stdout == shown.stdout
-    assert quiet.stderr == "issued 0 new invoices; 4 due as of 2026-08-04T02:00:00+00:00\n"
+    assert re.fullmatch(r"issued 0 new invoices; 4 due as of 2026-08-04T02:00:00\+00:00; "
+                        r"2 teams in \d+\.\d s\n", quiet.stderr)
