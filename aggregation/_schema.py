@@ -12,6 +12,7 @@ this module's column names are formatted in.
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +40,7 @@ from aggregation.store import (
     usage_records,
     usage_text,
 )
+from schemas import UsageRecord
 
 Param = str | int | date
 Row = Sequence[Any]
@@ -116,6 +118,17 @@ CREATE TABLE IF NOT EXISTS {db}.billing_changes (
     body String,
     inserted_at DateTime('UTC') DEFAULT now()
 ) ENGINE = ReplacingMergeTree() ORDER BY (team, source, change_id, time, body)
+"""
+
+SELECT_INVOICE_COLUMNS = """
+SELECT name FROM system.columns WHERE database = %(database)s AND table = 'invoices'
+"""
+
+# The invoices of a table made before `usage` and `batch`: one body per key, as read then.
+SELECT_OLD_INVOICES = """
+SELECT team, toString(invoice_date), reference, argMin(body, (issued_at, body))
+FROM {table}
+GROUP BY team, invoice_date, reference
 """
 
 INSERT_LEASE = """
@@ -401,12 +414,16 @@ def active_user_table(columns: ActiveUserColumns) -> list[Column]:
 
 def invoice_table(invoices: Sequence[StoredInvoice], batch: str) -> list[Column]:
     """The `invoices` columns of an insert of `invoices`, each tagged with `batch`."""
+    # Invoices rated alike share one usage tuple: each is written out once.
+    texts: dict[int, str] = {}
+    usage = [texts.get(id(inv.usage)) or texts.setdefault(id(inv.usage), usage_text(inv.usage))
+             for inv in invoices]
     return [
         Strings("team", [inv.team for inv in invoices]),
         Dates("invoice_date", _days([inv.invoice_date for inv in invoices])),
         Strings("reference", [inv.reference for inv in invoices]),
         Strings("body", [inv.body for inv in invoices]),
-        Strings("usage", [usage_text(inv.usage) for inv in invoices]),
+        Strings("usage", usage),
         Strings("batch", [batch] * len(invoices)),
     ]
 
@@ -449,6 +466,12 @@ def active_user_columns(rows: Sequence[ActiveUserRow]) -> ActiveUserColumns:
     )
 
 
+def _body_usage(body: str) -> tuple[UsageRecord, ...]:
+    """The `usage` records of an invoice's JSON body."""
+    return tuple(UsageRecord.model_validate(record)
+                 for record in json.loads(body).get("usage", ()))
+
+
 def _column_insert(database: str, table: str, columns: Iterable[Column]) -> str:
     """`INSERT INTO db.table (names)`, without a source of rows."""
     names = ", ".join(column.name for column in columns)
@@ -488,8 +511,30 @@ class SqlStore(ABC):
         """Release the engine."""
 
     def ensure_schema(self) -> None:
-        for statement in self._sql.schema:
+        self._execute(self._sql.schema[0])  # the database
+        if self._invoices_predate_usage():
+            self._migrate_invoices()
+        for statement in self._sql.schema[1:]:
             self._execute(statement)
+
+    def _invoices_predate_usage(self) -> bool:
+        """An `invoices` table made before invoices kept their usage beside the body."""
+        rows = self._select(SELECT_INVOICE_COLUMNS, {"database": self.database})
+        names = {str(name) for (name,) in rows}
+        return bool(names) and "usage" not in names
+
+    def _migrate_invoices(self) -> None:
+        """Keep the old table as `invoices_v1` and copy every invoice, its usage taken from
+        its body, into the new `invoices`: same keys, same bytes."""
+        old = f"{self.database}.invoices_v1"
+        self._execute(f"RENAME TABLE {self.database}.invoices TO {old}")
+        self._execute(CREATE_INVOICES.format(db=self.database))
+        rows = self._select(SELECT_OLD_INVOICES.format(table=old), {})
+        self.add_invoices([
+            StoredInvoice(str(team), date.fromisoformat(day), str(body), str(reference),
+                          _body_usage(str(body)))
+            for team, day, reference, body in rows
+        ], batch="migrated")
 
     def add_active_users(self, rows: Sequence[ActiveUserRow]) -> None:
         if rows:

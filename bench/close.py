@@ -8,14 +8,15 @@ writes their first period's active users straight into the store (no events rows
 close reads `active_users` only). Each team has 1..2x`--users-mean`-1 distinct users (mean
 `--users-mean`), first seen inside [start date, start date + 1 month) on the team's clock.
 
-Then it runs `metering close --as-of 2026-11-29T12:00:00Z --json` twice (the invoices
-streamed to /dev/null: every due invoice is printed, so the second close reads them all back),
-each in its own process
+Then it runs `metering close --as-of 2026-11-29T12:00:00Z --quiet` twice (a billing job:
+charges on the topic, the summary line on stderr), then a third time with `--json` into
+/dev/null (`printed_close_seconds`: every due invoice read back and printed), each in its own
+process
 through the command line (the contract, so the bench holds whatever the close's inside),
 timing each (wall, start-up and catalog load included) and reading each close's peak RSS
 (ru_maxrss from os.wait4 in a small launcher process, see `_LAUNCHER`). As of that instant
 every team has two invoices due (its start date and one month later): the first close issues
-2N, the second none. Checked afterwards: 2N invoice keys in the store, their billed totals
+2N, the second and third none. Checked afterwards: 2N invoice keys in the store, their billed totals
 (10.00 + 10.00 + 2.00 per user above 5, per team), and 2N messages on the charges topic
 after each close. Exit status 1 when a check fails or a close exits non-zero (its stderr is
 printed).
@@ -260,12 +261,13 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
-def run_close(env: dict[str, str], out: Path) -> CloseRun:
-    """One `metering close` in a child process: wall time, its own peak RSS, its summary;
-    its stderr is kept in `out`.stderr."""
+def run_close(env: dict[str, str], out: Path, output: str) -> CloseRun:
+    """One `metering close <output>` (--quiet or --json) in a child process, stdout to
+    /dev/null: wall time, its own peak RSS, its summary; its stderr is kept in
+    `out`.stderr."""
     rss_path, stderr_path = out.with_suffix(".maxrss"), out.with_suffix(".stderr")
     argv = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(rss_path),
-            sys.executable, "-m", "metering.cli", "close", "--as-of", AS_OF, "--json"]
+            sys.executable, "-m", "metering.cli", "close", "--as-of", AS_OF, output]
     with stderr_path.open("wb") as stderr:
         started = time.perf_counter()
         # cwd: `-m` imports from the working folder first, so the checkout beside this file
@@ -368,20 +370,21 @@ def _closes(root: Path, plan: Plan, teams: Teams, broker: LocalBroker,
     env = close_env(store_url, broker, root / "catalog.yaml")
     runs: list[CloseRun] = []
     charges: list[int] = []
-    for n in (1, 2):
-        _stage(f"close {n}: metering close --as-of {AS_OF} --json")
-        run = run_close(env, root / f"close-{n}")
+    for n, output in ((1, "--quiet"), (2, "--quiet"), (3, "--json")):
+        _stage(f"close {n}: metering close --as-of {AS_OF} {output}")
+        run = run_close(env, root / f"close-{n}", output)
         _stage(f"close {n}: {run.summary} ({run.seconds:.1f} s)")
         runs.append(run)
         charges.append(charges_on_topic(broker))
     keys, cents, plain, groups = (server_checks(server) if server is not None
                                   else chdb_checks(chdb_path))
-    first, second = runs
+    first, second, printed = runs
     checks = {
         "invoice_keys": keys == expected,
         "billed_cents": cents == teams.billed_cents(plan),
         "charges_after_first": charges[0] == expected,
         "charges_after_second": charges[1] == expected,
+        "charges_after_printed": charges[2] == expected,
         "plain_query_groups": groups == len(teams),
     }
     return {
@@ -394,6 +397,8 @@ def _closes(root: Path, plan: Plan, teams: Teams, broker: LocalBroker,
         "ratio_to_plain_query": first.seconds / plain,
         "peak_rss_bytes": first.peak_rss_bytes,
         "second_peak_rss_bytes": second.peak_rss_bytes,
+        "printed_close_seconds": printed.seconds,
+        "printed_peak_rss_bytes": printed.peak_rss_bytes,
         "close_summary": first.summary,
         "second_close_summary": second.summary,
         "stored_invoice_keys": keys,

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from pydantic_core import to_json
 
@@ -207,13 +207,14 @@ class _RatedUsage:
 
     def invoice(self, account: Account, shape: tuple[object, ...], plan: Plan,
                 invoice_date: date, counts: Mapping[date, int],
-                billed: Mapping[date, UsageRecord]) -> StoredInvoice:
-        """The invoice of `account`, whose fields but the team are `shape`."""
+                billed: Mapping[date, UsageRecord], *, team_json: str) -> StoredInvoice:
+        """The invoice of `account`, whose fields but the team are `shape` and whose team
+        name is `team_json` as JSON."""
         period = self.calendars.usage_period(account, invoice_date)
         usage = None if period is None else counts.get(period.start, 0)
         grown = tuple((start, counts.get(start, 0)) for start, record in sorted(billed.items())
                       if record.period_end <= invoice_date
-                      and counts.get(start, 0) > record.active_users)
+                      and counts.get(start, 0) > record.active_users) if billed else ()
         key = (shape, invoice_date, usage, grown, tuple(billed[start] for start, _ in grown))
         rated = self._rated.get(key)
         if rated is None:
@@ -225,7 +226,7 @@ class _RatedUsage:
                 self._rated.clear()
             self._rated[key] = rated
         tail, records = rated
-        body = '{"team":' + to_json(account.team).decode() + tail
+        body = '{"team":' + team_json + tail
         return StoredInvoice(account.team, invoice_date, body, "", records)
 
 
@@ -234,11 +235,25 @@ def _stored(invoice: Invoice) -> StoredInvoice:
                          invoice.reference, invoice.usage)
 
 
-def _by_team(rows: Sequence[PeriodCount]) -> dict[str, dict[date, PeriodCount]]:
-    grouped: dict[str, dict[date, PeriodCount]] = {}
+def _counts_by_team(rows: Sequence[PeriodCount]) -> dict[str, dict[date, int]]:
+    grouped: dict[str, dict[date, int]] = {}
     for row in rows:
-        grouped.setdefault(row.team, {})[row.period_start] = row
+        grouped.setdefault(row.team, {})[row.period_start] = row.active_users
     return grouped
+
+
+def _billed_by_team(rows: Sequence[PeriodCount]) -> dict[str, dict[date, UsageRecord]]:
+    grouped: dict[str, dict[date, UsageRecord]] = {}
+    for row in rows:
+        grouped.setdefault(row.team, {})[row.period_start] = _record(row)
+    return grouped
+
+
+class _Closed(NamedTuple):
+    new: list[StoredInvoice]  # issued now, in key order
+    due: int
+    due_keys: list[InvoiceKey]  # when reporting: every due key, in key order
+    stored: dict[InvoiceKey, StoredInvoice]  # when reporting: what was stored before
 
 
 class _Batch:
@@ -271,32 +286,41 @@ class _Batch:
                                  if item.arises + self.grace <= self.as_of}
         return due
 
-    def close(self) -> tuple[list[StoredInvoice], list[InvoiceKey]]:
-        """The new invoices of the batch, in key order, and the keys of every due one."""
+    def close(self, *, report: bool) -> _Closed:
+        """The batch's new invoices and its count of due ones; with `report`, also the keys of
+        the due ones and the stored invoices (read with their bodies instead of keys only)."""
         scheduled = self.schedules()
+        stored: dict[InvoiceKey, StoredInvoice] = {}
+        if report:
+            stored = {invoice.key: invoice
+                      for invoice in self.store.invoices_between(self.first, self.last)}
         issued: dict[str, set[Key]] = {}
-        for team, day, reference in self.store.invoice_keys(self.first, self.last):
+        for team, day, reference in stored or self.store.invoice_keys(self.first, self.last):
             issued.setdefault(team, set()).add((day, reference))
         due: list[InvoiceKey] = []
+        count = 0
         missing: list[tuple[Account, list[Key]]] = []
         nothing: set[Key] = set()
         for account, by_usage in zip(self.accounts, self.usage_rated, strict=True):
             team = account.team
             keys = self.calendars.due(account) if by_usage else sorted(scheduled[team])
-            due.extend(InvoiceKey(team, day, reference) for day, reference in keys)
+            count += len(keys)
+            if report:
+                due.extend(InvoiceKey(team, day, reference) for day, reference in keys)
             done = issued.get(team, nothing)
             new = [key for key in keys if key not in done]
             if new:
                 missing.append((account, new))
-        return self._rate(missing, scheduled), due
+        return _Closed(self._rate(missing, scheduled), count, due, stored)
 
     def _rate(self, missing: Sequence[tuple[Account, list[Key]]],
               scheduled: Mapping[str, Mapping[Key, Scheduled]]) -> list[StoredInvoice]:
-        counts: dict[str, dict[date, PeriodCount]] = {}
-        billed: dict[str, dict[date, PeriodCount]] = {}
+        counts: dict[str, dict[date, int]] = {}
+        billed: dict[str, dict[date, UsageRecord]] = {}
         if any(self.catalog.plans[account.plan].rated_from_usage for account, _ in missing):
-            counts = _by_team(self.store.period_mau(self.first, self.last))
-            billed = _by_team(self.store.billed_usage(self.first, self.last))
+            counts = _counts_by_team(self.store.period_mau(self.first, self.last))
+            billed = _billed_by_team(self.store.billed_usage(self.first, self.last))
+        none: dict[date, int] = {}
         new: list[StoredInvoice] = []
         for account, keys in missing:
             plan = self.catalog.plans[account.plan]
@@ -305,14 +329,13 @@ class _Batch:
                 new.extend(_stored(_taxed(self.catalog, account, _scheduled_invoice(
                     account, plan.currency, items[key]))) for key in keys)
                 continue
-            team_counts = {start: row.active_users
-                           for start, row in counts.get(account.team, {}).items()}
-            team_billed = {start: _record(row)
-                           for start, row in billed.get(account.team, {}).items()}
+            team_counts = counts.get(account.team, none)
+            team_billed = dict(billed.get(account.team, ()))
             shape = tuple(getattr(account, name) for name in _RATED_FIELDS)
+            team_json = to_json(account.team).decode()
             for invoice_date, _ in keys:
                 invoice = self.rated.invoice(account, shape, plan, invoice_date, team_counts,
-                                             team_billed)
+                                             team_billed, team_json=team_json)
                 team_billed.update((record.period_start, record) for record in invoice.usage)
                 new.append(invoice)
         return new
@@ -375,28 +398,24 @@ def close(
         batch.schedules()
     issued = due = 0
     for batch in batches:
-        new, due_keys = batch.close()
-        if new:
-            issue(new)
+        closed = batch.close(report=on_due is not None)
+        if closed.new:
+            issue(closed.new)
         if on_due is not None:
-            _report_due(store, batch, new, due_keys, on_due)
-        issued += len(new)
-        due += len(due_keys)
+            _report_due(closed, on_due)
+        issued += len(closed.new)
+        due += closed.due
         on_teams(len(batch.accounts))
     return CloseSummary(teams=len(accounts), issued=issued, due=due)
 
 
-def _report_due(store: CloseLog, batch: _Batch, new: Sequence[StoredInvoice],
-                due_keys: Sequence[InvoiceKey], on_due: OnDue) -> None:
-    fresh = {invoice.key: invoice for invoice in new}
-    wanted = set(due_keys) - fresh.keys()
-    earlier = {invoice.key: invoice for invoice in store.invoices_between(batch.first, batch.last)
-               if invoice.key in wanted} if wanted else {}
-    for key in sorted(due_keys):
+def _report_due(closed: _Closed, on_due: OnDue) -> None:
+    fresh = {invoice.key: invoice for invoice in closed.new}
+    for key in closed.due_keys:
         if key in fresh:
             on_due(fresh[key], True)
-        elif key in earlier:
-            on_due(earlier[key], False)
+        elif key in closed.stored:
+            on_due(closed.stored[key], False)
 
 
 def estimate(*, store: CloseLog, catalog: Catalog, team: str, now: datetime) -> Invoice | None:

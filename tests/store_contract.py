@@ -29,6 +29,7 @@ from aggregation import (
     StoredInvoice,
     StoreError,
 )
+from aggregation._schema import SqlStore
 from aggregation.store import EPOCH_DAY, Days, Seconds
 from schemas import UsageRecord
 
@@ -611,3 +612,27 @@ def test_mau_and_first_events_match_a_python_model(
     merge()
     assert store.mau(team, JAN) == len(first)
     assert store.active_users(team, JAN) == expected
+
+
+def test_invoices_of_an_older_table_are_migrated_with_their_usage(bare_store: Store) -> None:
+    """A store made before invoices kept `usage` beside the body: ensure_schema keeps the old
+    table as invoices_v1 and copies each invoice, same bytes, its usage read from the body."""
+    if not isinstance(bare_store, SqlStore):
+        return  # nothing outlives a memory store
+    body = ('{"team":"acme","invoice_date":"2024-02-01","usage":[{"period_start":'
+            '"2024-01-01","period_end":"2024-02-01","active_users":7}]}')
+    sql = bare_store._sql  # noqa: SLF001 - the statements of this very store
+    bare_store._execute(sql.schema[0])  # noqa: SLF001
+    bare_store._execute(  # noqa: SLF001
+        f"CREATE TABLE {bare_store.database}.invoices (team String, invoice_date Date, "
+        "reference String, body String, issued_at DateTime('UTC') DEFAULT now()) "
+        "ENGINE = ReplacingMergeTree() ORDER BY (team, invoice_date, reference, issued_at, body)")
+    insert = (f"INSERT INTO {bare_store.database}.invoices (team, invoice_date, reference, "  # noqa: S608
+              "body) SELECT %(team)s, %(day)s, '', %(body)s")
+    bare_store._execute_with(insert, {"team": "acme", "day": FEB, "body": body})  # noqa: SLF001
+    bare_store.ensure_schema()
+    bare_store.ensure_schema()
+    (migrated,) = bare_store.invoices()
+    assert (migrated.key, migrated.body) == (InvoiceKey("acme", FEB, ""), body)
+    assert migrated.usage == (_usage(JAN, FEB, 7),)
+    assert bare_store.billed_usage("acme", "acme") == [PeriodCount("acme", JAN, 7, FEB)]

@@ -244,10 +244,11 @@ def _no_teams(teams: int) -> None:
 
 def close(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
-    output = DueOutput(sys.stdout, as_json=args.json)
+    output = None if args.quiet else DueOutput(sys.stdout, as_json=args.json)
     summary = close_with_progress(settings, as_of=args.as_of, team=args.team,
                                   progress=show_progress(args), on_due=output)
-    output.finish()
+    if output is not None:
+        output.finish()
     print(f"issued {summary.issued} new invoices; {summary.due} due as of "
           f"{args.as_of.isoformat()}; {summary.teams} teams in "
           f"{time.monotonic() - started:.1f} s", file=sys.stderr)

@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     close = sub.add_parser("close", help="issue the invoices due as of a date")
     close.add_argument("--as-of", dest="as_of", type=parse_moment, required=True)
     close.add_argument("--team")
-    close.add_argument("--json", action="store_true")
+    output = close.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="the due invoices as one JSON array")
+    output.add_argument("--quiet", action="store_true",
+                        help="print no invoice, only the summary line on stderr (a billing job "
+                             "reads the charges topic)")
     close.add_argument("--progress", action="store_true",
                        help="show the progress bar even when stderr is not a terminal")
     close.set_defaults(run=commands.close)

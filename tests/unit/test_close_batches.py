@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic_core import to_json
 
 from aggregation import ActiveUserRow, MemoryStore, StoredInvoice
 from invoicing.close import _Calendars, _rated, _RatedUsage, _taxed
@@ -80,7 +81,8 @@ def test_a_cached_invoice_is_the_team_s_own_rating(team: str, users: int, zone: 
     written = []
     for each in cat.accounts:  # the second is written from the first one's rating
         shape = tuple(getattr(each, name) for name in Account.model_fields if name != "team")
-        written.append(cache.invoice(each, shape, plan, date(2026, 2, 4), counts, {}))
+        written.append(cache.invoice(each, shape, plan, date(2026, 2, 4), counts, {},
+                                     team_json=to_json(each.team).decode()))
     own: Account = cat.accounts[1]
     expected = _taxed(cat, own, _rated(own, plan, date(2026, 2, 4), counts, {}))
     assert written[1].body == expected.canonical_json()
