@@ -131,6 +131,28 @@ FROM {table}
 GROUP BY team, invoice_date, reference
 """
 
+# Batches a close declared in flight but had not stored when it lost its lease: if their
+# rows land later, every read ignores them (the next holder rated those keys again).
+CREATE_VOID_BATCHES = """
+CREATE TABLE IF NOT EXISTS {db}.void_batches (
+    batch String,
+    written DateTime('UTC') DEFAULT now()
+) ENGINE = ReplacingMergeTree() ORDER BY batch
+"""
+
+INSERT_VOID_BATCH = """
+INSERT INTO {db}.void_batches (batch) SELECT %(batch)s
+"""
+
+COUNT_VOID_ROWS = """
+SELECT count() FROM {db}.invoices WHERE batch IN (SELECT batch FROM {db}.void_batches)
+"""
+
+# A mutation: the engine rewrites the parts holding such rows, in the background.
+DELETE_VOID_ROWS = """
+ALTER TABLE {db}.invoices DELETE WHERE batch IN (SELECT batch FROM {db}.void_batches)
+"""
+
 INSERT_LEASE = """
 INSERT INTO {db}.leases (name, holder, seq, expires, pending)
 SELECT %(name)s, %(holder)s, %(seq)s, now() + %(seconds)s, %(pending)s
@@ -171,24 +193,28 @@ SELECT_ACTIVE_USERS_PAGE = SELECT_ACTIVE_USERS + "LIMIT %(limit)s\n"
 
 _RANGE = "team >= %(first)s AND team <= %(last)s"
 
+# Rows of a void batch (written by a close that had lost the lease) are never read.
+_LIVE = "batch NOT IN (SELECT batch FROM {db}.void_batches)"
+
 # Writers add only new keys, so a key holds two bodies only if that rule was broken; then
 # the earliest issued_at (then the smaller body) wins, on both engines.
 _SELECT_INVOICES = """
 SELECT team, toString(invoice_date), reference, argMin(body, (issued_at, body)),
        argMin(usage, (issued_at, body))
 FROM {{db}}.invoices
-{where}
+WHERE {live}{where}
 GROUP BY team, invoice_date, reference
 ORDER BY team, invoice_date, reference
 """
-SELECT_INVOICES = _SELECT_INVOICES.format(where="")
-SELECT_TEAM_INVOICES = _SELECT_INVOICES.format(where="WHERE team = %(team)s")
-SELECT_RANGE_INVOICES = _SELECT_INVOICES.format(where=f"WHERE {_RANGE}")
-SELECT_BATCH_INVOICES = _SELECT_INVOICES.format(where="WHERE batch = %(batch)s")
+SELECT_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where="")
+SELECT_TEAM_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where=" AND team = %(team)s")
+SELECT_RANGE_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where=f" AND {_RANGE}")
+SELECT_BATCH_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where=" AND batch = %(batch)s")
 
 SELECT_INVOICE_KEYS = """
 SELECT team, toString(invoice_date), reference FROM {db}.invoices
 WHERE team >= %(first)s AND team <= %(last)s
+    AND batch NOT IN (SELECT batch FROM {db}.void_batches)
 GROUP BY team, invoice_date, reference
 ORDER BY team, invoice_date, reference
 """
@@ -203,6 +229,7 @@ FROM (
     SELECT team, invoice_date, reference, splitByChar(' ', record) AS r
     FROM {db}.invoices ARRAY JOIN splitByChar('|', usage) AS record
     WHERE team >= %(first)s AND team <= %(last)s AND usage != ''
+        AND batch NOT IN (SELECT batch FROM {db}.void_batches)
 )
 GROUP BY team, period_start
 ORDER BY team, period_start
@@ -253,7 +280,7 @@ def schema_statements(database: str) -> list[str]:
         sql.format(db=db)
         for sql in (
             CREATE_DATABASE, CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES, CREATE_CHANGES,
-            CREATE_LEASES,
+            CREATE_LEASES, CREATE_VOID_BATCHES,
         )
     ]
 
@@ -265,6 +292,9 @@ class Statements:
     schema: list[str]
     insert_changes: str
     insert_lease: str
+    insert_void_batch: str
+    count_void_rows: str
+    delete_void_rows: str
     daily_usage: str
     mau: str
     active_users: str
@@ -287,6 +317,9 @@ class Statements:
             schema=schema_statements(db),
             insert_changes=INSERT_CHANGES.format(db=db),
             insert_lease=INSERT_LEASE.format(db=db),
+            insert_void_batch=INSERT_VOID_BATCH.format(db=db),
+            count_void_rows=COUNT_VOID_ROWS.format(db=db),
+            delete_void_rows=DELETE_VOID_ROWS.format(db=db),
             daily_usage=SELECT_DAILY_USAGE.format(db=db),
             mau=SELECT_MAU.format(db=db),
             active_users=SELECT_ACTIVE_USERS.format(db=db),
@@ -633,6 +666,13 @@ class SqlStore(ABC):
         self._execute_with(self._sql.insert_lease, {
             "name": name, "holder": holder, "seq": seq, "seconds": seconds, "pending": pending,
         })
+
+    def void_batch(self, batch: str) -> None:
+        self._execute_with(self._sql.insert_void_batch, {"batch": batch})
+
+    def purge_void(self) -> None:
+        if int(self._select(self._sql.count_void_rows, {})[0][0]):
+            self._execute(self._sql.delete_void_rows)
 
     def leases(self, name: str) -> list[LeaseState]:
         rows = self._select(self._sql.leases, {"name": name})

@@ -67,6 +67,7 @@ class MemoryStore:
         self._events: dict[PeriodKey, set[EventRow]] = {}
         # key -> (the batch that wrote it, the invoice as first written)
         self._invoices: dict[InvoiceKey, tuple[str, StoredInvoice]] = {}
+        self._void: set[str] = set()
         # lease name -> holder -> seq -> (expires, UTC seconds; pending batch)
         self._leases: dict[str, dict[str, dict[int, tuple[int, str]]]] = {}
         # team -> (source, id) -> the change as first written
@@ -153,14 +154,27 @@ class MemoryStore:
         with self._lock:
             self._check_schema()
             for invoice in invoices:
-                self._invoices.setdefault(invoice.key, (batch, invoice))
+                current = self._invoices.get(invoice.key)
+                if current is None or current[0] in self._void:
+                    self._invoices[invoice.key] = (batch, invoice)
 
     def _stored(self, keep: Callable[[InvoiceKey, str], bool]) -> list[StoredInvoice]:
-        """Stored invoices whose key and batch `keep` accepts, ordered by key."""
+        """Stored invoices of live batches whose key and batch `keep` accepts, by key."""
         with self._lock:
             self._check_schema()
-            stored = dict(self._invoices)
+            stored = {key: row for key, row in self._invoices.items() if row[0] not in self._void}
         return [stored[key][1] for key in sorted(stored) if keep(key, stored[key][0])]
+
+    def purge_void(self) -> None:
+        with self._lock:
+            self._check_schema()
+            self._invoices = {key: row for key, row in self._invoices.items()
+                              if row[0] not in self._void}
+
+    def void_batch(self, batch: str) -> None:
+        with self._lock:
+            self._check_schema()
+            self._void.add(batch)
 
     def invoices(self, team: str | None = None) -> list[StoredInvoice]:
         return self._stored(lambda key, batch: team is None or key.team == team)

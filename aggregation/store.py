@@ -237,10 +237,10 @@ class Store(Protocol):
         the first `limit` (0: all) whose id sorts after `after` (None: from the first)."""
 
     def add_invoices(self, invoices: Sequence[StoredInvoice], *, batch: str = "") -> None:
-        """Record issued invoices in one write, tagged with the close's `batch` name. Only
-        the holder of the close lease writes, and only keys not stored yet; the same row
-        written twice reads back once, and should two bodies ever share a key, every read
-        returns the earlier written (then the smaller)."""
+        """Record issued invoices in one write (all or none become visible), tagged with the
+        close's `batch` name. Only the holder of the close lease writes, and only keys not
+        stored yet; the same row written twice reads back once, and should two bodies ever
+        share a key, every read returns the earlier written (then the smaller)."""
 
     def invoices(self, team: str | None = None) -> list[StoredInvoice]:
         """Issued invoices, one per (team, date, reference), ordered by those three."""
@@ -268,6 +268,14 @@ class Store(Protocol):
 
     def leases(self, name: str) -> list[LeaseState]:
         """Every holder's latest (highest `seq`) row for lease `name`, ordered by holder."""
+
+    def void_batch(self, batch: str) -> None:
+        """From now on, every read ignores the invoices written with `batch`, those written
+        already and any written later."""
+
+    def purge_void(self) -> None:
+        """Delete the rows of void batches (reads ignore them anyway; the engines delete in
+        the background)."""
 
     def add_changes(self, changes: Sequence[StoredChange]) -> None:
         """Record billing changes; the same (team, source, id) again changes nothing."""

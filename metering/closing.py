@@ -3,10 +3,11 @@ close and the demo share.
 
 One close at a time holds the close lease (metering/lease.py); a second waits for it (the
 command line) or skips its turn (serve). Under the lease each batch of new invoices is first
-recorded in the store, tagged with a batch name the lease row declares in flight, then
-published with one flush: a close killed in between leaves the batch stored, and the next
-holder re-publishes it from the store, the same bytes. Rating is never repeated for a stored
-key, so whatever runs at once, a key has one invoice and every charge is its bytes.
+recorded in the store, tagged with a batch name the lease row declares in flight, then, once
+the lease is checked again, published with one flush: a close killed in between leaves the
+batch stored, and the next holder re-publishes it from the store, the same bytes (or voids
+it, if it never got stored). Rating is never repeated for a stored key, so whatever runs at
+once, a key has one invoice and every charge is its bytes.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def run_close(
                 nonlocal issued
                 name = lease.next_batch()
                 store.add_invoices(batch, batch=name)
+                lease.check()  # a close that stalled past its lease must not publish
                 publisher.publish(batch)
+                lease.published()
                 issued += len(batch)
 
             summary = close(store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
@@ -95,7 +98,14 @@ def run_close(
 
 
 def _republish_orphans(store: Store, lease: CloseLease, publisher: ChargePublisher) -> None:
-    """Publish again, from the store, each batch a lapsed close declared in flight."""
+    """Settle each batch a lapsed close declared in flight: publish it again from the store,
+    or, when none of it was stored, void it (its rows, should they land later, are never
+    read; a batch is stored whole or not at all)."""
     for orphan in lease.orphans():
-        publisher.publish(store.batch_invoices(orphan.pending))
+        stored = store.batch_invoices(orphan.pending)
+        if stored:
+            publisher.publish(stored)
+        else:
+            store.void_batch(orphan.pending)
         lease.settle(orphan)
+    store.purge_void()

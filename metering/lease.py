@@ -7,10 +7,16 @@ after a random pause; a closer that claims after another's claim was acknowledge
 waits. So two closers never both hold the lease, as long as a read sees every write
 acknowledged before it (one ClickHouse server, or chdb, which one process owns).
 
-The holder renews before each batch, once it has checked on the store's clock that more than
-a third of its lease is left: a closer stalled past its lease stops rather than writes. A
-killed closer's lease lapses after its `seconds`; the batch it had in flight, named in its
-last row, is then re-published by the next holder from the stored rows, byte for byte.
+The holder checks, on the store's clock, that more than a third of its lease is left and
+that its latest row is still its own, then renews, declaring the batch it is about to write
+(metering/closing.py); it checks again after the batch is stored and before publishing it.
+A killed or stalled closer's lease lapses after `seconds`, and the next holder settles the
+batch it declared: re-published from the store, byte for byte, if its rows are there, or
+made void if not, so that rows landing later (a stalled insert) are never read. A settled
+closer that wakes up finds at its next check that its row is not its own and stops. What
+is left: a closer stalled for more than a third of the lease between its check and the end
+of its publish could still publish a batch the next holder voided and rated again; closes
+stall for that long only when the machine does.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from aggregation import LeaseState
 __all__ = ["CLOSE_LEASE", "CloseLease", "LeaseBusy", "LeaseError", "LeaseLost", "LeaseStore"]
 
 CLOSE_LEASE: Final = "close"
+# A settled holder's row is numbered this far past its own, beyond any it could still write.
+_SETTLED: Final = 1 << 32
 # Pause between two claims that collided, in seconds: random, so one claim gets ahead.
 _RETRY_PAUSE: Final = (0.1, 0.6)
 
@@ -66,6 +74,7 @@ class CloseLease:
         self._batches = 0
         self._sleep = sleep
         self.held = False
+        self.pending = ""  # the batch in flight, declared in our latest row
 
     def _write(self, seconds: int, pending: str = "") -> None:
         self._seq += 1
@@ -98,18 +107,25 @@ class CloseLease:
             pause = random.uniform(*_RETRY_PAUSE)  # noqa: S311 - a pause, not a secret
             self._sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
 
-    def renew(self, *, pending: str = "") -> None:
-        """Extend the lease, declaring `pending` as the batch in flight; LeaseLost when less
-        than a third of the lease was left (then another close may already hold it)."""
+    def check(self) -> None:
+        """LeaseLost unless our latest row is still the one we wrote and more than a third
+        of the lease is left on the store's clock (so no other close can hold it before that
+        third has passed)."""
         if not self.held:
             raise LeaseLost("the close lease is not held")
         mine = next((state for state in self.store.leases(self.name)
                      if state.holder == self.holder), None)
-        if mine is None or mine.remaining_seconds * 3 <= self.seconds:
+        if mine is None or mine.seq != self._seq or mine.remaining_seconds * 3 <= self.seconds:
             self.held = False
             raise LeaseLost(f"the close lease ran out ({self.seconds} s): the close stalled; "
                             "run it again")
+
+    def renew(self, *, pending: str = "") -> None:
+        """Extend the lease, declaring `pending` as the batch in flight (LeaseLost as
+        `check`)."""
+        self.check()
         self._write(self.seconds, pending)
+        self.pending = pending
 
     def next_batch(self) -> str:
         """Renew with a new batch name in flight, and return the name."""
@@ -118,19 +134,25 @@ class CloseLease:
         self.renew(pending=name)
         return name
 
+    def published(self) -> None:
+        """The batch in flight is published: the next row we write declares none."""
+        self.pending = ""
+
     def release(self) -> None:
-        """Give the lease up (the batch in flight is done)."""
+        """Give the lease up; a batch still in flight (a failed publish) stays declared, so
+        the next holder publishes it from the store."""
         if self.held:
             self.held = False
-            self._write(0)
+            self._write(0, self.pending)
 
     def orphans(self) -> list[LeaseState]:
         """Lapsed holders that declared a batch in flight: their invoices may be stored and
-        not published."""
+        not published, or not stored yet."""
         return [state for state in self.store.leases(self.name)
                 if state.holder != self.holder and state.remaining_seconds <= 0
                 and state.pending]
 
     def settle(self, orphan: LeaseState) -> None:
-        """Mark `orphan`'s batch as published (by us), so nobody publishes it again."""
-        self.store.write_lease(self.name, orphan.holder, seq=orphan.seq + 1, seconds=0)
+        """Mark `orphan`'s batch as dealt with, by a row numbered past any its holder could
+        still write: should that holder wake up, its next check finds the row not its own."""
+        self.store.write_lease(self.name, orphan.holder, seq=orphan.seq + _SETTLED, seconds=0)

@@ -292,6 +292,30 @@ def test_invoice_usage_round_trips_and_the_latest_billing_of_a_period_wins(
     assert store.batch_invoices("h/3") == []
 
 
+def test_a_void_batch_is_never_read_even_when_its_rows_land_later(
+    store: Store, merge: Merge
+) -> None:
+    kept = StoredInvoice("acme", JAN, "kept", usage=(_usage(JAN, FEB, 1),))
+    store.add_invoices([kept], batch="b/1")
+    store.void_batch("a/7")
+    store.void_batch("a/7")
+    late = StoredInvoice("acme", FEB, "late", usage=(_usage(FEB, MAR, 9),))
+    store.add_invoices([late, StoredInvoice("globex", JAN, "late-too")], batch="a/7")
+    merge()
+    assert store.invoices() == [kept]
+    assert store.invoice_keys("acme", "globex") == [kept.key]
+    assert store.invoices_between("acme", "globex") == [kept]
+    assert store.batch_invoices("a/7") == []
+    assert store.billed_usage("acme", "acme") == [PeriodCount("acme", JAN, 1, FEB)]
+    rerated = StoredInvoice("acme", FEB, "rerated")
+    store.add_invoices([rerated], batch="b/2")
+    assert store.invoices("acme") == [kept, rerated]
+    store.purge_void()
+    store.purge_void()
+    merge()
+    assert store.invoices() == [kept, rerated]
+
+
 def test_period_mau_counts_each_team_and_period_in_range(store: Store) -> None:
     store.add_active_users([
         user_row("u1"), user_row("u2"), user_row("u1", period=FEB),

@@ -49,9 +49,35 @@ def test_renew_declares_the_batch_in_flight(store: MemoryStore) -> None:
     assert name == f"{lease.holder}/1"
     (state,) = store.leases("close")
     assert state.pending == name and state.remaining_seconds >= 29
+    lease.published()
     lease.release()
     (state,) = store.leases("close")
     assert state.pending == "" and state.remaining_seconds <= 0
+
+
+def test_a_close_that_fails_before_publishing_leaves_its_batch_declared(
+    store: MemoryStore,
+) -> None:
+    lease = CloseLease(store, seconds=30)
+    lease.acquire(wait=0)
+    name = lease.next_batch()
+    lease.release()  # the publish failed: no published()
+    (orphan,) = CloseLease(store, seconds=30).orphans()
+    assert orphan.pending == name
+
+
+def test_a_settled_holder_that_wakes_up_stops(store: MemoryStore) -> None:
+    stalled = CloseLease(store, seconds=30)
+    stalled.acquire(wait=0)
+    stalled.next_batch()
+    # What the next holder does once the stalled lease lapsed: it settles the batch.
+    (state,) = store.leases("close")
+    CloseLease(store, seconds=30).settle(state._replace(remaining_seconds=0))
+    with pytest.raises(LeaseLost):
+        stalled.check()
+    stalled.release()  # no longer held: writes nothing
+    (state,) = store.leases("close")
+    assert state.pending == "" and state.seq > 1 << 32
 
 
 def test_a_lapsed_holder_s_batch_is_an_orphan_until_settled(store: MemoryStore) -> None:
