@@ -82,8 +82,9 @@ ORDER BY (team, period_start, source, event_id, day, event_type, user_id, time)
 """
 
 # `usage` repeats the body's usage records ("start end users|...") for the close's set query
-# of what was billed; `batch` names the close batch that wrote the row. The body is in the
-# sort key, so a row written twice collapses while two bodies of one key would stay visible.
+# of what was billed; `batch` names the close batch that wrote the row. Body and batch are in
+# the sort key: a row written twice collapses, two bodies of one key would stay visible, and a
+# void batch's row never replaces a live row equal to it but for the batch.
 CREATE_INVOICES = """
 CREATE TABLE IF NOT EXISTS {db}.invoices (
     team String,
@@ -93,7 +94,7 @@ CREATE TABLE IF NOT EXISTS {db}.invoices (
     usage String DEFAULT '',
     batch String DEFAULT '',
     issued_at DateTime('UTC') DEFAULT now()
-) ENGINE = ReplacingMergeTree() ORDER BY (team, invoice_date, reference, body)
+) ENGINE = ReplacingMergeTree() ORDER BY (team, invoice_date, reference, body, batch)
 """
 
 # The close lease: each holder appends rows with a rising `seq`; its latest row says until

@@ -316,6 +316,20 @@ def test_a_void_batch_is_never_read_even_when_its_rows_land_later(
     assert store.invoices() == [kept, rerated]
 
 
+def test_a_void_row_equal_to_a_live_one_does_not_hide_it(store: Store, merge: Merge) -> None:
+    """A stalled close's late row can repeat a live body byte for byte (an invoice that does
+    not depend on usage): merges must not let the void row replace the live one."""
+    live = StoredInvoice("acme", JAN, "same body")
+    store.add_invoices([live], batch="b/1")
+    store.void_batch("a/2")
+    store.add_invoices([live], batch="a/2")
+    merge()
+    store.purge_void()
+    merge()
+    assert store.invoices() == [live]
+    assert store.invoice_keys("acme", "acme") == [live.key]
+
+
 def test_period_mau_counts_each_team_and_period_in_range(store: Store) -> None:
     store.add_active_users([
         user_row("u1"), user_row("u2"), user_row("u1", period=FEB),
