@@ -32,8 +32,10 @@ tax line (`invoice_with_tax`); otherwise its tax is zero and it carries no tax l
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from operator import attrgetter
 from typing import Final, NamedTuple, Protocol
 
 from pydantic_core import to_json
@@ -175,11 +177,12 @@ class _Calendars:
 
     def __init__(self, as_of: datetime, grace: timedelta) -> None:
         self.as_of, self.grace = as_of, grace
-        self._due: dict[tuple[date, int, str], tuple[Key, ...]] = {}
-        self._periods: dict[tuple[date, int, str, date], Period | None] = {}
+        # Keyed by start date, billing day (None: the start date's day) and zone.
+        self._due: dict[tuple[date, int | None, str], tuple[Key, ...]] = {}
+        self._periods: dict[tuple[date, int | None, str, date], Period | None] = {}
 
     def due(self, account: Account) -> tuple[Key, ...]:
-        key = (account.start_date, account.anchor_day, account.timezone)
+        key = (account.start_date, account.billing_day, account.timezone)
         due = self._due.get(key)
         if due is None:
             due = tuple((day, "") for day in due_dates(account, as_of=self.as_of,
@@ -188,7 +191,7 @@ class _Calendars:
         return due
 
     def usage_period(self, account: Account, invoice_date: date) -> Period | None:
-        key = (account.start_date, account.anchor_day, account.timezone, invoice_date)
+        key = (account.start_date, account.billing_day, account.timezone, invoice_date)
         if key not in self._periods:
             self._periods[key] = usage_period(account, invoice_date)
         return self._periods[key]
@@ -204,18 +207,27 @@ class _RatedUsage:
     def __init__(self, catalog: Catalog, calendars: _Calendars) -> None:
         self.catalog, self.calendars = catalog, calendars
         self._rated: dict[tuple[object, ...], tuple[str, tuple[UsageRecord, ...]]] = {}
+        self._shapes: dict[tuple[object, ...], int] = {}
 
-    def invoice(self, account: Account, shape: tuple[object, ...], plan: Plan,
+    def shape(self, account: Account) -> int:
+        """A number for the account's fields but its team: equal fields, equal numbers."""
+        fields = tuple(getattr(account, name) for name in _RATED_FIELDS)
+        return self._shapes.setdefault(fields, len(self._shapes))
+
+    def invoice(self, account: Account, shape: int, plan: Plan,
                 invoice_date: date, counts: Mapping[date, int],
                 billed: Mapping[date, UsageRecord], *, team_json: str) -> StoredInvoice:
         """The invoice of `account`, whose fields but the team are `shape` and whose team
         name is `team_json` as JSON."""
         period = self.calendars.usage_period(account, invoice_date)
         usage = None if period is None else counts.get(period.start, 0)
-        grown = tuple((start, counts.get(start, 0)) for start, record in sorted(billed.items())
-                      if record.period_end <= invoice_date
-                      and counts.get(start, 0) > record.active_users) if billed else ()
-        key = (shape, invoice_date, usage, grown, tuple(billed[start] for start, _ in grown))
+        key: tuple[object, ...] = (shape, invoice_date, usage)
+        if billed:
+            grown = tuple((start, counts.get(start, 0)) for start, record in sorted(billed.items())
+                          if record.period_end <= invoice_date
+                          and counts.get(start, 0) > record.active_users)
+            if grown:
+                key = (*key, grown, tuple(billed[start] for start, _ in grown))
         rated = self._rated.get(key)
         if rated is None:
             nameless = account.model_copy(update={"team": ""})
@@ -249,6 +261,11 @@ def _billed_by_team(rows: Sequence[PeriodCount]) -> dict[str, dict[date, UsageRe
     return grouped
 
 
+class _Stored(NamedTuple):
+    issued: dict[str, set[Key]]  # per team, the keys in the log
+    stored: dict[InvoiceKey, StoredInvoice]  # when reporting: the invoices themselves
+
+
 class _Closed(NamedTuple):
     new: list[StoredInvoice]  # issued now, in key order
     due: int
@@ -265,7 +282,8 @@ class _Batch:
         self.calendars = rated.calendars
         self.as_of, self.grace = as_of, grace
         self.first, self.last = accounts[0].team, accounts[-1].team
-        self.usage_rated = [catalog.plans[account.plan].rated_from_usage for account in accounts]
+        by_usage = {name: plan.rated_from_usage for name, plan in catalog.plans.items()}
+        self.usage_rated = [by_usage[account.plan] for account in accounts]
 
     def schedules(self) -> dict[str, dict[Key, Scheduled]]:
         """Per scheduled account, its items due by `as_of`; CloseError if a history cannot
@@ -286,10 +304,9 @@ class _Batch:
                                  if item.arises + self.grace <= self.as_of}
         return due
 
-    def close(self, *, report: bool) -> _Closed:
-        """The batch's new invoices and its count of due ones; with `report`, also the keys of
-        the due ones and the stored invoices (read with their bodies instead of keys only)."""
-        scheduled = self.schedules()
+    def read(self, *, report: bool) -> _Stored:
+        """What the log holds for the batch: the issued keys per team; with `report`, the
+        stored invoices themselves (bodies too), read instead of the keys."""
         stored: dict[InvoiceKey, StoredInvoice] = {}
         if report:
             stored = {invoice.key: invoice
@@ -297,6 +314,13 @@ class _Batch:
         issued: dict[str, set[Key]] = {}
         for team, day, reference in stored or self.store.invoice_keys(self.first, self.last):
             issued.setdefault(team, set()).add((day, reference))
+        return _Stored(issued, stored)
+
+    def close(self, log: _Stored, *, report: bool) -> _Closed:
+        """The batch's new invoices given what `log` (its `read`) holds, and the count of due
+        ones; with `report`, also the keys of the due ones."""
+        scheduled = self.schedules()
+        issued = log.issued
         due: list[InvoiceKey] = []
         count = 0
         missing: list[tuple[Account, list[Key]]] = []
@@ -308,10 +332,9 @@ class _Batch:
             if report:
                 due.extend(InvoiceKey(team, day, reference) for day, reference in keys)
             done = issued.get(team, nothing)
-            new = [key for key in keys if key not in done]
-            if new:
-                missing.append((account, new))
-        return _Closed(self._rate(missing, scheduled), count, due, stored)
+            if not done.issuperset(keys):
+                missing.append((account, [key for key in keys if key not in done]))
+        return _Closed(self._rate(missing, scheduled), count, due, log.stored)
 
     def _rate(self, missing: Sequence[tuple[Account, list[Key]]],
               scheduled: Mapping[str, Mapping[Key, Scheduled]]) -> list[StoredInvoice]:
@@ -331,7 +354,7 @@ class _Batch:
                 continue
             team_counts = counts.get(account.team, none)
             team_billed = dict(billed.get(account.team, ()))
-            shape = tuple(getattr(account, name) for name in _RATED_FIELDS)
+            shape = self.rated.shape(account)
             team_json = to_json(account.team).decode()
             for invoice_date, _ in keys:
                 invoice = self.rated.invoice(account, shape, plan, invoice_date, team_counts,
@@ -390,22 +413,31 @@ def close(
     if batch_teams < 1:
         raise ValueError(f"batch_teams must be >= 1, got {batch_teams}")
     # Byte order is code point order for UTF-8, and ClickHouse's order of String.
-    accounts = sorted(_accounts(catalog, team), key=lambda account: account.team)
+    accounts = sorted(_accounts(catalog, team), key=attrgetter("team"))
     rated = _RatedUsage(catalog, _Calendars(as_of, grace))
     batches = [_Batch(store, catalog, part, as_of, grace, rated)
                for part in _batches(accounts, batch_teams)]
     for batch in batches:
         batch.schedules()
     issued = due = 0
-    for batch in batches:
-        closed = batch.close(report=on_due is not None)
-        if closed.new:
-            issue(closed.new)
-        if on_due is not None:
-            _report_due(closed, on_due)
-        issued += len(closed.new)
-        due += closed.due
-        on_teams(len(batch.accounts))
+    report = on_due is not None
+    # The next batch's log is read while this one is rated, recorded and published: the
+    # store works on another core meanwhile (team ranges are disjoint, so no read depends
+    # on this batch's writes).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-read") as reader:
+        ahead = [reader.submit(batch.read, report=report) for batch in batches[:1]]
+        for index, batch in enumerate(batches):
+            log = ahead.pop().result()
+            ahead.extend(reader.submit(later.read, report=report)
+                         for later in batches[index + 1 : index + 2])
+            closed = batch.close(log, report=report)
+            if closed.new:
+                issue(closed.new)
+            if on_due is not None:
+                _report_due(closed, on_due)
+            issued += len(closed.new)
+            due += closed.due
+            on_teams(len(batch.accounts))
     return CloseSummary(teams=len(accounts), issued=issued, due=due)
 
 

@@ -48,8 +48,13 @@ class ChargePublisher:
             if error is not None:
                 failed.append(str(error))
 
+        produce, topic = self._producer.produce, self.topic
         for invoice in invoices:
-            self._produce(invoice, delivered)
+            try:
+                produce(topic, key=invoice.team.encode(), value=invoice.body.encode(),
+                        on_delivery=delivered)
+            except BufferError:
+                self._produce(invoice, delivered)
         left = self._producer.flush(self.flush_timeout)
         if left or failed:
             reason = failed[0] if failed else f"no acknowledgement in {self.flush_timeout:.0f} s"
@@ -57,6 +62,7 @@ class ChargePublisher:
                               f"on {self.topic} at {self.bootstrap}: {reason}")
 
     def _produce(self, invoice: StoredInvoice, delivered: Any) -> None:
+        """Produce once there is room in the queue."""
         while True:
             try:
                 self._producer.produce(self.topic, key=invoice.team.encode(),
