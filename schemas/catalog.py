@@ -1,15 +1,29 @@
-"""Plans-and-accounts catalog: the YAML file named by METERING_CATALOG (format in README)."""
+"""Plans-and-accounts catalog: the YAML file named by METERING_CATALOG (format in README).
+
+A catalog may hold a million accounts. Their list is read by a reader that gives what the
+YAML loader gives (schemas/_catalog_yaml.py), the accounts whose values pydantic would keep
+unchanged are built without it (schemas/_accounts.py), and the catalog-wide checks judge
+alike accounts once: a million load in seconds, not minutes, to the same Catalog or the
+same one-line error.
+"""
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date
+from itertools import repeat
+from operator import attrgetter, eq
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas._accounts import AccountReader, check_zone
+from schemas._catalog_yaml import CatalogLoader, Unrecognised, load_rest, split_accounts
 from schemas.periods import BillingCalendar
 from schemas.plans import (
     Billing,
@@ -48,6 +62,8 @@ class Account(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # schemas/_accounts.py `FAST_FIELDS` passes exactly the values these fields keep as
+    # they are: change both together (tests/unit/test_catalog_scale.py holds them together).
     team: str = Field(min_length=1)
     plan: str
     start_date: date
@@ -62,11 +78,7 @@ class Account(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        return value
+        return check_zone(value)
 
     @property
     def anchor_day(self) -> int:
@@ -131,24 +143,116 @@ class Catalog(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
-        seen: set[str] = set()
-        for index, account in enumerate(self.accounts):
-            if account.plan not in self.plans:
-                raise ValueError(f"accounts.{index}.plan: unknown plan {account.plan!r}")
-            problem = _account_problem(account, self.plans[account.plan])
-            if problem:
-                raise ValueError(f"accounts.{index}.{problem}")
-            if account.billing_address is not None and self.tax is None:
-                raise ValueError(
-                    f"accounts.{index}.billing_address: no top-level 'tax' table to apply it to"
-                )
-            if account.team in seen:
-                raise ValueError(f"accounts.{index}.team: duplicate team {account.team!r}")
-            seen.add(account.team)
+        problem = _accounts_problem(self.accounts, self.plans, self.tax)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def account(self, team: str) -> Account | None:
-        return next((a for a in self.accounts if a.team == team), None)
+        """The account of `team`, from a dict of teams built on the first call."""
+        cached = self.__dict__.get(_TEAM_INDEX)
+        if cached is None or cached[0] is not self.accounts:  # model_copy copies it along
+            cached = (self.accounts, _team_index(self.accounts))
+            self.__dict__[_TEAM_INDEX] = cached
+        return cached[1].get(team)
+
+
+_TEAM_INDEX = "_team_index"  # kept in the instance dict: pydantic ignores keys not fields
+
+
+def _team_index(accounts: Sequence[Account]) -> dict[str, Account]:
+    index: dict[str, Account] = {}
+    for account in accounts:
+        index.setdefault(account.team, account)  # the first, as a scan would find
+    return index
+
+
+_TEAM, _PLAN = attrgetter("team"), attrgetter("plan")
+_TEAM_PLAN_ADDRESS = attrgetter("team", "plan", "billing_address")
+# What `_account_problem` reads besides the plan: accounts alike in these fit alike, and
+# an account with none of them (nor an address) fits as any other of its plan.
+_OPTIONS = attrgetter("units", "members", "owner", "billing", "billing_day")
+_NO_OPTIONS = (None,) * 5
+_OPTIONS_ADDRESS = attrgetter("units", "members", "owner", "billing", "billing_day",
+                              "billing_address")
+_NOTHING_ELSE = (None,) * 6
+_MAX_JUDGED = 4096  # kinds of account remembered; beyond them each is judged afresh
+
+
+def _accounts_problem(accounts: Sequence[Account], plans: Mapping[str, Plan],
+                      tax: TaxTable | None) -> str | None:
+    """The first account that does not fit the catalog, as `accounts.N.field: why`."""
+    return _Fit(plans, tax).problem(accounts)
+
+
+class _Fit:
+    """Judges, in order and a part at a time, whether accounts fit a catalog's plans and tax
+    table; accounts alike in what `_account_problem` reads are judged once."""
+
+    def __init__(self, plans: Mapping[str, Plan], tax: TaxTable | None) -> None:
+        self.plans, self.tax = plans, tax
+        self.seen: set[str] = set()
+        self.judged: dict[Hashable, str | None] = {}
+        self.count = 0  # accounts judged so far
+
+    def problem(self, accounts: Sequence[Account]) -> str | None:
+        """The first of these accounts, the ones after those judged before, that does not
+        fit the catalog, as `accounts.N.field: why`."""
+        if self._plainly_fit(accounts):
+            return None
+        plans, seen, judged = self.plans, self.seen, self.judged
+        for index, account in enumerate(accounts, self.count):
+            team, plan_name, address = _TEAM_PLAN_ADDRESS(account)
+            plan = plans.get(plan_name)
+            if plan is None:
+                return f"accounts.{index}.plan: unknown plan {plan_name!r}"
+            options = _OPTIONS(account)
+            alike = plan_name if options == _NO_OPTIONS else _alike(account)
+            try:
+                problem = judged[alike]
+            except KeyError:
+                problem = _account_problem(account, plan)
+                if len(judged) < _MAX_JUDGED:
+                    judged[alike] = problem
+            if problem:
+                return f"accounts.{index}.{problem}"
+            if address is not None and self.tax is None:
+                return (f"accounts.{index}.billing_address: no top-level 'tax' table to apply "
+                        "it to")
+            if team in seen:
+                return f"accounts.{index}.team: duplicate team {team!r}"
+            seen.add(team)
+        self.count += len(accounts)
+        return None
+
+    def _plainly_fit(self, accounts: Sequence[Account]) -> bool:
+        """Whether these accounts fit as the loop in `problem` would find, judged a list at a
+        time: none with options or an address, each plan known and judged fine (for such
+        accounts the plan alone decides), each team new. Then they count as judged."""
+        if not all(map(eq, map(_OPTIONS_ADDRESS, accounts), repeat(_NOTHING_ELSE))):
+            return False
+        for plan_name in set(map(_PLAN, accounts)):
+            plan = self.plans.get(plan_name)
+            if plan is None:
+                return False
+            if plan_name not in self.judged:
+                example = next(account for account in accounts if account.plan == plan_name)
+                self.judged[plan_name] = _account_problem(example, plan)
+            if self.judged[plan_name]:
+                return False
+        teams = set(map(_TEAM, accounts))
+        if len(teams) != len(accounts) or not self.seen.isdisjoint(teams):
+            return False
+        self.seen |= teams
+        self.count += len(accounts)
+        return True
+
+
+def _alike(account: Account) -> tuple[Any, ...]:
+    """All `_account_problem` reads of an account with options, owner aside (only given)."""
+    day = account.billing_day
+    return (account.plan, account.units, account.members, account.owner is None,
+            account.billing is None, day, day is not None and account.start_date.day)
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -161,24 +265,74 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
-class _CatalogLoader(yaml.SafeLoader):
-    """Safe YAML without implicit timestamps: dates reach pydantic as text, so a bad date
-    is reported with its field name rather than as a bare YAML error."""
-
-
-_CatalogLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def parse_catalog(text: str, *, origin: str = "catalog") -> Catalog:
+    """The catalog in `text`, or a one-line CatalogError starting with `origin`.
+
+    The accounts list is read by the fast reader when it can vouch for reading it as the
+    YAML loader would, and accounts are built without pydantic where their values need no
+    converting; otherwise the loader and pydantic do it all. Either way the catalog, or the
+    error, is the same.
+    """
+    with _collector_paused():
+        fast = _parse_fast(text, origin)
+        return fast if fast is not None else _parse_slow(text, origin=origin)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a catalog is built: with a million accounts
+    (no cycles among them) its full collections, each walking every account made so far,
+    cost more than the parse. Left alone when the application has already turned it off."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
     try:
-        raw = yaml.load(text, Loader=_CatalogLoader)  # noqa: S506 - a SafeLoader subclass
+        yield
+    finally:
+        gc.enable()
+
+
+def _parse_fast(text: str, origin: str) -> Catalog | None:
+    """parse_catalog with the fast accounts reader; None when it cannot vouch for the text.
+
+    Pydantic reports field errors before the catalog-wide checks, plans before accounts
+    before the tax table: so the catalog is assembled from its parts only when every
+    account was built here and the rest is valid; else pydantic validates the whole.
+    """
+    split = split_accounts(text)
+    rest = load_rest(split) if split is not None else None
+    if split is None or rest is None:
+        return None
+    try:
+        shell: Catalog | None = Catalog.model_validate({**rest, "accounts": ()})
+    except ValidationError:
+        shell = None
+    judge = _Fit(shell.plans, shell.tax).problem if shell is not None else None
+    reader = AccountReader(Account, judge)
+    try:
+        accounts = reader.read(split)
+    except Unrecognised:
+        return None
+    if shell is None or reader.raw:
+        return _validate({**rest, "accounts": accounts}, origin)
+    if reader.problem is not None:
+        raise CatalogError(f"{origin}: {reader.problem}")
+    return shell.model_copy(update={"accounts": tuple(accounts)})
+
+
+def _parse_slow(text: str, *, origin: str = "catalog") -> Catalog:
+    """parse_catalog with the YAML loader reading the whole document."""
+    try:
+        raw = yaml.load(text, Loader=CatalogLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise CatalogError(f"{origin}:{line} is not valid YAML") from exc
+    return _validate(raw, origin)
+
+
+def _validate(raw: Any, origin: str) -> Catalog:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -1,0 +1,292 @@
+"""Accounts without pydantic, for lists of a million.
+
+Pydantic costs ~7 us per account. An account whose every value is one the model keeps as it
+is (after the same checks the model makes) is built directly, as model_construct would;
+any other account goes to pydantic as the loader's mapping, so its result or its error is
+pydantic's. `FAST_FIELDS` mirrors the fields of `schemas.catalog.Account` (the model is
+passed in: that module imports this one).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from operator import methodcaller
+from typing import Any, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ValidationError
+
+from schemas._catalog_yaml import (
+    STR_TAG,
+    AccountList,
+    Kind,
+    Loaded,
+    MappingEntry,
+    NullEntry,
+    ScalarEntry,
+    Shape,
+    Split,
+    plain_tag,
+    scalar,
+)
+from schemas.plans import Billing, BillingAddress
+
+__all__ = ["FAST_FIELDS", "AccountReader", "check_zone"]
+
+
+def check_zone(value: str) -> str:
+    """`value` if it names an IANA time zone; else a ValueError saying so."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(f"unknown IANA time zone {value!r}") from exc
+    return value
+
+
+class _Reject(Exception):
+    """Not a value the fast checks vouch for: pydantic validates this account."""
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _text(value: object) -> str:
+    if type(value) is not str:
+        raise _Reject
+    return value
+
+
+def _name(value: object) -> str:
+    if type(value) is not str or not value:
+        raise _Reject
+    return value
+
+
+def _start_date(value: object) -> date:
+    # pydantic reads YYYY-MM-DD as date.fromisoformat does (tests/unit/test_catalog_scale.py).
+    if not _ISO_DATE.fullmatch(_text(value)):
+        raise _Reject
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise _Reject from exc
+
+
+def _zone(value: object) -> str:
+    try:
+        return check_zone(_text(value))
+    except ValueError as exc:
+        raise _Reject from exc
+
+
+def _address(value: object) -> BillingAddress | None:
+    if value is None:
+        return None
+    if type(value) is not dict:
+        raise _Reject
+    try:
+        return BillingAddress.model_validate(value)  # as pydantic validates the field
+    except ValidationError as exc:
+        raise _Reject from exc
+
+
+def _optional(check: Callable[[object], object]) -> Callable[[object], object]:
+    return lambda value: None if value is None else check(value)
+
+
+def _between(low: int, high: int | None = None) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        if type(value) is not int or value < low or (high is not None and value > high):
+            raise _Reject
+        return value
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        if _text(value) not in choices:
+            raise _Reject
+        return str(value)
+    return check
+
+
+# Per field of Account: the check that passes a value exactly when the field keeps it as
+# it is (dates: as date.fromisoformat reads them; addresses: as pydantic validates them),
+# and whether to remember checked values (not for those new on nearly every account).
+FAST_FIELDS: dict[str, tuple[Callable[[object], object], bool]] = {
+    "team": (_name, False),
+    "plan": (_text, True),
+    "start_date": (_start_date, True),
+    "timezone": (_zone, True),
+    "billing_address": (_address, True),
+    "units": (_optional(_between(0)), True),
+    "members": (_optional(_between(1)), True),
+    "owner": (_optional(_name), False),
+    "billing": (_optional(_one_of(get_args(Billing))), True),
+    "billing_day": (_optional(_between(1, 31)), True),
+}
+
+_MAX_REMEMBERED = 1 << 16  # checked values remembered per field and token kind, or address
+
+
+class _Checked(dict[str, Any]):
+    """Token text -> the value the model keeps for it, for one field and kind of token."""
+
+    def __init__(self, name: str, kind: Kind) -> None:
+        super().__init__()
+        self.check, self.kind = FAST_FIELDS[name][0], kind
+
+    def __missing__(self, text: str) -> Any:
+        value = self.check(scalar(self.kind, text))
+        if len(self) < _MAX_REMEMBERED:
+            self[text] = value
+        return value
+
+
+def _fresh(name: str, entry: ScalarEntry) -> Callable[[re.Match[str]], Any]:
+    """Match -> the value the model keeps, for a field new on nearly every account."""
+    check, kind, group = FAST_FIELDS[name][0], entry.kind, entry.group
+
+    def convert(match: re.Match[str]) -> Any:
+        text = match[group]
+        if kind == "plain" and plain_tag(text) == STR_TAG:
+            return check(text)  # the common case, without scalar()'s dispatch
+        return check(scalar(kind, text))
+    return convert
+
+
+def _nested(name: str, entry: MappingEntry) -> Callable[[re.Match[str]], Any]:
+    """Match -> the value the model keeps, for a mapping (an address), by its tokens."""
+    check = FAST_FIELDS[name][0]
+    tokens = methodcaller("group", 0, *(sub.group for sub in entry.entries
+                                         if isinstance(sub, ScalarEntry)))
+    checked: dict[tuple[str, ...], Any] = {}
+
+    def convert(match: re.Match[str]) -> Any:
+        key = tokens(match)[1:]  # group 0 first: a tuple even for one token
+        if key not in checked:
+            value = check(entry.value(match))
+            if len(checked) >= _MAX_REMEMBERED:
+                return value
+            checked[key] = value
+        return checked[key]
+    return convert
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Layout:
+    """How to build Accounts from the matches of one shape: the fields not in it; per
+    scalar field remembered, its group and its checked values by token; per other field
+    (team, owner: new on nearly every account; an address) its converter; and the fields
+    given, one set for all (a frozen Account never changes its set, and model_copy copies
+    it before adding to it)."""
+
+    base: dict[str, Any]
+    kept: tuple[tuple[str, int, _Checked], ...]
+    converted: tuple[tuple[str, Callable[[re.Match[str]], Any]], ...]
+    given: set[str]
+
+
+class AccountReader:
+    """Turns the items of one accounts list into instances of `model` (Account), or into
+    the loader's value of the item when pydantic must judge it (`raw` counts those);
+    remembers layouts and checked values. With a `judge` (the first problem of the next
+    accounts, or None), judges what it builds, while it is still in the CPU's caches, as
+    long as every item so far is built here; and keeps the first `problem`."""
+
+    def __init__(self, model: type[BaseModel],
+                 judge: Callable[[Sequence[Any]], str | None] | None) -> None:
+        self.model, self.judge, self.raw = model, judge, 0
+        self.problem: str | None = None
+        self._required = frozenset(name for name, field in model.model_fields.items()
+                                   if field.is_required())
+        self._defaults = {  # the required ones are always given: None holds their place
+            name: None if field.is_required() else field.get_default(call_default_factory=True)
+            for name, field in model.model_fields.items()}
+        self._layouts: dict[int, _Layout | None] = {}  # by id of the shape's pattern
+        self._checked: dict[tuple[str, Kind], _Checked] = {}
+
+    def read(self, split: Split) -> list[Any]:
+        """The list's items in order; raises Unrecognised when it must be loaded whole."""
+        items = AccountList(split)
+        accounts: list[Any] = []
+        for run in items.runs():
+            start = len(accounts)
+            if isinstance(run, Loaded):
+                accounts.append(run.value)
+                self.raw += 1
+            else:
+                self._append(items, run, accounts)
+            if self.judge is not None and not self.raw and self.problem is None:
+                self.problem = self.judge(accounts[start:])
+        return accounts
+
+    def _append(self, items: AccountList, matches: list[re.Match[str]],
+                accounts: list[Any]) -> None:
+        """An Account per match, or the loader's mapping where pydantic must judge it. One
+        loop with no calls it can spare: it runs once per account."""
+        model, pattern, layout = self.model, None, None
+        for match in matches:
+            if match.re is not pattern:
+                pattern, layout = match.re, self._layout(items, match)
+            if layout is not None:
+                try:
+                    fields = layout.base.copy()
+                    for name, group, checked in layout.kept:
+                        fields[name] = checked[match[group]]
+                    for name, convert in layout.converted:
+                        fields[name] = convert(match)
+                except _Reject:
+                    pass
+                else:
+                    # What model_construct does for a model without aliases, extras or
+                    # private attributes; its loop over the fields costs more than the rest.
+                    account = _new(model)
+                    _set(account, "__dict__", fields)
+                    _set(account, "__pydantic_fields_set__", layout.given)
+                    _set(account, "__pydantic_extra__", None)
+                    _set(account, "__pydantic_private__", None)
+                    accounts.append(account)
+                    continue
+            accounts.append(items.shape(match).value(match))
+            self.raw += 1
+
+    def _layout(self, items: AccountList, match: re.Match[str]) -> _Layout | None:
+        key = id(match.re)  # hashing a pattern is slow; the AccountList keeps it alive
+        if key not in self._layouts:
+            self._layouts[key] = self._new_layout(items.shape(match))
+        return self._layouts[key]
+
+    def _new_layout(self, shape: Shape) -> _Layout | None:
+        """The layout of a shape whose items may be Accounts, else None (pydantic's)."""
+        keys = [entry.key for entry in shape.entries]
+        given = {str(key) for key in keys}
+        if (len(given) != len(keys) or not set(keys) <= FAST_FIELDS.keys()
+                or not self._required <= given):
+            return None
+        base = dict(self._defaults)
+        kept: list[tuple[str, int, _Checked]] = []
+        converted: list[tuple[str, Callable[[re.Match[str]], Any]]] = []
+        for entry in shape.entries:
+            name = str(entry.key)
+            check, remember = FAST_FIELDS[name]
+            if isinstance(entry, NullEntry):
+                try:
+                    base[name] = check(None)
+                except _Reject:
+                    return None
+            elif isinstance(entry, MappingEntry):
+                converted.append((name, _nested(name, entry)))
+            elif remember:
+                checked = self._checked.setdefault((name, entry.kind), _Checked(name, entry.kind))
+                kept.append((name, entry.group, checked))
+            else:
+                converted.append((name, _fresh(name, entry)))
+        return _Layout(base=base, kept=tuple(kept), converted=tuple(converted), given=given)
+
+
+_new = object.__new__
+_set = object.__setattr__
