@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from aggregation._schema import check_database
 from aggregation._server import ServerStore
+from aggregation._sql import check_database
 from aggregation.memory import MemoryStore
 from aggregation.store import (
     EPOCH_DAY,

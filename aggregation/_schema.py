@@ -1,19 +1,13 @@
-"""The SQL both engines run, and the store logic around it.
+"""The store logic both engines share: typed columns for inserts, rows to columns, and the
+Store contract over the shared statements (aggregation/_sql.py).
 
-Every statement must parse on ClickHouse 18.16 (Debian's server) and on chdb 26.x,
-so the DDL sticks to the types and engines both have. Tables are ReplacingMergeTrees
-whose sort key is the whole stored row: a merge (or chdb's dedup on insert) keeps
-only the last row per key, so a shorter key could drop the earliest event, while a
-full key collapses nothing but exact replays. Every read aggregates, so it is exact
-whatever the merge state. Values are `%(name)s` placeholders escaped client-side,
-or typed columns handed to the engine (`Column`); only the validated database name and
-this module's column names are formatted in.
+Values are `%(name)s` placeholders escaped client-side, or typed columns handed to the
+engine (`Column`); only the validated database name and our column names are formatted in.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +17,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from aggregation._sql import (
+    CREATE_INVOICES,
+    SELECT_INVOICE_COLUMNS,
+    SELECT_OLD_INVOICES,
+    Statements,
+    check_database,
+)
 from aggregation.store import (
     EPOCH_DAY,
     ActiveUserColumns,
@@ -45,298 +46,9 @@ from schemas import UsageRecord
 Param = str | int | date
 Row = Sequence[Any]
 
-_DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_DATETIME = 2**32  # DateTime is UInt32 seconds
 _MAX_DATE = 2**16  # Date is UInt16 days: 1970-01-01 to 2149-06-06
 _EPOCH_ORDINAL = EPOCH_DAY.toordinal()
-
-CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS {db}"
-
-CREATE_ACTIVE_USERS = """
-CREATE TABLE IF NOT EXISTS {db}.active_users (
-    team String,
-    period_start Date,
-    user_id String,
-    first_time DateTime('UTC'),
-    event_id String,
-    source String,
-    event_type String,
-    inserted_at DateTime('UTC') DEFAULT now()
-) ENGINE = ReplacingMergeTree()
-ORDER BY (team, period_start, user_id, first_time, event_id, source, event_type)
-"""
-
-CREATE_EVENTS = """
-CREATE TABLE IF NOT EXISTS {db}.events (
-    team String,
-    period_start Date,
-    day Date,
-    event_type String,
-    source String,
-    event_id String,
-    user_id String,
-    time DateTime('UTC'),
-    inserted_at DateTime('UTC') DEFAULT now()
-) ENGINE = ReplacingMergeTree()
-ORDER BY (team, period_start, source, event_id, day, event_type, user_id, time)
-"""
-
-# `usage` repeats the body's usage records ("start end users|...") for the close's set query
-# of what was billed; `batch` names the close batch that wrote the row. Body and batch are in
-# the sort key: a row written twice collapses, two bodies of one key would stay visible, and a
-# void batch's row never replaces a live row equal to it but for the batch.
-CREATE_INVOICES = """
-CREATE TABLE IF NOT EXISTS {db}.invoices (
-    team String,
-    invoice_date Date,
-    reference String,
-    body String,
-    usage String DEFAULT '',
-    batch String DEFAULT '',
-    issued_at DateTime('UTC') DEFAULT now()
-) ENGINE = ReplacingMergeTree() ORDER BY (team, invoice_date, reference, body, batch)
-"""
-
-# The close lease: each holder appends rows with a rising `seq`; its latest row says until
-# when it holds the lease (on the store's clock) and which batch it has in flight.
-CREATE_LEASES = """
-CREATE TABLE IF NOT EXISTS {db}.leases (
-    name String,
-    holder String,
-    seq UInt64,
-    expires DateTime('UTC'),
-    pending String,
-    written DateTime('UTC') DEFAULT now()
-) ENGINE = ReplacingMergeTree() ORDER BY (name, holder, seq)
-"""
-
-CREATE_CHANGES = """
-CREATE TABLE IF NOT EXISTS {db}.billing_changes (
-    team String,
-    source String,
-    change_id String,
-    time DateTime('UTC'),
-    body String,
-    inserted_at DateTime('UTC') DEFAULT now()
-) ENGINE = ReplacingMergeTree() ORDER BY (team, source, change_id, time, body)
-"""
-
-SELECT_INVOICE_COLUMNS = """
-SELECT name FROM system.columns WHERE database = %(database)s AND table = 'invoices'
-"""
-
-# The invoices of a table made before `usage` and `batch`: one body per key, as read then.
-SELECT_OLD_INVOICES = """
-SELECT team, toString(invoice_date), reference, argMin(body, (issued_at, body))
-FROM {table}
-GROUP BY team, invoice_date, reference
-"""
-
-# Batches a close declared in flight but had not stored when it lost its lease: if their
-# rows land later, every read ignores them (the next holder rated those keys again).
-CREATE_VOID_BATCHES = """
-CREATE TABLE IF NOT EXISTS {db}.void_batches (
-    batch String,
-    written DateTime('UTC') DEFAULT now()
-) ENGINE = ReplacingMergeTree() ORDER BY batch
-"""
-
-INSERT_VOID_BATCH = """
-INSERT INTO {db}.void_batches (batch) SELECT %(batch)s
-"""
-
-COUNT_VOID_ROWS = """
-SELECT count() FROM {db}.invoices WHERE batch IN (SELECT batch FROM {db}.void_batches)
-"""
-
-# A mutation: the engine rewrites the parts holding such rows, in the background.
-DELETE_VOID_ROWS = """
-ALTER TABLE {db}.invoices DELETE WHERE batch IN (SELECT batch FROM {db}.void_batches)
-"""
-
-INSERT_LEASE = """
-INSERT INTO {db}.leases (name, holder, seq, expires, pending)
-SELECT %(name)s, %(holder)s, %(seq)s, now() + %(seconds)s, %(pending)s
-"""
-
-INSERT_CHANGES = "INSERT INTO {db}.billing_changes (team, source, change_id, time, body) VALUES"
-
-SELECT_MAU = """
-SELECT uniqExact(user_id) FROM {db}.active_users
-WHERE team = %(team)s AND period_start = %(period_start)s
-"""
-
-# Distinct (source, id) pairs, so replays and retries never add to a day's count.
-SELECT_DAILY_USAGE = """
-SELECT toString(day), event_type, uniqExact(source, event_id), uniqExact(user_id)
-FROM {db}.events
-WHERE team = %(team)s AND period_start = %(period_start)s
-GROUP BY day, event_type
-ORDER BY day, event_type
-"""
-
-# The whole row is the argMin key so that even rows sharing (first_time, event_id)
-# resolve to the same winner on every engine and in every merge state.
-SELECT_ACTIVE_USERS = """
-SELECT
-    user_id,
-    toUnixTimestamp(min(first_time)),
-    argMin(event_id, (first_time, event_id, source, event_type)),
-    argMin(source, (first_time, event_id, source, event_type)),
-    argMin(event_type, (first_time, event_id, source, event_type))
-FROM {db}.active_users
-WHERE team = %(team)s AND period_start = %(period_start)s
-    AND (%(from_first)s = 1 OR user_id > %(after)s)
-GROUP BY user_id
-ORDER BY user_id
-"""
-SELECT_ACTIVE_USERS_PAGE = SELECT_ACTIVE_USERS + "LIMIT %(limit)s\n"
-
-_RANGE = "team >= %(first)s AND team <= %(last)s"
-
-# Rows of a void batch (written by a close that had lost the lease) are never read.
-_LIVE = "batch NOT IN (SELECT batch FROM {db}.void_batches)"
-
-# Writers add only new keys, so a key holds two bodies only if that rule was broken; then
-# the earliest issued_at (then the smaller body) wins, on both engines.
-_SELECT_INVOICES = """
-SELECT team, toString(invoice_date), reference, argMin(body, (issued_at, body)),
-       argMin(usage, (issued_at, body))
-FROM {{db}}.invoices
-WHERE {live}{where}
-GROUP BY team, invoice_date, reference
-ORDER BY team, invoice_date, reference
-"""
-SELECT_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where="")
-SELECT_TEAM_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where=" AND team = %(team)s")
-SELECT_RANGE_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where=f" AND {_RANGE}")
-SELECT_BATCH_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where=" AND batch = %(batch)s")
-
-SELECT_INVOICE_KEYS = """
-SELECT team, toString(invoice_date), reference FROM {db}.invoices
-WHERE team >= %(first)s AND team <= %(last)s
-    AND batch NOT IN (SELECT batch FROM {db}.void_batches)
-GROUP BY team, invoice_date, reference
-ORDER BY team, invoice_date, reference
-"""
-
-# Each invoice's usage records, one per row ("start end users"), the latest invoice's per
-# (team, period) kept.
-SELECT_BILLED_USAGE = """
-SELECT team, toString(toDate(r[1])) AS period_start,
-       argMax(toUInt32(r[3]), (invoice_date, reference)),
-       toString(argMax(toDate(r[2]), (invoice_date, reference)))
-FROM (
-    SELECT team, invoice_date, reference, splitByChar(' ', record) AS r
-    FROM {db}.invoices ARRAY JOIN splitByChar('|', usage) AS record
-    WHERE team >= %(first)s AND team <= %(last)s AND usage != ''
-        AND batch NOT IN (SELECT batch FROM {db}.void_batches)
-)
-GROUP BY team, period_start
-ORDER BY team, period_start
-"""
-
-SELECT_PERIOD_MAU = """
-SELECT team, toString(period_start), uniqExact(user_id) FROM {db}.active_users
-WHERE team >= %(first)s AND team <= %(last)s
-GROUP BY team, period_start
-ORDER BY team, period_start
-"""
-
-SELECT_LEASES = """
-SELECT holder,
-       toInt64(toUnixTimestamp(argMax(expires, seq))) - toInt64(toUnixTimestamp(now())),
-       argMax(pending, seq), max(seq)
-FROM {db}.leases
-WHERE name = %(name)s
-GROUP BY holder
-ORDER BY holder
-"""
-
-# Identical rows collapse in merges; a change re-sent with another body under the same id
-# keeps its earliest-inserted form, on both engines.
-_SELECT_CHANGES = """
-SELECT team, source, change_id,
-       toUnixTimestamp(argMin(time, (inserted_at, body))) AS effective,
-       argMin(body, (inserted_at, body))
-FROM {{db}}.billing_changes
-WHERE {where}
-GROUP BY team, source, change_id
-ORDER BY team, effective, source, change_id
-"""
-SELECT_CHANGES = _SELECT_CHANGES.format(where="team = %(team)s")
-SELECT_RANGE_CHANGES = _SELECT_CHANGES.format(where=_RANGE)
-
-
-def check_database(name: str) -> str:
-    """Return `name` if it can be spliced into SQL as an identifier."""
-    if not _DATABASE_NAME.fullmatch(name):
-        raise ValueError(f"invalid database name {name!r}: use letters, digits and _")
-    return name
-
-
-def schema_statements(database: str) -> list[str]:
-    db = check_database(database)
-    return [
-        sql.format(db=db)
-        for sql in (
-            CREATE_DATABASE, CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES, CREATE_CHANGES,
-            CREATE_LEASES, CREATE_VOID_BATCHES,
-        )
-    ]
-
-
-@dataclass(frozen=True, slots=True)
-class Statements:
-    """Every statement of the store, for one database."""
-
-    schema: list[str]
-    insert_changes: str
-    insert_lease: str
-    insert_void_batch: str
-    count_void_rows: str
-    delete_void_rows: str
-    daily_usage: str
-    mau: str
-    active_users: str
-    active_users_page: str
-    invoices: str
-    team_invoices: str
-    range_invoices: str
-    batch_invoices: str
-    invoice_keys: str
-    billed_usage: str
-    period_mau: str
-    leases: str
-    changes: str
-    range_changes: str
-
-    @classmethod
-    def for_database(cls, database: str) -> Statements:
-        db = check_database(database)
-        return cls(
-            schema=schema_statements(db),
-            insert_changes=INSERT_CHANGES.format(db=db),
-            insert_lease=INSERT_LEASE.format(db=db),
-            insert_void_batch=INSERT_VOID_BATCH.format(db=db),
-            count_void_rows=COUNT_VOID_ROWS.format(db=db),
-            delete_void_rows=DELETE_VOID_ROWS.format(db=db),
-            daily_usage=SELECT_DAILY_USAGE.format(db=db),
-            mau=SELECT_MAU.format(db=db),
-            active_users=SELECT_ACTIVE_USERS.format(db=db),
-            active_users_page=SELECT_ACTIVE_USERS_PAGE.format(db=db),
-            invoices=SELECT_INVOICES.format(db=db),
-            team_invoices=SELECT_TEAM_INVOICES.format(db=db),
-            range_invoices=SELECT_RANGE_INVOICES.format(db=db),
-            batch_invoices=SELECT_BATCH_INVOICES.format(db=db),
-            invoice_keys=SELECT_INVOICE_KEYS.format(db=db),
-            billed_usage=SELECT_BILLED_USAGE.format(db=db),
-            period_mau=SELECT_PERIOD_MAU.format(db=db),
-            leases=SELECT_LEASES.format(db=db),
-            changes=SELECT_CHANGES.format(db=db),
-            range_changes=SELECT_RANGE_CHANGES.format(db=db),
-        )
-
 
 def _unix_seconds(moment: datetime) -> int:
     if moment.tzinfo is None:

@@ -42,19 +42,22 @@ from pydantic_core import to_json
 
 from aggregation import InvoiceKey, PeriodCount, StoredChange, StoredInvoice
 from invoicing.errors import ChangeError
-from invoicing.lines import Correction, untaxed_invoice, usage_period
-from invoicing.plans import rate_usage
+from invoicing.rating import (
+    Calendars,
+    RatedUsage,
+    due_dates,
+    rate_from_counts,
+    scheduled_invoice,
+    taxed,
+    usage_record,
+)
 from invoicing.schedule import Scheduled, schedule
-from invoicing.tax import invoice_with_tax
 from schemas import (
     Account,
     BillingChange,
     Catalog,
     Invoice,
-    Period,
-    Plan,
     UsageRecord,
-    billing_dates,
 )
 
 __all__ = [
@@ -106,51 +109,6 @@ class CloseSummary:
     due: int  # invoices due as of the close, issued by this run or before
 
 
-def due_dates(account: Account, *, as_of: datetime, grace: timedelta) -> list[date]:
-    """Billing dates whose local midnight plus grace is at or before `as_of`."""
-    calendar = account.calendar
-    candidates = billing_dates(account.start_date, calendar.local_date(as_of))
-    return [d for d in candidates if calendar.midnight(d) + grace <= as_of]
-
-
-def _taxed(catalog: Catalog, account: Account, invoice: Invoice) -> Invoice:
-    """`invoice` with its tax line when the catalog taxes this account; unchanged otherwise.
-
-    `invoice_with_tax` sums the untaxed lines into `subtotal` and appends the tax line, so
-    subtotal + tax = total = the sum of all lines, the tax line counted once."""
-    if catalog.tax is None or account.billing_address is None:
-        return invoice
-    taxed = invoice_with_tax(
-        team=invoice.team, invoice_date=invoice.invoice_date, currency=invoice.currency,
-        lines=invoice.lines, address=account.billing_address, table=catalog.tax,
-    )
-    return taxed.model_copy(update={"usage": invoice.usage, "reference": invoice.reference})
-
-
-def _rated(account: Account, plan: Plan, invoice_date: date, counts: Mapping[date, int],
-           billed: Mapping[date, UsageRecord]) -> Invoice:
-    """The untaxed invoice of a usage plan on `invoice_date`: `counts` are the team's active
-    users per period start now, `billed` what earlier invoices billed per period start. A
-    period that grew since it was billed gets its correction (in period order)."""
-    period = usage_period(account, invoice_date)
-    usage = None if period is None else counts.get(period.start, 0)
-    corrections = [
-        Correction(period=Period(record.period_start, record.period_end),
-                   billed=record.active_users, current=current)
-        for start, record in sorted(billed.items())
-        if record.period_end <= invoice_date
-        and (current := counts.get(start, 0)) > record.active_users
-    ]
-    return rate_usage(account=account, plan=plan, invoice_date=invoice_date, usage=usage,
-                      corrections=corrections)
-
-
-def _scheduled_invoice(account: Account, currency: str, item: Scheduled) -> Invoice:
-    invoice = untaxed_invoice(team=account.team, invoice_date=item.invoice_date,
-                              currency=currency, lines=item.lines, records=())
-    return invoice.model_copy(update={"reference": item.reference})
-
-
 def _schedule(catalog: Catalog, account: Account, changes: Sequence[StoredChange],
               as_of: datetime, until: date) -> list[Scheduled]:
     """The account's schedule from its stored changes in effect by `as_of`."""
@@ -161,85 +119,6 @@ def _schedule(catalog: Catalog, account: Account, changes: Sequence[StoredChange
         return schedule(account, catalog, in_effect, until=until)
     except ChangeError as exc:
         raise CloseError(str(exc)) from exc
-
-
-# Rating reads an account's fields but its team only to name the invoice: two accounts equal
-# but for the team get the same invoice but for the team.
-_RATED_FIELDS: Final = tuple(name for name in Account.model_fields if name != "team")
-_NO_TEAM: Final = '{"team":""'
-# Distinct rating inputs kept per run; a million teams have far fewer.
-_RATED_CACHE_SIZE: Final = 100_000
-
-
-class _Calendars:
-    """Due billing dates and usage periods, kept by what they depend on (start date, anchor
-    day, zone): a million teams share a few thousand of those."""
-
-    def __init__(self, as_of: datetime, grace: timedelta) -> None:
-        self.as_of, self.grace = as_of, grace
-        # Keyed by start date, billing day (None: the start date's day) and zone.
-        self._due: dict[tuple[date, int | None, str], tuple[Key, ...]] = {}
-        self._periods: dict[tuple[date, int | None, str, date], Period | None] = {}
-
-    def due(self, account: Account) -> tuple[Key, ...]:
-        key = (account.start_date, account.billing_day, account.timezone)
-        due = self._due.get(key)
-        if due is None:
-            due = tuple((day, "") for day in due_dates(account, as_of=self.as_of,
-                                                        grace=self.grace))
-            self._due[key] = due
-        return due
-
-    def usage_period(self, account: Account, invoice_date: date) -> Period | None:
-        key = (account.start_date, account.billing_day, account.timezone, invoice_date)
-        if key not in self._periods:
-            self._periods[key] = usage_period(account, invoice_date)
-        return self._periods[key]
-
-
-class _RatedUsage:
-    """Usage invoices by their inputs but the team. Rating is a pure function, and on one
-    billing date most teams share a plan, anchor, zone and count of users, so an invoice is
-    rated once per distinct input and written for each team by putting the team's name in
-    the canonical JSON: `'{"team":' + the name's JSON + the rest` (the team comes first in
-    the canonical form, and its JSON string is the one the model's serializer writes)."""
-
-    def __init__(self, catalog: Catalog, calendars: _Calendars) -> None:
-        self.catalog, self.calendars = catalog, calendars
-        self._rated: dict[tuple[object, ...], tuple[str, tuple[UsageRecord, ...]]] = {}
-        self._shapes: dict[tuple[object, ...], int] = {}
-
-    def shape(self, account: Account) -> int:
-        """A number for the account's fields but its team: equal fields, equal numbers."""
-        fields = tuple(getattr(account, name) for name in _RATED_FIELDS)
-        return self._shapes.setdefault(fields, len(self._shapes))
-
-    def invoice(self, account: Account, shape: int, plan: Plan,
-                invoice_date: date, counts: Mapping[date, int],
-                billed: Mapping[date, UsageRecord], *, team_json: str) -> StoredInvoice:
-        """The invoice of `account`, whose fields but the team are `shape` and whose team
-        name is `team_json` as JSON."""
-        period = self.calendars.usage_period(account, invoice_date)
-        usage = None if period is None else counts.get(period.start, 0)
-        key: tuple[object, ...] = (shape, invoice_date, usage)
-        if billed:
-            grown = tuple((start, counts.get(start, 0)) for start, record in sorted(billed.items())
-                          if record.period_end <= invoice_date
-                          and counts.get(start, 0) > record.active_users)
-            if grown:
-                key = (*key, grown, tuple(billed[start] for start, _ in grown))
-        rated = self._rated.get(key)
-        if rated is None:
-            nameless = account.model_copy(update={"team": ""})
-            invoice = _taxed(self.catalog, nameless,
-                             _rated(nameless, plan, invoice_date, counts, billed))
-            rated = (invoice.canonical_json().removeprefix(_NO_TEAM), invoice.usage)
-            if len(self._rated) >= _RATED_CACHE_SIZE:
-                self._rated.clear()
-            self._rated[key] = rated
-        tail, records = rated
-        body = '{"team":' + team_json + tail
-        return StoredInvoice(account.team, invoice_date, body, "", records)
 
 
 def _stored(invoice: Invoice) -> StoredInvoice:
@@ -257,7 +136,7 @@ def _counts_by_team(rows: Sequence[PeriodCount]) -> dict[str, dict[date, int]]:
 def _billed_by_team(rows: Sequence[PeriodCount]) -> dict[str, dict[date, UsageRecord]]:
     grouped: dict[str, dict[date, UsageRecord]] = {}
     for row in rows:
-        grouped.setdefault(row.team, {})[row.period_start] = _record(row)
+        grouped.setdefault(row.team, {})[row.period_start] = usage_record(row)
     return grouped
 
 
@@ -277,7 +156,7 @@ class _Batch:
     """One batch of accounts (consecutive in byte order) and what the store says of them."""
 
     def __init__(self, store: CloseLog, catalog: Catalog, accounts: Sequence[Account],
-                 as_of: datetime, grace: timedelta, rated: _RatedUsage) -> None:
+                 as_of: datetime, grace: timedelta, rated: RatedUsage) -> None:
         self.store, self.catalog, self.accounts, self.rated = store, catalog, accounts, rated
         self.calendars = rated.calendars
         self.as_of, self.grace = as_of, grace
@@ -349,7 +228,7 @@ class _Batch:
             plan = self.catalog.plans[account.plan]
             if not plan.rated_from_usage:
                 items = scheduled[account.team]
-                new.extend(_stored(_taxed(self.catalog, account, _scheduled_invoice(
+                new.extend(_stored(taxed(self.catalog, account, scheduled_invoice(
                     account, plan.currency, items[key]))) for key in keys)
                 continue
             team_counts = counts.get(account.team, none)
@@ -362,13 +241,6 @@ class _Batch:
                 team_billed.update((record.period_start, record) for record in invoice.usage)
                 new.append(invoice)
         return new
-
-
-def _record(row: PeriodCount) -> UsageRecord:
-    if row.period_end is None:
-        raise ValueError(f"{row.team}: billed usage of {row.period_start} has no period end")
-    return UsageRecord(period_start=row.period_start, period_end=row.period_end,
-                       active_users=row.active_users)
 
 
 def _accounts(catalog: Catalog, team: str | None) -> Iterator[Account]:
@@ -414,7 +286,7 @@ def close(
         raise ValueError(f"batch_teams must be >= 1, got {batch_teams}")
     # Byte order is code point order for UTF-8, and ClickHouse's order of String.
     accounts = sorted(_accounts(catalog, team), key=attrgetter("team"))
-    rated = _RatedUsage(catalog, _Calendars(as_of, grace))
+    rated = RatedUsage(catalog, Calendars(as_of, grace))
     batches = [_Batch(store, catalog, part, as_of, grace, rated)
                for part in _batches(accounts, batch_teams)]
     for batch in batches:
@@ -462,12 +334,12 @@ def estimate(*, store: CloseLog, catalog: Catalog, team: str, now: datetime) -> 
         following = (account.start_date if local < account.start_date
                      else calendar.next_anchor_date(local))
         counts = {row.period_start: row.active_users for row in store.period_mau(team, team)}
-        billed = {row.period_start: _record(row) for row in store.billed_usage(team, team)}
-        return _taxed(catalog, account, _rated(account, plan, following, counts, billed))
+        billed = {row.period_start: usage_record(row) for row in store.billed_usage(team, team)}
+        return taxed(catalog, account, rate_from_counts(account, plan, following, counts, billed))
     items = _schedule(catalog, account, store.changes_between(team, team), now,
                       local + _ESTIMATE_HORIZON)
     upcoming = next((item for item in items if not item.reference and item.invoice_date > local),
                     None)
     if upcoming is None:
         return None
-    return _taxed(catalog, account, _scheduled_invoice(account, plan.currency, upcoming))
+    return taxed(catalog, account, scheduled_invoice(account, plan.currency, upcoming))

@@ -29,6 +29,7 @@ from aggregation import InvoiceKey, StoredInvoice, open_store
 from aggregation.store import ActiveUserRow
 from metering.kafka_io import ensure_topics
 from metering.local.services import free_port
+from tests.builders import POWER_PLAN_YAML
 from tests.integration.pipeline import METERING, worker_env
 
 TEAM_COUNT = 2_000
@@ -41,15 +42,6 @@ GRACE = timedelta(hours=1)  # the settings' default, which the tests do not chan
 LEASE_SECONDS = 3  # the shortest lease the settings allow: a killed close blocks only briefly
 BATCH_TEAMS = 50  # many batches per run, so a kill lands mid-run
 PARTITIONS = 4
-POWER_PLAN_YAML = """\
-plans:
-  power:
-    name: Power plan
-    currency: USD
-    base_fee: "10.00"
-    included_users: 5
-    overage_price: "2.00"
-"""
 DEADLINE_SECONDS = 120.0
 # Inserts per write of late users, and their pace: the race runs meanwhile.
 LATE_CHUNK = 20

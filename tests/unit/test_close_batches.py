@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic_core import to_json
 
 from aggregation import ActiveUserRow, MemoryStore, StoredInvoice
-from invoicing.close import _Calendars, _rated, _RatedUsage, _taxed
+from invoicing.rating import Calendars, RatedUsage, rate_from_counts, taxed
 from schemas import Account, Catalog
 from tests.builders import account, catalog
 from tests.closing import close_collecting
@@ -74,8 +74,8 @@ def test_batches_do_not_change_what_is_issued(
 def test_a_cached_invoice_is_the_team_s_own_rating(team: str, users: int, zone: str) -> None:
     cat = _catalog([("someone-else", date(2026, 1, 4), zone, 0, 0),
                     (team, date(2026, 1, 4), zone, 0, 0)])
-    calendars = _Calendars(datetime(2026, 3, 5, tzinfo=UTC), HOUR)
-    cache = _RatedUsage(cat, calendars)
+    calendars = Calendars(datetime(2026, 3, 5, tzinfo=UTC), HOUR)
+    cache = RatedUsage(cat, calendars)
     plan = cat.plans["power"]
     counts = {date(2026, 1, 4): users}
     written = []
@@ -84,6 +84,6 @@ def test_a_cached_invoice_is_the_team_s_own_rating(team: str, users: int, zone: 
         written.append(cache.invoice(each, shape, plan, date(2026, 2, 4), counts, {},
                                      team_json=to_json(each.team).decode()))
     own: Account = cat.accounts[1]
-    expected = _taxed(cat, own, _rated(own, plan, date(2026, 2, 4), counts, {}))
+    expected = taxed(cat, own, rate_from_counts(own, plan, date(2026, 2, 4), counts, {}))
     assert written[1].body == expected.canonical_json()
     assert written[1].usage == expected.usage
