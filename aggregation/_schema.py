@@ -29,10 +29,10 @@ from aggregation.store import (
     ActiveUserColumns,
     ActiveUserRow,
     DailyUsage,
+    DayKey,
     Days,
     EventColumns,
     EventRow,
-    InvoiceKey,
     LeaseState,
     PeriodCount,
     Seconds,
@@ -358,10 +358,11 @@ class SqlStore(ABC):
     def batch_invoices(self, batch: str) -> list[StoredInvoice]:
         return self._stored_invoices(self._sql.batch_invoices, {"batch": batch})
 
-    def invoice_keys(self, first: str, last: str) -> list[InvoiceKey]:
-        rows = self._select(self._sql.invoice_keys, {"first": first, "last": last})
-        return [InvoiceKey(str(team), date.fromisoformat(day), str(reference))
-                for team, day, reference in rows]
+    def issued_keys(self, first: str, last: str) -> dict[str, set[DayKey]]:
+        rows = self._select(self._sql.issued_keys, {"first": first, "last": last})
+        # Both engines give ints and strs already: no conversion per key.
+        return {team: set(zip(days, references, strict=True))
+                for team, days, references in rows}
 
     def billed_usage(self, first: str, last: str) -> list[PeriodCount]:
         rows = self._select(self._sql.billed_usage, {"first": first, "last": last})

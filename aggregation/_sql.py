@@ -178,12 +178,16 @@ SELECT_TEAM_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where=" AND team = %(
 SELECT_RANGE_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where=f" AND {_RANGE}")
 SELECT_BATCH_INVOICES = _SELECT_INVOICES.format(live=_LIVE, where=" AND batch = %(batch)s")
 
-SELECT_INVOICE_KEYS = """
-SELECT team, toString(invoice_date), reference FROM {db}.invoices
-WHERE team >= %(first)s AND team <= %(last)s
-    AND batch NOT IN (SELECT batch FROM {db}.void_batches)
-GROUP BY team, invoice_date, reference
-ORDER BY team, invoice_date, reference
+# Per team, its issued keys: invoice dates as days since 1970-01-01, and references.
+SELECT_ISSUED_KEYS = """
+SELECT team, groupArray(toUInt16(invoice_date)), groupArray(reference)
+FROM (
+    SELECT team, invoice_date, reference FROM {db}.invoices
+    WHERE team >= %(first)s AND team <= %(last)s
+        AND batch NOT IN (SELECT batch FROM {db}.void_batches)
+    GROUP BY team, invoice_date, reference
+)
+GROUP BY team
 """
 
 # Each invoice's usage records, one per row ("start end users"), the latest invoice's per
@@ -270,7 +274,7 @@ class Statements:
     team_invoices: str
     range_invoices: str
     batch_invoices: str
-    invoice_keys: str
+    issued_keys: str
     billed_usage: str
     period_mau: str
     leases: str
@@ -295,7 +299,7 @@ class Statements:
             team_invoices=SELECT_TEAM_INVOICES.format(db=db),
             range_invoices=SELECT_RANGE_INVOICES.format(db=db),
             batch_invoices=SELECT_BATCH_INVOICES.format(db=db),
-            invoice_keys=SELECT_INVOICE_KEYS.format(db=db),
+            issued_keys=SELECT_ISSUED_KEYS.format(db=db),
             billed_usage=SELECT_BILLED_USAGE.format(db=db),
             period_mau=SELECT_PERIOD_MAU.format(db=db),
             leases=SELECT_LEASES.format(db=db),

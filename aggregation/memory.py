@@ -28,6 +28,7 @@ from aggregation.store import (
     ActiveUserColumns,
     ActiveUserRow,
     DailyUsage,
+    DayKey,
     EventColumns,
     EventRow,
     InvoiceKey,
@@ -36,6 +37,7 @@ from aggregation.store import (
     StoredChange,
     StoredInvoice,
     StoreError,
+    day_number,
 )
 
 __all__ = ["MemoryStore"]
@@ -185,8 +187,12 @@ class MemoryStore:
     def batch_invoices(self, batch: str) -> list[StoredInvoice]:
         return self._stored(lambda key, written: written == batch)
 
-    def invoice_keys(self, first: str, last: str) -> list[InvoiceKey]:
-        return [invoice.key for invoice in self.invoices_between(first, last)]
+    def issued_keys(self, first: str, last: str) -> dict[str, set[DayKey]]:
+        issued: dict[str, set[DayKey]] = {}
+        for invoice in self.invoices_between(first, last):
+            issued.setdefault(invoice.team, set()).add(
+                (day_number(invoice.invoice_date), invoice.reference))
+        return issued
 
     def billed_usage(self, first: str, last: str) -> list[PeriodCount]:
         billed: dict[tuple[str, date], PeriodCount] = {}

@@ -146,6 +146,10 @@ class InvoiceKey(NamedTuple):
     reference: str
 
 
+DayKey = tuple[int, str]
+"""An invoice key within a team: its date as days since 1970-01-01, and its reference."""
+
+
 class PeriodCount(NamedTuple):
     """Active users of one team in one period: counted now (`period_mau`) or as last billed
     (`billed_usage`, with the period's end)."""
@@ -251,8 +255,9 @@ class Store(Protocol):
     def batch_invoices(self, batch: str) -> list[StoredInvoice]:
         """The invoices written with `batch`, ordered by key."""
 
-    def invoice_keys(self, first: str, last: str) -> list[InvoiceKey]:
-        """The keys of the issued invoices of the teams from `first` to `last`, ordered."""
+    def issued_keys(self, first: str, last: str) -> dict[str, set[DayKey]]:
+        """Per team from `first` to `last` with issued invoices, their keys as (invoice date
+        in days since 1970-01-01, reference): the close compares them in bulk."""
 
     def billed_usage(self, first: str, last: str) -> list[PeriodCount]:
         """Per team from `first` to `last` and period, the active users its latest invoice

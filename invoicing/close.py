@@ -40,11 +40,19 @@ from typing import Final, NamedTuple, Protocol
 
 from pydantic_core import to_json
 
-from aggregation import InvoiceKey, PeriodCount, StoredChange, StoredInvoice
+from aggregation import (
+    DayKey,
+    InvoiceKey,
+    PeriodCount,
+    StoredChange,
+    StoredInvoice,
+    day_number,
+)
 from invoicing.errors import ChangeError
 from invoicing.rating import (
     Calendars,
     RatedUsage,
+    day_keys,
     due_dates,
     rate_from_counts,
     scheduled_invoice,
@@ -91,7 +99,7 @@ class CloseError(ValueError):
 class CloseLog(Protocol):
     """What the close reads of the store, for the teams from `first` to `last` (byte order)."""
 
-    def invoice_keys(self, first: str, last: str) -> list[InvoiceKey]: ...
+    def issued_keys(self, first: str, last: str) -> dict[str, set[DayKey]]: ...
 
     def invoices_between(self, first: str, last: str) -> list[StoredInvoice]: ...
 
@@ -141,7 +149,7 @@ def _billed_by_team(rows: Sequence[PeriodCount]) -> dict[str, dict[date, UsageRe
 
 
 class _Stored(NamedTuple):
-    issued: dict[str, set[Key]]  # per team, the keys in the log
+    issued: dict[str, set[DayKey]]  # per team, the keys in the log
     stored: dict[InvoiceKey, StoredInvoice]  # when reporting: the invoices themselves
 
 
@@ -190,10 +198,11 @@ class _Batch:
         if report:
             stored = {invoice.key: invoice
                       for invoice in self.store.invoices_between(self.first, self.last)}
-        issued: dict[str, set[Key]] = {}
-        for team, day, reference in stored or self.store.invoice_keys(self.first, self.last):
-            issued.setdefault(team, set()).add((day, reference))
-        return _Stored(issued, stored)
+            issued: dict[str, set[DayKey]] = {}
+            for team, day, reference in stored:
+                issued.setdefault(team, set()).add((day_number(day), reference))
+            return _Stored(issued, stored)
+        return _Stored(self.store.issued_keys(self.first, self.last), stored)
 
     def close(self, log: _Stored, *, report: bool) -> _Closed:
         """The batch's new invoices given what `log` (its `read`) holds, and the count of due
@@ -203,16 +212,21 @@ class _Batch:
         due: list[InvoiceKey] = []
         count = 0
         missing: list[tuple[Account, list[Key]]] = []
-        nothing: set[Key] = set()
+        nothing: set[DayKey] = set()
         for account, by_usage in zip(self.accounts, self.usage_rated, strict=True):
             team = account.team
-            keys = self.calendars.due(account) if by_usage else sorted(scheduled[team])
+            if by_usage:
+                keys, days = self.calendars.due(account)
+            else:
+                keys = tuple(sorted(scheduled[team]))
+                days = day_keys(keys)
             count += len(keys)
             if report:
                 due.extend(InvoiceKey(team, day, reference) for day, reference in keys)
             done = issued.get(team, nothing)
-            if not done.issuperset(keys):
-                missing.append((account, [key for key in keys if key not in done]))
+            if not done.issuperset(days):
+                missing.append((account, [key for key, day in zip(keys, days, strict=True)
+                                          if day not in done]))
         return _Closed(self._rate(missing, scheduled), count, due, log.stored)
 
     def _rate(self, missing: Sequence[tuple[Account, list[Key]]],

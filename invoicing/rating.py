@@ -10,11 +10,11 @@ due dates and usage periods by what they depend on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
-from aggregation import PeriodCount, StoredInvoice
+from aggregation import DayKey, PeriodCount, StoredInvoice, day_number
 from invoicing.lines import Correction, untaxed_invoice, usage_period
 from invoicing.plans import rate_usage
 from invoicing.schedule import Scheduled
@@ -23,7 +23,9 @@ from schemas import Account, Catalog, Invoice, Period, Plan, UsageRecord, billin
 
 __all__ = [
     "Calendars",
+    "Due",
     "RatedUsage",
+    "day_keys",
     "due_dates",
     "rate_from_counts",
     "scheduled_invoice",
@@ -32,6 +34,16 @@ __all__ = [
 ]
 
 Key = tuple[date, str]  # invoice date, reference
+
+
+class Due(NamedTuple):
+    keys: tuple[Key, ...]
+    days: tuple[DayKey, ...]  # the same keys, dates as days since 1970-01-01
+
+
+def day_keys(keys: Sequence[Key]) -> tuple[DayKey, ...]:
+    """`keys` with their dates as days since 1970-01-01."""
+    return tuple((day_number(day), reference) for day, reference in keys)
 
 
 def due_dates(account: Account, *, as_of: datetime, grace: timedelta) -> list[date]:
@@ -94,16 +106,18 @@ class Calendars:
     def __init__(self, as_of: datetime, grace: timedelta) -> None:
         self.as_of, self.grace = as_of, grace
         # Keyed by start date, billing day (None: the start date's day) and zone.
-        self._due: dict[tuple[date, int | None, str], tuple[Key, ...]] = {}
+        self._due: dict[tuple[date, int | None, str], Due] = {}
         self._periods: dict[tuple[date, int | None, str, date], Period | None] = {}
 
-    def due(self, account: Account) -> tuple[Key, ...]:
+    def due(self, account: Account) -> Due:
+        """The keys of the account's due billing dates, and the same with dates as days since
+        1970-01-01 (as the store's `issued_keys` gives them)."""
         key = (account.start_date, account.billing_day, account.timezone)
         due = self._due.get(key)
         if due is None:
-            due = tuple((day, "") for day in due_dates(account, as_of=self.as_of,
-                                                        grace=self.grace))
-            self._due[key] = due
+            keys = tuple((day, "") for day in due_dates(account, as_of=self.as_of,
+                                                         grace=self.grace))
+            due = self._due[key] = Due(keys, day_keys(keys))
         return due
 
     def usage_period(self, account: Account, invoice_date: date) -> Period | None:
