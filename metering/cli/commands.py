@@ -200,25 +200,26 @@ def usage(args: argparse.Namespace, settings: Settings) -> int:
 
 class DueOutput:
     """Writes due invoices to `out` as the close reports them, holding none: the JSON array
-    (`--json`) element by element, or the table row by row."""
+    (`--json`) element by element, or the table row by row. Nothing is written before the
+    first invoice, so a close that fails before any leaves stdout empty."""
 
     def __init__(self, out: TextIO, *, as_json: bool) -> None:
         self.out, self.as_json, self.count = out, as_json, 0
-        out.write("[" if as_json else INVOICE_HEADER + "\n")
 
     def __call__(self, invoice: StoredInvoice, new: bool) -> None:
         if self.as_json:
-            self.out.write(invoice.body if not self.count else ", " + invoice.body)
+            self.out.write(("[" if not self.count else ", ") + invoice.body)
         else:
             rows = invoice_rows(Invoice.model_validate_json(invoice.body))
-            self.out.write("\n".join(rows) + "\n")
+            head = [INVOICE_HEADER] if not self.count else []
+            self.out.write("\n".join(head + rows) + "\n")
         self.count += 1
 
     def finish(self) -> None:
         if self.as_json:
-            self.out.write("]\n")
+            self.out.write("]\n" if self.count else "[]\n")
         elif not self.count:
-            self.out.write(NO_INVOICES + "\n")
+            self.out.write(f"{INVOICE_HEADER}\n{NO_INVOICES}\n")
         self.out.flush()
 
 
