@@ -303,6 +303,8 @@ def close(
     rated = RatedUsage(catalog, Calendars(as_of, grace))
     batches = [_Batch(store, catalog, part, as_of, grace, rated)
                for part in _batches(accounts, batch_teams)]
+    # Every history is replayed once before anything is issued, and again batch by batch
+    # below: keeping every account's schedule between the two would hold them all at once.
     for batch in batches:
         batch.schedules()
     issued = due = 0
