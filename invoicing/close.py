@@ -272,10 +272,6 @@ def _batches(accounts: Sequence[Account], size: int) -> Iterator[Sequence[Accoun
         yield accounts[start : start + size]
 
 
-def _ignore_teams(count: int) -> None:
-    """Nobody counts the teams."""
-
-
 def close(
     *,
     store: CloseLog,
@@ -284,7 +280,7 @@ def close(
     grace: timedelta,
     issue: Issue,
     team: str | None = None,
-    on_teams: Callable[[int], None] = _ignore_teams,
+    on_teams: Callable[[int], None] | None = None,
     on_due: OnDue | None = None,
     batch_teams: int = DEFAULT_BATCH_TEAMS,
 ) -> CloseSummary:
@@ -325,7 +321,8 @@ def close(
                 _report_due(closed, on_due)
             issued += len(closed.new)
             due += closed.due
-            on_teams(len(batch.accounts))
+            if on_teams is not None:
+                on_teams(len(batch.accounts))
     return CloseSummary(teams=len(accounts), issued=issued, due=due)
 
 

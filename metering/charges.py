@@ -50,26 +50,18 @@ class ChargePublisher:
 
         produce, topic = self._producer.produce, self.topic
         for invoice in invoices:
-            try:
-                produce(topic, key=invoice.team.encode(), value=invoice.body.encode(),
-                        on_delivery=delivered)
-            except BufferError:
-                self._produce(invoice, delivered)
+            key, value = invoice.team.encode(), invoice.body.encode()
+            while True:
+                try:
+                    produce(topic, key=key, value=value, on_delivery=delivered)
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)  # the queue is full: let deliveries drain it
         left = self._producer.flush(self.flush_timeout)
         if left or failed:
             reason = failed[0] if failed else f"no acknowledgement in {self.flush_timeout:.0f} s"
             raise BrokerError(f"{left + len(failed)} of {len(invoices)} charges not published "
                               f"on {self.topic} at {self.bootstrap}: {reason}")
-
-    def _produce(self, invoice: StoredInvoice, delivered: Any) -> None:
-        """Produce once there is room in the queue."""
-        while True:
-            try:
-                self._producer.produce(self.topic, key=invoice.team.encode(),
-                                       value=invoice.body.encode(), on_delivery=delivered)
-                return
-            except BufferError:
-                self._producer.poll(0.05)  # the queue is full: let deliveries drain it
 
     def __enter__(self) -> ChargePublisher:
         return self

@@ -30,10 +30,6 @@ from schemas import Catalog
 __all__ = ["run_close"]
 
 
-def _no_progress(teams: int) -> None:
-    """Nobody watches: nothing to advance."""
-
-
 def _release(lease: CloseLease) -> None:
     # A store that went away keeps the lease until it lapses; the run's own error is the news.
     with contextlib.suppress(StoreError):
@@ -47,7 +43,7 @@ def run_close(
     as_of: datetime,
     team: str | None,
     metrics: CloseMetrics | None = None,
-    on_teams: Callable[[int], None] = _no_progress,
+    on_teams: Callable[[int], None] | None = None,
     on_due: OnDue | None = None,
     on_wait: Callable[[str], None] | None = None,
     store: Store | None = None,

@@ -234,13 +234,9 @@ def close_with_progress(settings: Settings, *, as_of: datetime, team: str | None
     tune_collector()  # a million accounts must not be walked by every collection
     with contextlib.ExitStack() as stack:
         on_teams = (team_bar(stack, 1 if team is not None else len(catalog.accounts))
-                    if progress else _no_teams)
+                    if progress else None)
         return run_close(settings, catalog=catalog, as_of=as_of, team=team, on_teams=on_teams,
                          on_due=on_due, on_wait=_waiting)
-
-
-def _no_teams(teams: int) -> None:
-    """No bar to advance."""
 
 
 def close(args: argparse.Namespace, settings: Settings) -> int:
