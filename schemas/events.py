@@ -9,10 +9,19 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from schemas.limits import (
+    DEFAULT_MAX_EVENT_BYTES,
+    EARLIEST_TIME,
+    LATEST_TIME,
+    normal_user_id,
+    team_id_problem,
+    user_id_problem,
+)
 
 __all__ = [
     "ActivityData",
@@ -31,14 +40,10 @@ __all__ = [
 EventType = Literal["clock_in", "clock_out", "login", "bot_command", "api_call"]
 EVENT_TYPES: tuple[EventType, ...] = ("clock_in", "clock_out", "login", "bot_command", "api_call")
 
-DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 DEFAULT_MAX_FUTURE_SKEW = timedelta(minutes=5)
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
 )
-# ClickHouse DateTime holds unsigned 32-bit seconds since the epoch
-EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_TIME = datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)
 
 
 def rfc3339_text(value: object) -> object:
@@ -56,8 +61,19 @@ class ActivityData(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    user_id: str = Field(min_length=1, max_length=256)
-    """The active person, counted once per team and period however often they act."""
+    user_id: str
+    """The active person, counted once per team and period however often they act: in
+    Unicode normal form C, 1..USER_ID_MAX_CHARS characters, without control characters or
+    whitespace at the ends (`schemas.limits`)."""
+
+    @field_validator("user_id", mode="after")
+    @classmethod
+    def _user_id_shape(cls, value: str) -> str:
+        value = normal_user_id(value)
+        problem = user_id_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class ActivityEvent(BaseModel):
@@ -77,17 +93,20 @@ class ActivityEvent(BaseModel):
     time: EventTime
     """When it happened: RFC 3339 with an offset, 1970..2106 (what the store holds); the
     decoder rejects a time more than DEFAULT_MAX_FUTURE_SKEW ahead of its clock."""
-    subject: str = Field(min_length=1, max_length=256)
-    """The billed team."""
+    subject: str
+    """The billed team: a team id (`schemas.limits`: ASCII letters, digits, ".", "_", "-")."""
     data: ActivityData
     """Who was active."""
 
     _rfc3339_time = field_validator("time", mode="before")(rfc3339_text)
 
-    def extensions(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Fields beyond the contract, of the event and of its data: the only parts of a
-        valid event without a size or shape bound."""
-        return self.__pydantic_extra__ or {}, self.data.__pydantic_extra__ or {}
+    @field_validator("subject", mode="after")
+    @classmethod
+    def _team_id_shape(cls, value: str) -> str:
+        problem = team_id_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @property
     def team(self) -> str:

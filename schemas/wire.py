@@ -8,12 +8,17 @@ rejection wherever it is sent:
 
 1. `too_large`: more than `max_bytes` for one event (each member of a batch) or change;
 2. `not_utf8`: the bytes are not UTF-8;
-3. `invalid_json`: not JSON text, or JSON that could not be written out again as JSON: NaN,
-   Infinity, a number beyond the float range, a lone surrogate escape such as "\\ud800", an
-   integer of thousands of digits, or arrays and objects nested deeper than
-   `DEFAULT_MAX_DEPTH` levels. A key given twice keeps its last value, as in both JSON
-   parsers used here, so every path reads a message the same way;
+3. `invalid_json`: not JSON text, a key given twice in one object, or JSON that could not
+   be written out again as JSON: NaN, Infinity, a number beyond the float range, a lone
+   surrogate escape such as "\\ud800", an integer of thousands of digits, or arrays and
+   objects nested deeper than `DEFAULT_MAX_DEPTH` levels;
 4. the contract: its first validation error, on one line.
+
+A batch is split into its members first (`_json_text.split_array`), and each member then
+takes these checks on its own bytes, exactly as if it had been sent alone: a member that is
+too large, not JSON or too deep is rejected with its reason and its mates are still taken.
+Only an array that cannot be taken apart (a string or bracket that never closes) is
+rejected whole.
 
 Nothing here raises for any bytes: every failure is a `Rejection` with its reason and a
 one-line detail of at most `DEFAULT_MAX_DETAIL_CHARS` characters.
@@ -21,16 +26,14 @@ one-line detail of at most `DEFAULT_MAX_DETAIL_CHARS` characters.
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
+from schemas._json_text import DEFAULT_MAX_DEPTH, read_json, split_array
 from schemas.changes import BillingChange
 from schemas.events import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -54,10 +57,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_CHANGE_BYTES = 64 * 1024
-# Levels of arrays and objects in one event or change, itself the first. pydantic-core's JSON
-# parser (the fast path) reads a batch of events this deep, and pydantic writes such an event
-# out again (its serializer stops near 255 levels), while Python's parser reads about 990.
-DEFAULT_MAX_DEPTH = 200
 # A detail travels in a Kafka header, a log line and the emitter's terminal output
 DEFAULT_MAX_DETAIL_CHARS = 200
 # An offending value quoted inside a detail, so that the rest of the detail still shows
@@ -79,8 +78,6 @@ CHANGE_REJECT_REASONS: tuple[ChangeRejectReason, ...] = (
     "too_large", "not_utf8", "invalid_json", "invalid_change", "unknown_team", "refused",
     "late_change",
 )
-_BATCH = TypeAdapter(list[ActivityEvent])
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # A batch: "[" after JSON's whitespace (RFC 8259); a match copies nothing of the message
 _BATCH_START = re.compile(rb"[ \t\r\n]*\[")
 
@@ -105,6 +102,8 @@ class Decoded:
     """The valid events, in message order."""
     rejections: list[Rejection]
     """One per event (or whole message) that cannot be taken, in message order."""
+    raws: list[bytes]
+    """Each valid event's own bytes as received (the message, or its member of a batch)."""
 
 
 def _one_line(text: str, limit: int = DEFAULT_MAX_DETAIL_CHARS) -> str:
@@ -138,68 +137,10 @@ def _utf8(raw: bytes) -> str | Rejection:
         return _reject("not_utf8", f"not UTF-8 at byte {exc.start}", raw)
 
 
-def _parse_json(text: str, raw: bytes) -> Any:
-    """The value of `text` as Python's JSON parser reads it, or an invalid_json rejection."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        return _reject("invalid_json", f"invalid JSON: {exc}", raw)
-    except ValueError:
-        # The parser's only other ValueError: an integer literal longer than Python converts
-        # from text (its guard against quadratic-time conversion).
-        return _reject("invalid_json", "invalid JSON: an integer longer than "
-                       f"{sys.get_int_max_str_digits()} digits", raw)
-    except RecursionError:
-        return _reject("invalid_json", _too_deep(), raw)
-
-
-def _too_deep() -> str:
-    return f"invalid JSON: nested deeper than {DEFAULT_MAX_DEPTH} levels"
-
-
-def _json_problem(value: Any, *, level: int = 1) -> str | None:
-    """Why a value Python's parser read is not JSON that can be written out again, or None.
-
-    Python's parser reads NaN and Infinity, turns 1e999 into infinity and lets "\\ud800"
-    through as a lone surrogate, which no UTF-8 text holds; pydantic-core's parser refuses
-    the surrogate and deep nesting. `level` is the nesting level of `value` when it is an
-    array or object. Iterative, so that no nesting can exhaust the stack.
-    """
-    pending: list[tuple[Any, int]] = [(value, level)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict):
-            children: list[Any] = [*item, *item.values()]
-        elif isinstance(item, list):
-            children = item
-        elif isinstance(item, str):
-            surrogate = _SURROGATE.search(item)
-            if surrogate is not None:
-                return (f"invalid JSON: lone surrogate {ascii(surrogate.group())[1:-1]} "
-                        "in a string is not Unicode text")
-            continue
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "invalid JSON: NaN, Infinity or a number beyond the float range"
-        else:
-            continue
-        if depth > DEFAULT_MAX_DEPTH:
-            return _too_deep()
-        pending.extend((child, depth + 1) for child in children)
-    return None
-
-
-def _unfit_json(value: Any, raw: bytes) -> Rejection | None:
-    problem = _json_problem(value)
-    return None if problem is None else _reject("invalid_json", problem, raw)
-
-
 def _read_json(text: str, raw: bytes) -> Any:
     """The JSON value of a single event or change, or an invalid_json rejection."""
-    value = _parse_json(text, raw)
-    if isinstance(value, Rejection):
-        return value
-    unfit = _unfit_json(value, raw)
-    return value if unfit is None else unfit
+    value, problem = read_json(text)
+    return value if problem is None else _reject("invalid_json", problem, raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,60 +192,16 @@ def validate_event(obj: Any, *, raw: bytes, now: datetime) -> ActivityEvent | Re
     return event
 
 
-def _all_good(
-    events: list[ActivityEvent], *, now: datetime, max_bytes: int
-) -> list[ActivityEvent] | None:
-    """The events when none needs rejecting; None sends the message down the careful path.
-
-    Only extension fields are unchecked by the contract, so only events carrying them can
-    exceed the size limit or hold JSON that is not strict (NaN, deep nesting) and need a look.
-    """
-    for event in events:
-        if is_future(event.time, now):
-            return None
-        own, of_data = event.extensions()
-        if not (own or of_data):
-            continue
-        # The event itself is level 1 and its data level 2; checked before measuring, since
-        # deep nesting is what pydantic cannot write out
-        if (_json_problem(own, level=1) is not None
-                or _json_problem(of_data, level=2) is not None
-                or len(event.model_dump_json()) > max_bytes):
-            return None
-    return events
-
-
-def _fast(raw: bytes, *, is_batch: bool, now: datetime, max_bytes: int) -> Decoded | None:
-    # pydantic-core reports every problem of its JSON parser (syntax, lone surrogates, its
-    # nesting and number limits) and of the contract as a ValidationError
-    try:
-        events = (
-            _BATCH.validate_json(raw) if is_batch else [ActivityEvent.model_validate_json(raw)]
-        )
-    except ValidationError:
-        return None
-    good = _all_good(events, now=now, max_bytes=max_bytes)
-    return None if good is None else Decoded(good, [])
-
-
-def _member_bytes(member: Any) -> bytes:
-    """One member of a batch as compact JSON in UTF-8, as it would be sent alone.
-
-    A lone surrogate (rejected, but its bytes still travel) becomes its JSON escape again.
-    """
-    text = json.dumps(member, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8", "backslashreplace")
-
-
-def _decode_member(member: Any, *, now: datetime, max_bytes: int) -> ActivityEvent | Rejection:
-    member_raw = _member_bytes(member)
-    too_large = _too_large(member_raw, max_bytes)
+def _decode_event(raw: bytes, *, now: datetime, max_bytes: int) -> ActivityEvent | Rejection:
+    """One event's own bytes (a message, or a member of a batch) as an event, or why not."""
+    too_large = _too_large(raw, max_bytes)
     if too_large is not None:
         return too_large
-    unfit = _unfit_json(member, member_raw)
-    if unfit is not None:
-        return unfit
-    return validate_event(member, raw=member_raw, now=now)
+    text = _utf8(raw)
+    if isinstance(text, Rejection):
+        return text
+    value = _read_json(text, raw)
+    return value if isinstance(value, Rejection) else validate_event(value, raw=raw, now=now)
 
 
 def decode_message(
@@ -312,40 +209,25 @@ def decode_message(
 ) -> Decoded:
     """One message holds one event, or a JSON array of events (CloudEvents batch format).
 
-    The size limit applies per event; a batch may carry many of them, and each member is
-    checked on its own. A message whose events are all good is validated in one pass by
-    pydantic-core; any other is taken apart event by event to reject only the bad ones.
+    The size limit applies to each event's own bytes: the message for a single event, the
+    member's text for a member of a batch. Each member is decoded on its own.
     """
-    is_batch = _BATCH_START.match(raw) is not None
-    if not is_batch:
-        too_large = _too_large(raw, max_bytes)
-        if too_large is not None:
-            return Decoded([], [too_large])
-    text = _utf8(raw)
-    if isinstance(text, Rejection):
-        return Decoded([], [text])
-    fast = _fast(raw, is_batch=is_batch, now=now, max_bytes=max_bytes)
-    if fast is not None:
-        return fast
-    if not is_batch:
-        value = _read_json(text, raw)
-        single = value if isinstance(value, Rejection) else validate_event(value, raw=raw,
-                                                                             now=now)
-        if isinstance(single, Rejection):
-            return Decoded([], [single])
-        return Decoded([single], [])
-    parsed = _parse_json(text, raw)
-    if isinstance(parsed, Rejection):
-        return Decoded([], [parsed])
-    events: list[ActivityEvent] = []
-    rejections: list[Rejection] = []
-    for member in parsed:
-        outcome = _decode_member(member, now=now, max_bytes=max_bytes)
+    if _BATCH_START.match(raw) is None:
+        members = [raw]
+    else:
+        split = split_array(raw)
+        if isinstance(split, str):
+            return Decoded([], [_reject("invalid_json", split, raw)], [])
+        members = split
+    decoded = Decoded([], [], [])
+    for member in members:
+        outcome = _decode_event(member, now=now, max_bytes=max_bytes)
         if isinstance(outcome, Rejection):
-            rejections.append(outcome)
+            decoded.rejections.append(outcome)
         else:
-            events.append(outcome)
-    return Decoded(events, rejections)
+            decoded.events.append(outcome)
+            decoded.raws.append(member)
+    return decoded
 
 
 # --- billing changes ------------------------------------------------------------------------

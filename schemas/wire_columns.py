@@ -12,16 +12,19 @@ What holds on the fast path, and why it is a subset of what `decode_message` acc
 - One msgspec decode per message, into Structs that forbid unknown fields and apply the
   contract's own constraints (`specversion` "1.0", the event types, 1..256 characters for
   `id`, `source`, `subject`, `data.user_id`). msgspec rejects invalid UTF-8, lone surrogate
-  escapes and control characters inside strings, as the careful path does, and a key given
-  twice keeps its last value, as in both of the careful path's parsers. An event with
+  escapes and control characters inside strings, as the careful path does. An event with
   extension fields (the only part of an event the contract does not bound) is an unknown
   field here: its message takes the careful path, which measures and checks it.
+- Keys: msgspec keeps a repeated key's last value, which the careful path rejects; the
+  message's colons are counted against its events' (`_keys_once`), and a message that
+  may repeat a key goes careful.
+- Ids: the team and user id columns are checked whole against `schemas.limits`' rules
+  (`_column_checks`), user ids put in normal form C; a message with an id out of shape
+  goes careful.
 - Size: a single event longer than `max_bytes` takes the careful path. Each member of an
-  array is limited on its own; a member the fast path takes (no extension fields, texts of
-  at most 256 characters, a time of at most 32 ASCII characters) re-encodes to at most
-  `CONTRACT_EVENT_MAX_BYTES` (6283 bytes of compact JSON in UTF-8, as `decode_message`
-  measures a member), so when `max_bytes` is at least that no member can be too large;
-  below it, arrays take the careful path.
+  array is limited by its own bytes; a member the fast path takes spans at most
+  `CONTRACT_EVENT_MAX_BYTES` besides whitespace, so an array goes fast when it is itself
+  within `max_bytes`, or when that bound plus all its whitespace is.
 - Times: every fast-path time of the batch is parsed at once with numpy, accepting only
   `YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM)` with ASCII digits, an existing date and
   hour <= 23, minute <= 59, second <= 59, offset <= 23:59 (pydantic accepts all of these
@@ -54,6 +57,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from schemas._column_checks import ids_ok, normal_user_ids
 from schemas.events import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_FUTURE_SKEW,
@@ -104,26 +108,40 @@ _MANY: Final = msgspec.json.Decoder(list[_Event])
 # A batch: "[" after JSON's whitespace, the same test as schemas.wire's
 _BATCH_START: Final = re.compile(rb"[ \t\r\n]*\[")
 
-# A character of a string takes at most 6 bytes in compact JSON with ensure_ascii=False:
-# "\u001f" for a control character, at most 4 bytes of UTF-8 for any other (msgspec lets no
-# lone surrogate through, so the careful path's backslashreplace never applies).
-_MAX_CHAR_BYTES: Final = 6
+# An escape takes 6 bytes ("\u003a"); a code point above U+FFFF written as escapes takes 12
+# (a surrogate pair), and counts as one character of msgspec's max_length.
+_ESCAPE_BYTES: Final = 6
 
 
 def _contract_event_max_bytes() -> int:
-    """The most bytes `decode_message` can measure for an array member without extension
-    fields: its keys and punctuation, plus every string at its longest."""
+    """The most bytes other than whitespace that an event the fast path takes can span:
+    every character of its keys and fixed values written as an escape, every character of
+    its four texts as a surrogate pair of escapes, plus the punctuation."""
     skeleton = {"specversion": "", "id": "", "source": "", "type": "", "time": "",
                 "subject": "", "data": {"user_id": ""}}
-    punctuation = len(json.dumps(skeleton, separators=(",", ":")))
-    texts = 4 * _MAX_TEXT_CHARS * _MAX_CHAR_BYTES  # id, source, subject, data.user_id
-    return (punctuation + texts + len("1.0") + max(map(len, EVENT_TYPES))
-            + _LONGEST_TIME)
+    keys = sum(map(len, [*skeleton, "user_id"]))
+    punctuation = len(json.dumps(skeleton, separators=(",", ":"))) - keys
+    fixed = len("1.0") + max(map(len, EVENT_TYPES)) + _LONGEST_TIME
+    texts = 4 * _MAX_TEXT_CHARS * 2  # id, source, subject, data.user_id
+    return punctuation + _ESCAPE_BYTES * (keys + fixed + texts)
 
 
 CONTRACT_EVENT_MAX_BYTES: Final = _contract_event_max_bytes()
-"""The largest re-encoding of an array member the fast path takes (6283 bytes); with
-`max_bytes` at least this, it needs no size check per member."""
+"""The most bytes besides whitespace an event the fast path takes can span (12,940);
+whitespace adds at most the message's own."""
+_KEYS_PER_EVENT: Final = 8  # the seven of _Event and data's user_id
+
+
+def _whitespace(raw: bytes) -> int:
+    return raw.count(b" ") + raw.count(b"\n") + raw.count(b"\r") + raw.count(b"\t")
+
+
+def _members_fit(raw: bytes, max_bytes: int) -> bool:
+    """True when no member of the array `raw` the fast path could take spans more than
+    `max_bytes` of its own: the whole array fits, or the most a member spans without
+    whitespace plus all the array's whitespace does."""
+    return len(raw) <= max_bytes or CONTRACT_EVENT_MAX_BYTES + _whitespace(raw) <= max_bytes
+
 
 # --- output ---------------------------------------------------------------------------------
 
@@ -183,16 +201,15 @@ class _FastPass:
 
 
 def _fast_pass(values: Sequence[bytes], messages: range, *, max_bytes: int) -> _FastPass:
-    """One msgspec decode per message of `messages`; any message it refuses, or too large,
-    goes careful. Arrays go careful when `max_bytes` is below CONTRACT_EVENT_MAX_BYTES."""
+    """One msgspec decode per message of `messages`; any message it refuses, or too large
+    (a single event, or an array whose members might be), goes careful."""
     out = _FastPass([], [], [])
-    arrays = max_bytes >= CONTRACT_EVENT_MAX_BYTES
     for index in messages:
         raw = values[index]
         first = raw[:1]
         batch = first == b"[" or (first != b"{" and _BATCH_START.match(raw) is not None)
         try:
-            if batch and arrays:
+            if batch and _members_fit(raw, max_bytes):
                 events = _MANY.decode(raw)
                 out.events.extend(events)
                 out.counts.append(len(events))
@@ -392,9 +409,10 @@ _TYPE: Final = attrgetter("type")
 def _columns(rows: list[Any], message: npt.NDArray[np.int32],
              seconds: npt.NDArray[np.int64]) -> EventColumns:
     """Columns of `rows`: fast-path Structs and careful-path ActivityEvents alike (same
-    attribute names)."""
+    attribute names), user ids in normal form C."""
     return EventColumns(
-        message=message, team=list(map(_TEAM, rows)), user_id=list(map(_USER, rows)),
+        message=message, team=list(map(_TEAM, rows)),
+        user_id=normal_user_ids(list(map(_USER, rows))),
         source=list(map(_SOURCE, rows)), event_id=list(map(_ID, rows)),
         event_type=list(map(_TYPE, rows)), time=seconds,
     )
@@ -413,6 +431,48 @@ def _demote(fast: _FastPass, messages: range, message: npt.NDArray[np.int32],
     return message[keep], micros[keep]
 
 
+def _colons(raw: bytes) -> int:
+    """The colons of `raw`, each escaped one ("\\u003a") counted as one."""
+    found = raw.count(b":")
+    if b"\\u" in raw:
+        found += raw.count(b"\\u003a") + raw.count(b"\\u003A")
+    return found
+
+
+def _event_colons(event: _Event) -> int:
+    return (_KEYS_PER_EVENT + event.id.count(":") + event.source.count(":")
+            + event.subject.count(":") + event.data.user_id.count(":") + event.time.count(":"))
+
+
+def _keys_once(values: Sequence[bytes], messages: range, fast: _FastPass,
+               columns: EventColumns, times: list[str]) -> npt.NDArray[np.bool_] | None:
+    """None when no event of `fast` gives a key twice, else which events' messages give
+    none twice.
+
+    msgspec keeps a repeated key's last value. Outside its strings, an event the fast path
+    takes holds a colon after each key and nowhere else, so a message whose keys each come
+    once holds exactly KEYS_PER_EVENT colons per event plus its strings' colons (a colon in
+    a string may be written as an escape, counted as one); a repeated key adds its colon and
+    the colons of a value the Struct no longer holds. An escape that only looks like one
+    ("\\\\u003a") counts too much and sends its message careful, which changes nothing."""
+    found = _colons(b"".join(compress(values[messages.start:messages.stop], fast.counts)))
+    events = fast.events
+    expected = (_KEYS_PER_EVENT * len(events)
+                + sum("".join(column).count(":") for column in (
+                    columns.event_id, columns.source, columns.team, columns.user_id, times)))
+    if found == expected:
+        return None
+    local = columns.message - messages.start
+    per_message = np.bincount(local, minlength=len(messages),
+                              weights=np.fromiter(map(_event_colons, events),
+                                                  dtype=np.float64, count=len(events)))
+    seen = np.array([_colons(values[index]) if count else 0
+                     for index, count in zip(messages, fast.counts, strict=True)],
+                    dtype=np.float64)
+    keys_once: npt.NDArray[np.bool_] = (per_message == seen)[local]
+    return keys_once
+
+
 def _decode_part(values: Sequence[bytes], messages: range, *, now: datetime, max_bytes: int,
                  rejections: dict[int, list[Rejection]]) -> tuple[EventColumns, int]:
     """The events of `messages` (a range of the batch) as columns, and how many of them went
@@ -420,13 +480,20 @@ def _decode_part(values: Sequence[bytes], messages: range, *, now: datetime, max
     fast = _fast_pass(values, messages, max_bytes=max_bytes)
     message = np.repeat(np.arange(messages.start, messages.stop, dtype=np.int32), fast.counts)
     latest_us = min(_micros(LATEST_TIME), _micros(now + DEFAULT_MAX_FUTURE_SKEW))
-    micros, ok = _parse_times(list(map(_GET_TIME, fast.events)), latest_us=latest_us)
+    times = list(map(_GET_TIME, fast.events))
+    micros, ok = _parse_times(times, latest_us=latest_us)
+    columns = _columns(fast.events, message, micros // _US)
+    for fine in (ids_ok(columns.team, columns.user_id),
+                 _keys_once(values, messages, fast, columns, times)):
+        if fine is not None:
+            ok &= fine
     if not ok.all():
         message, micros = _demote(fast, messages, message, micros, ok)
-    seconds = micros // _US
+        columns = _columns(fast.events, message, micros // _US)
+    seconds = columns.time
     slow = _careful(values, fast.careful, now=now, max_bytes=max_bytes, rejections=rejections)
     if not slow.events:
-        return _columns(fast.events, message, seconds), len(fast.careful)
+        return columns, len(fast.careful)
     # each message is wholly fast or wholly careful: a stable sort by message interleaves them
     merged = np.concatenate([message, np.array(slow.message, dtype=np.int32)])
     order = np.argsort(merged, kind="stable")

@@ -14,7 +14,13 @@ from metering.producer.emitter import BatchingEmitter
 from metering.producer.events import cloud_event
 
 if TYPE_CHECKING:
-    from metering.producer.lines import EmitReport, LineRejection, emit_change_lines, emit_lines
+    from metering.producer.lines import (
+        EmitReport,
+        LineRejection,
+        emit_change_lines,
+        emit_lines,
+        event_records,
+    )
 
 __all__ = [
     "BatchingEmitter",
@@ -23,9 +29,11 @@ __all__ = [
     "cloud_event",
     "emit_change_lines",
     "emit_lines",
+    "event_records",
 ]
 
-_LINE_NAMES = frozenset({"EmitReport", "LineRejection", "emit_change_lines", "emit_lines"})
+_LINE_NAMES = frozenset({"EmitReport", "LineRejection", "emit_change_lines", "emit_lines",
+                         "event_records"})
 
 
 def __getattr__(name: str) -> Any:

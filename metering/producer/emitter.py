@@ -67,7 +67,8 @@ class BatchingEmitter:
     def emit(self, event: Mapping[str, Any]) -> None:
         """Queue one CloudEvent (a JSON-ready mapping); its `subject` is the team."""
         team = event["subject"]
-        encoded = json.dumps(event, separators=(",", ":")).encode()
+        # compact UTF-8: the bytes the worker measures against its size limit per event
+        encoded = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         with self._lock:
             if not self._accepting:
                 raise BrokerError("emitter is closed")

@@ -3,7 +3,6 @@ topic, billing changes to the changes topic."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,24 +74,24 @@ def _emit(
     return report
 
 
+def event_records(raw: bytes, *, now: datetime) -> tuple[Records, Problems]:
+    """The events of one line (an event or a batch of them) as the worker will read them:
+    each valid one as its own original bytes keyed by its team, sent alone, so that its
+    fields travel unchanged and the worker measures the same bytes as here."""
+    decoded = decode_message(raw, now=now)
+    records = [(event.team, own) for event, own in zip(decoded.events, decoded.raws,
+                                                        strict=True)]
+    return records, [(r.reason, r.detail) for r in decoded.rejections]
+
+
 def emit_lines(
     lines: Iterable[bytes], *, producer: KafkaProducer, topic: str, now: datetime | None = None
 ) -> EmitReport:
-    """Invalid lines are reported with their 1-based line number and never sent. A single
-    valid event is sent as its original bytes, so its id and fields travel unchanged."""
+    """Invalid lines (or members of a batch line) are reported with their 1-based line
+    number and never sent; every valid event is sent alone as its original bytes."""
     clock = now or datetime.now(UTC)
-
-    def decode(raw: bytes) -> tuple[Records, Problems]:
-        decoded = decode_message(raw, now=clock)
-        single = len(decoded.events) == 1 and not decoded.rejections and not raw.startswith(b"[")
-        records = [
-            (event.team, raw if single else json.dumps(
-                event.model_dump(mode="json"), separators=(",", ":")).encode())
-            for event in decoded.events
-        ]
-        return records, [(r.reason, r.detail) for r in decoded.rejections]
-
-    return _emit(lines, producer=producer, topic=topic, decode=decode)
+    return _emit(lines, producer=producer, topic=topic,
+                 decode=lambda raw: event_records(raw, now=clock))
 
 
 def emit_change_lines(lines: Iterable[bytes], *, producer: KafkaProducer, topic: str

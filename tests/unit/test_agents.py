@@ -201,6 +201,27 @@ async def test_activity_agent_writes_nothing_new_for_a_redelivered_message(
     assert worker.rejected == []
 
 
+async def test_hostile_members_cost_nothing_but_themselves(worker: Worker) -> None:
+    """The hostile pass through the worker: a good event beside a 3,000-deep member counts;
+    one user sent composed and decomposed counts once; a repeated key and a subject that is
+    not a team id are rejected with their reasons, each as its own bytes."""
+    deep = b"[" * 3000 + b"]" * 3000
+    twice = json.dumps(event("e3", "cy")).replace('"id": "e3"', '"id": "e3", "id": "e4"')
+    not_a_team = cloud_event("e5", "acme/../other", "dee", AT, source="web", kind="login")
+    batch = (b"[" + json.dumps(event("e1", "zo\u00eb")).encode() + b", " + deep + b", "
+             + twice.encode() + b", " + json.dumps(not_a_team).encode() + b"]")
+    decomposed = json.dumps(event("e2", "zoe\u0308")).encode()
+    agent = worker.app.agents["count_active_users"]
+    async with agent.test_context() as test_agent:
+        await test_agent.put(batch, key=TEAM.encode())
+        await test_agent.put(decomposed, key=TEAM.encode())
+    assert [(row.user_id, row.event_id) for row in worker.store.active_users(TEAM, PERIOD)] == [
+        ("zo\u00eb", "e1")]
+    assert worker.store.mau(TEAM, PERIOD) == 1
+    assert reasons(worker.rejected) == ["invalid_json", "invalid_json", "invalid_event"]
+    assert [sent.value for sent in worker.rejected[:2]] == [deep, twice.encode()]
+
+
 @pytest.mark.parametrize("store", [FlakyStore()], ids=["flaky"])
 async def test_activity_agent_retries_a_failed_write_before_finishing(
     worker: Worker, store: FlakyStore,

@@ -34,6 +34,7 @@ from schemas.events import (
     LATEST_TIME,
     ActivityEvent,
 )
+from schemas.limits import TEAM_ID_MAX_CHARS, TEAM_ID_PATTERN, USER_ID_MAX_CHARS
 from schemas.wire import Rejection, decode_message
 from schemas.wire_columns import (
     CONTRACT_EVENT_MAX_BYTES,
@@ -47,9 +48,9 @@ from tests.builders import cloud_event
 
 NOW = datetime(2026, 8, 1, 12, 0, tzinfo=UTC)
 # A clock past LATEST_TIME, so that the store's upper bound (not the future check) decides
-AFTER_LATEST = datetime(2107, 1, 1, tzinfo=UTC)
+AFTER_LATEST = LATEST_TIME + timedelta(days=365)
 # Just past EARLIEST_TIME: the future check and the lower bound both near
-NEAR_EARLIEST = datetime(1970, 1, 1, 0, 3, tzinfo=UTC)
+NEAR_EARLIEST = EARLIEST_TIME + timedelta(minutes=3)
 CLOCKS = (NOW, AFTER_LATEST, NEAR_EARLIEST)
 
 Row = tuple[str, str, str, str, str, int]
@@ -212,12 +213,24 @@ EXTENSION_KEYS = st.sampled_from(["ext", "datacontenttype", "user_id", "id", ""]
 VALID_TEXTS = st.one_of(
     st.sampled_from([t for t in TEXT_POOL if 1 <= len(t) <= 256 and not SURROGATE(t)]),
     st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=4))
+VALID_TEAMS = st.one_of(st.sampled_from(["team-a", "team-b", "a", "A.b_c-9", "x" * 128]),
+                        st.from_regex(TEAM_ID_PATTERN, fullmatch=True))
+# Valid user ids, most in normal form C; "e\u0301" is "é" decomposed, counted as "é"
+VALID_USERS = st.one_of(
+    st.sampled_from(["u-1", "u-2", "é", "e\u0301", "😀" * 256, "a b", "ａ", "a\u00a0b"]),
+    st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp", "Zs")),
+            min_size=1, max_size=4))
 # Text just out of the contract, or beside it
 BAD_TEXTS = st.one_of(st.sampled_from([t for t in TEXT_POOL if not 1 <= len(t) <= 256]
                                       + ["a\ud800", "\udfff", 5, None, ["a"], {"a": "b"}]),
                       TEXTS)
+# Ids just out of their shape: a team's path tricks and spaces, a user's ends and controls
+BAD_TEAMS = st.sampled_from(["..", ".", "team-a\nteam-b", "team-a/../team-b", "team-a ",
+                             " team-a", "-a", "tëam", "x" * 129, "a:b", "a\u200bb"])
+BAD_USERS = st.sampled_from(["u ", " u", "u\n", "a\u200bb", "\x7f", "a\u2028b", "\u00a0",
+                             "e\u0301" * 257, "u\tv"])
 MUTATIONS = ("specversion", "text", "type", "time", "time", "time", "data-extension",
-             "extension", "drop", "junk", "not-an-object")
+             "extension", "drop", "junk", "not-an-object", "team", "user")
 
 
 SOME_MUTATIONS = st.sampled_from([0, 0, 0, 1, 1, 2])
@@ -233,7 +246,7 @@ def events(draw: st.DrawFn, now: datetime = NOW,
     body: dict[str, Any] = {
         "specversion": "1.0", "id": draw(VALID_TEXTS), "source": draw(VALID_TEXTS),
         "type": draw(st.sampled_from(EVENT_TYPES)), "time": draw(strict_times(now)),
-        "subject": draw(VALID_TEXTS), "data": {"user_id": draw(VALID_TEXTS)},
+        "subject": draw(VALID_TEAMS), "data": {"user_id": draw(VALID_USERS)},
     }
     count = draw(mutations)
     for mutation in draw(st.lists(st.sampled_from(MUTATIONS), min_size=count, max_size=count)):
@@ -244,6 +257,10 @@ def events(draw: st.DrawFn, now: datetime = NOW,
             owner = body.get("data") if field == "user_id" else body
             if isinstance(owner, dict):
                 owner[field] = draw(BAD_TEXTS)
+        elif mutation == "team":
+            body["subject"] = draw(BAD_TEAMS)
+        elif mutation == "user" and isinstance(body.get("data"), dict):
+            body["data"]["user_id"] = draw(BAD_USERS)
         elif mutation == "type":
             body["type"] = draw(st.sampled_from(["logout", "CLOCK_IN", "login ", ""]))
         elif mutation == "time":
@@ -372,12 +389,12 @@ def test_any_one_mutation_decodes_as_decode_message_does(data: st.DataObject,
 @st.composite
 def valid_events(draw: st.DrawFn) -> dict[str, Any]:
     """Contract-only events of the strict time shape, within bounds and not in the future."""
-    at = draw(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2026, 7, 31),
+    at = draw(st.datetimes(min_value=datetime(1971, 1, 2), max_value=datetime(2026, 7, 31),
                            timezones=st.sampled_from([UTC, timezone(timedelta(hours=-8)),
                                                       timezone(timedelta(hours=5, minutes=45))])))
     time = at.isoformat(timespec=draw(st.sampled_from(["seconds", "milliseconds",
                                                        "microseconds"])))
-    return cloud_event(draw(VALID_TEXTS), draw(VALID_TEXTS), draw(VALID_TEXTS),
+    return cloud_event(draw(VALID_TEXTS), draw(VALID_TEAMS), draw(VALID_USERS),
                        time.replace("+00:00", "Z"), source=draw(VALID_TEXTS),
                        kind=draw(st.sampled_from(EVENT_TYPES)))
 
@@ -443,22 +460,39 @@ def test_a_single_event_over_max_bytes_is_too_large() -> None:
 
 
 def test_arrays_take_the_fast_path_from_the_stated_bound_only() -> None:
-    array = encode([event(id="a"), event(id="b")])
-    below = assert_same_as_decode_message([array], max_bytes=CONTRACT_EVENT_MAX_BYTES - 1)
+    """An array longer than max_bytes goes fast only when the most a member could span
+    (the bound plus all the array's whitespace) fits."""
+    array = encode([event(id=f"e{i}") for i in range(200)])  # json.dumps puts spaces in
+    spaces = array.count(b" ")
+    assert len(array) > CONTRACT_EVENT_MAX_BYTES + spaces
+    below = assert_same_as_decode_message([array], max_bytes=CONTRACT_EVENT_MAX_BYTES + spaces - 1)
     assert below.careful == 1
-    at = assert_same_as_decode_message([array], max_bytes=CONTRACT_EVENT_MAX_BYTES)
+    at = assert_same_as_decode_message([array], max_bytes=CONTRACT_EVENT_MAX_BYTES + spaces)
     assert at.careful == 0
-    assert at.events.event_id == below.events.event_id == ["a", "b"]
+    assert at.events.event_id == below.events.event_id == [f"e{i}" for i in range(200)]
+
+
+def _escaped(text: str) -> str:
+    """`text` with every character written as JSON escapes (a surrogate pair above U+FFFF)."""
+    units = text.encode("utf-16-be")
+    return "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
 
 
 def test_the_bound_holds_the_largest_contract_only_event() -> None:
-    """Every string at its longest, each character at its longest in compact JSON."""
-    worst = cloud_event("\x01" * 256, "\x01" * 256, "\x01" * 256,
-                        "2026-07-04T08:01:00.123456+05:30", source="\x01" * 256,
-                        kind=max(EVENT_TYPES, key=len))
-    member = json.dumps(worst, separators=(",", ":"), ensure_ascii=False).encode()
-    assert len(member) <= CONTRACT_EVENT_MAX_BYTES == 6283 < DEFAULT_MAX_EVENT_BYTES
-    assert_same_as_decode_message([encode([worst])], max_bytes=len(member))
+    """Every string at its longest and every character of keys and values written as an
+    escape, the longest escapes for the texts: no whitespace, and still within the bound."""
+    worst = "{%s}" % ",".join(
+        f'"{_escaped(key)}":"{_escaped(value)}"' for key, value in [
+            ("specversion", "1.0"), ("id", "😀" * 256), ("source", "😀" * 256),
+            ("type", max(EVENT_TYPES, key=len)), ("time", "2026-07-04T08:01:00.123456+05:30"),
+            ("subject", "x" * TEAM_ID_MAX_CHARS)])
+    worst = worst[:-1] + ',"%s":{"%s":"%s"}}' % (_escaped("data"), _escaped("user_id"),
+                                                 _escaped("😀" * 256))
+    member = worst.encode()
+    assert len(member) <= CONTRACT_EVENT_MAX_BYTES == 12882 < DEFAULT_MAX_EVENT_BYTES
+    batch = assert_same_as_decode_message([b"[" + member + b"," + member + b"]"],
+                                          max_bytes=CONTRACT_EVENT_MAX_BYTES)
+    assert (batch.careful, len(batch.events)) == (0, 2)
 
 
 def test_a_tombstone_is_invalid_json() -> None:
@@ -524,14 +558,37 @@ def test_what_the_careful_path_rejects_msgspec_refuses_too(raw: bytes) -> None:
     assert len(batch.events) == 0 and len(batch.rejections[0]) == 1
 
 
-def test_a_key_given_twice_keeps_its_last_value_on_the_fast_path() -> None:
-    raw = (b'{"specversion":"1.0","id":"first","source":"s","type":"login","id":"last",'
-           b'"time":"2026-07-04T08:01:00Z","subject":"t","data":{"user_id":"a","user_id":"b"},'
-           b'"type":"api_call"}')
-    batch = assert_same_as_decode_message([raw])
+KEY_TWICE = (b'{"specversion":"1.0","id":"first","source":"s","type":"login","id":"last",'
+             b'"time":"2026-07-04T08:01:00Z","subject":"t","data":{"user_id":"a"}}')
+
+
+@pytest.mark.parametrize("raw", [
+    pytest.param(KEY_TWICE, id="id-twice"),
+    pytest.param(KEY_TWICE.replace(b'"user_id":"a"', b'"user_id":"a","user_id":"b"'),
+                 id="user-twice"),
+    pytest.param(KEY_TWICE.replace(b'"id":"first",', b'').replace(b'"time"', b'"subject":"u",'
+                                                                    b'"time"'),
+                 id="subject-twice"),
+    # an escaped colon in a value must not hide the repeated key's colon
+    pytest.param(KEY_TWICE.replace(b'"source":"s"', b'"source":"s\\u003a"'), id="escape"),
+    pytest.param(KEY_TWICE.replace(b'"id":"first"', b'"i\\u0064":"first"'), id="escaped-key"),
+])
+def test_a_key_given_twice_is_rejected_on_both_paths(raw: bytes) -> None:
+    for values in ([raw], [b"[" + raw + b"," + encode(event(id="good")) + b"]"]):
+        batch = assert_same_as_decode_message(values)
+        assert batch.events.event_id == ([] if len(values[0]) == len(raw) else ["good"])
+        [rejection] = batch.rejections[0]
+        assert (rejection.reason, rejection.raw) == ("invalid_json", raw)
+        assert "given twice" in rejection.detail
+
+
+def test_colons_in_values_and_escaped_colons_stay_on_the_fast_path() -> None:
+    values = [encode(event(id="a:b:c", source="s:", data={"user_id": "mailto:u@x"})),
+              KEY_TWICE.replace(b'"id":"first",', b"").replace(b'"source":"s"',
+                                                                   b'"source":"s\\u003a"')]
+    batch = assert_same_as_decode_message(values)
     assert batch.careful == 0
-    assert rows(batch.events) == [("t", "b", "s", "last", "api_call",
-                                   utc_second(datetime(2026, 7, 4, 8, 1, tzinfo=UTC)))]
+    assert batch.events.source == ["s:", "s:"]
 
 
 def test_lengths_count_characters_as_the_contract_does() -> None:
@@ -556,15 +613,15 @@ def test_lengths_count_characters_as_the_contract_does() -> None:
         ("2026-08-01T12:05:00.000001Z", NOW),
         ("2026-08-01T17:35:00+05:30", NOW),
         ("2026-08-01T17:35:00.000001+05:30", NOW),
-        ("1970-01-01T00:00:00Z", NOW),
-        ("1969-12-31T23:59:59.999999Z", NOW),
-        ("1970-01-01T01:00:00+01:00", NOW),
-        ("1970-01-01T00:59:59.999999+01:00", NOW),
-        ("1969-12-31T23:00:00-01:00", NOW),
-        ("2106-02-07T06:28:15Z", AFTER_LATEST),
-        ("2106-02-07T06:28:15.000001Z", AFTER_LATEST),
-        ("2106-02-07T07:28:15+01:00", AFTER_LATEST),
-        ("2106-02-08T06:28:14+23:59", AFTER_LATEST),
+        ("1971-01-01T00:00:00Z", NOW),
+        ("1970-12-31T23:59:59.999999Z", NOW),
+        ("1971-01-01T01:00:00+01:00", NOW),
+        ("1971-01-01T00:59:59.999999+01:00", NOW),
+        ("1970-12-31T23:00:00-01:00", NOW),
+        ("2104-12-31T23:59:59Z", AFTER_LATEST),
+        ("2104-12-31T23:59:59.000001Z", AFTER_LATEST),
+        ("2105-01-01T00:59:59+01:00", AFTER_LATEST),
+        ("2105-01-01T23:58:58+23:59", AFTER_LATEST),
         ("2026-07-04T08:01:00.1234567Z", NOW),
         ("2026-07-04T08:01:00.Z", NOW),
         ("2026-07-04T24:00:00Z", NOW),
@@ -607,12 +664,12 @@ def defects(text: str) -> list[str]:
                            "2026-08-01T12:05:00Z", "2026-08-01T17:35:00.000000+05:30",
                            "2026-08-01T12:04:59.999999Z", "2026-07-31T12:05:00.0001-23:59"],
                      id="now"),
-        pytest.param(AFTER_LATEST, ["2106-02-07T06:28:15Z", "2106-02-07T07:28:15.000+01:00",
-                                    "2106-02-07T06:28:14.999999Z", "2100-02-28T12:00:00Z",
-                                    "2106-02-06T06:29:15-23:59"], id="after-latest"),
-        pytest.param(NEAR_EARLIEST, ["1970-01-01T00:00:00Z", "1970-01-01T01:00:00+01:00",
-                                     "1970-01-01T00:08:00.000000Z", "1969-12-31T23:00:01-01:00",
-                                     "1970-01-01T00:07:59.99999+00:00"], id="near-earliest"),
+        pytest.param(AFTER_LATEST, ["2104-12-31T23:59:59Z", "2105-01-01T00:59:59.000+01:00",
+                                    "2104-12-31T23:59:58.999999Z", "2100-02-28T12:00:00Z",
+                                    "2104-12-31T00:00:59-23:59"], id="after-latest"),
+        pytest.param(NEAR_EARLIEST, ["1971-01-01T00:00:00Z", "1971-01-01T01:00:00+01:00",
+                                     "1971-01-01T00:08:00.000000Z", "1970-12-31T23:00:01-01:00",
+                                     "1971-01-01T00:07:59.99999+00:00"], id="near-earliest"),
     ],
 )
 def test_every_defect_of_every_time_shape(now: datetime, bases: list[str]) -> None:
@@ -630,21 +687,22 @@ def test_times_at_the_bounds_take_the_fast_path() -> None:
     bounds themselves are accepted there."""
     values = [encode(event(time="2026-08-01T12:05:00Z")),
               encode(event(time="2026-08-01T13:05:00.000000+01:00")),
-              encode(event(time="1970-01-01T00:00:00Z"))]
+              encode(event(time="1971-01-01T00:00:00Z"))]
     assert assert_same_as_decode_message(values).careful == 0
-    at_latest = [encode(event(time="2106-02-07T06:28:15Z")),
-                 encode(event(time="2106-02-07T05:28:15.000000-01:00"))]
+    at_latest = [encode(event(time="2104-12-31T23:59:59Z")),
+                 encode(event(time="2104-12-31T22:59:59.000000-01:00"))]
     assert assert_same_as_decode_message(at_latest, now=AFTER_LATEST).careful == 0
 
 
 def test_the_structs_mirror_the_contract() -> None:
-    """Same fields as ActivityEvent, and the same text bounds: the fuzz relies on them."""
+    """Same fields as ActivityEvent, and the same text bounds: the fuzz relies on them. Team
+    and user ids are bounded by their shape (`schemas.limits`), which the Struct's 256
+    characters contain."""
     assert set(_Event.__struct_fields__) == set(ActivityEvent.model_fields)
     schema = ActivityEvent.model_json_schema()
-    data = schema["$defs"]["ActivityData"]["properties"]["user_id"]
-    for field in (schema["properties"]["id"], schema["properties"]["source"],
-                  schema["properties"]["subject"], data):
+    for field in (schema["properties"]["id"], schema["properties"]["source"]):
         assert (field["minLength"], field["maxLength"]) == (1, 256)
+    assert TEAM_ID_MAX_CHARS <= 256 and USER_ID_MAX_CHARS == 256
     kinds = {field.name: field.type for field in msgspec.inspect.type_info(_Event).fields}
     assert isinstance(kinds["type"], msgspec.inspect.LiteralType)
     assert set(kinds["type"].values) == set(EVENT_TYPES)
