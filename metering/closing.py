@@ -8,6 +8,11 @@ the lease is checked again, published with one flush: a close killed in between 
 batch stored, and the next holder re-publishes it from the store, the same bytes (or voids
 it, if it never got stored). Rating is never repeated for a stored key, so whatever runs at
 once, a key has one invoice and every charge is its bytes.
+
+A close never runs ahead of now: an as-of later than now plus the skew events get
+(DEFAULT_MAX_FUTURE_SKEW) would issue final invoices for billing dates that have not come.
+A rehearsal (`rehearse_close`) rates and reports what a close as of any moment would issue,
+reading the store only: no lease, no record, no publisher.
 """
 
 from __future__ import annotations
@@ -15,19 +20,57 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aggregation import Store, StoredInvoice, StoreError
-from invoicing import CloseSummary, OnDue, close
+from invoicing import CloseError, CloseLog, CloseSummary, OnDue, close
 from metering.charges import ChargePublisher
 from metering.kafka_io import ensure_topics
 from metering.lease import CloseLease
 from metering.metrics import CloseMetrics
 from metering.runtime import open_ready_store
 from metering.settings import Settings
-from schemas import Catalog
+from schemas import DEFAULT_MAX_FUTURE_SKEW, Catalog, is_future
 
-__all__ = ["run_close"]
+__all__ = ["ahead_problem", "rehearse_close", "run_close"]
+
+
+def ahead_problem(as_of: datetime, now: datetime) -> str | None:
+    """Why a close as of `as_of` must not run at `now` (later than now plus
+    DEFAULT_MAX_FUTURE_SKEW), or None."""
+    if not is_future(as_of, now):
+        return None
+    minutes = DEFAULT_MAX_FUTURE_SKEW.total_seconds() / 60
+    return (f"{as_of.isoformat()} is later than now ({now.isoformat(timespec='seconds')}) plus "
+            f"{minutes:g} minutes: billing dates after now have not come")
+
+
+def _nothing(_batch: list[StoredInvoice]) -> None:
+    """A rehearsal records and publishes nothing."""
+
+
+def rehearse_close(
+    settings: Settings,
+    *,
+    catalog: Catalog,
+    as_of: datetime,
+    team: str | None,
+    on_teams: Callable[[int], None] | None = None,
+    on_due: OnDue | None = None,
+    store: CloseLog | None = None,
+) -> CloseSummary:
+    """What a close as of `as_of` (any moment, even ahead of now) would issue, reported as
+    `run_close` reports it (`issued`: what it would issue), reading the store only: no lease,
+    no invoice, no charge. Without `store` the settings' store is opened for the run (with its
+    schema put in place, as for every command: a no-op on a store already in use)."""
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            opened = open_ready_store(settings)
+            stack.callback(opened.close)
+            store = opened
+        return close(store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
+                     issue=_nothing, team=team, on_teams=on_teams, on_due=on_due,
+                     batch_teams=settings.close_batch_teams)
 
 
 def _release(lease: CloseLease) -> None:
@@ -54,7 +97,11 @@ def run_close(
     publish what is due. `on_teams` hears each finished batch's team count, `on_due` every
     due invoice (invoicing.close). The run is recorded in `metrics`, a failed one with the
     invoices it published before failing; a run that never got the lease is not recorded.
-    Without `store` the settings' store is opened for the run and closed after it."""
+    Without `store` the settings' store is opened for the run and closed after it. An
+    `as_of` ahead of now (`ahead_problem`) is a CloseError before anything is opened."""
+    problem = ahead_problem(as_of, datetime.now(UTC))
+    if problem is not None:
+        raise CloseError(f"close as of {problem}")
     with contextlib.ExitStack() as stack:
         if store is None:
             store = open_ready_store(settings)

@@ -1,14 +1,17 @@
 """The close of invoicing/close.py driven as metering/closing.py drives it (record each batch,
 then publish it), collecting what it issued and reported: for tests of the billing outcome
-that need neither the lease nor a broker."""
+that need neither the lease nor a broker. And `memory_state`, everything a MemoryStore holds,
+for tests that a run wrote nothing."""
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from aggregation import Store, StoredInvoice
+from aggregation import MemoryStore, Store, StoredInvoice
 from invoicing import CloseSummary, close
 from schemas import Catalog, Invoice
 
@@ -42,3 +45,13 @@ def close_collecting(*, store: Store, catalog: Catalog, as_of: datetime, grace: 
                            issue=issue, team=team, batch_teams=batch_teams,
                            on_due=lambda invoice, new: closed.due.append(invoice))
     return closed
+
+
+_LOCK = type(threading.Lock())
+
+
+def memory_state(store: MemoryStore) -> dict[str, object]:
+    """A deep copy of every table the store holds (all its attributes but its lock), so that
+    a table added later is compared too."""
+    return {name: copy.deepcopy(value) for name, value in vars(store).items()
+            if not isinstance(value, _LOCK)}

@@ -29,7 +29,7 @@ from aggregation import StoredInvoice
 from invoicing import CloseSummary, OnDue, check_change
 from metering.cli.progress import counting, progress_bar, show_progress, team_bar
 from metering.cli.report import INVOICE_HEADER, NO_INVOICES, invoice_rows, usage_table
-from metering.closing import run_close
+from metering.closing import ahead_problem, rehearse_close, run_close
 from metering.kafka_io import ensure_topics, make_producer
 from metering.logs import logging_config
 from metering.producer import EmitReport, emit_change_lines, emit_lines
@@ -37,11 +37,15 @@ from metering.runtime import load_settings_catalog, open_ready_store
 from metering.settings import Settings
 from schemas import DEFAULT_CALENDAR, Invoice
 
-__all__ = ["CliError", "backfill", "close", "demo", "emit", "usage", "worker"]
+__all__ = ["CliError", "CliUsageError", "backfill", "close", "demo", "emit", "usage", "worker"]
 
 
 class CliError(Exception):
     """A user-facing failure of a command: printed as one line, exit code 1."""
+
+
+class CliUsageError(CliError):
+    """A command line that must not run as given: printed as one line, exit code 2."""
 
 
 def _all_topics(settings: Settings) -> list[str]:
@@ -228,27 +232,39 @@ def _waiting(holder: str) -> None:
 
 
 def close_with_progress(settings: Settings, *, as_of: datetime, team: str | None,
-                        progress: bool, on_due: OnDue | None = None) -> CloseSummary:
-    """The close of the settings' catalog; with `progress`, a bar counts the teams."""
+                        progress: bool, on_due: OnDue | None = None,
+                        rehearsal: bool = False) -> CloseSummary:
+    """The close of the settings' catalog, or with `rehearsal` what it would issue (nothing
+    stored or published); with `progress`, a bar counts the teams."""
     catalog = load_settings_catalog(settings, required=True)
     tune_collector()  # a million accounts must not be walked by every collection
     with contextlib.ExitStack() as stack:
         on_teams = (team_bar(stack, 1 if team is not None else len(catalog.accounts))
                     if progress else None)
+        if rehearsal:
+            return rehearse_close(settings, catalog=catalog, as_of=as_of, team=team,
+                                  on_teams=on_teams, on_due=on_due)
         return run_close(settings, catalog=catalog, as_of=as_of, team=team, on_teams=on_teams,
                          on_due=on_due, on_wait=_waiting)
 
 
 def close(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
+    if not args.rehearsal:
+        problem = ahead_problem(args.as_of, datetime.now(UTC))
+        if problem is not None:
+            raise CliUsageError(f"--as-of {problem}; pass --rehearsal to see what a close "
+                                "would issue, with nothing stored or published")
     output = None if args.quiet else DueOutput(sys.stdout, as_json=args.json)
     summary = close_with_progress(settings, as_of=args.as_of, team=args.team,
-                                  progress=show_progress(args), on_due=output)
+                                  progress=show_progress(args), on_due=output,
+                                  rehearsal=args.rehearsal)
     if output is not None:
         output.finish()
-    print(f"issued {summary.issued} new invoices; {summary.due} due as of "
-          f"{args.as_of.isoformat()}; {summary.teams} teams in "
-          f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+    issued = (f"rehearsal, nothing stored or published: would issue {summary.issued}"
+              if args.rehearsal else f"issued {summary.issued}")
+    print(f"{issued} new invoices; {summary.due} due as of {args.as_of.isoformat()}; "
+          f"{summary.teams} teams in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 
 

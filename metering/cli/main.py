@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import NoReturn
 
@@ -17,17 +17,19 @@ from aggregation import StoreError
 from invoicing import CloseError
 from metering import logs
 from metering.api import port_number, serve
-from metering.cli.commands import CliError
+from metering.cli.commands import CliError, CliUsageError
 from metering.kafka_io import BrokerError
 from metering.lease import LeaseError
 from metering.runtime import SetupError
 from metering.settings import Settings
-from schemas import CatalogError
+from schemas import FIRST_DATE, LAST_DATE, CatalogError, date_problem
 
 DESCRIPTION = ("Exact, replayable usage metering: activity events to distinct monthly active "
                "users, invoices and charges.")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+# How the help names a moment's rules (README "Command line").
+DATES = f"UTC unless an offset is given; {FIRST_DATE}..{LAST_DATE}"
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
@@ -35,20 +37,36 @@ def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     raise SystemExit(code)
 
 
+def _range_error(day: date, what: str) -> None:
+    problem = date_problem(day, what)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+
+
 def parse_moment(text: str) -> datetime:
-    """A date means the end of that day in UTC; a date-time without offset means UTC."""
+    """A date means the end of that day in UTC; a date-time without offset means UTC. Its
+    day in UTC must lie within FIRST_DATE..LAST_DATE (schemas.limits)."""
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC) - timedelta(
-                microseconds=1
-            )
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        _range_error(day, "date")
+        return datetime.combine(day, time.max, tzinfo=UTC)
+    try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO date (2026-08-04) or date-time"
         ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        day = moment.astimezone(UTC).date()
+    except OverflowError:  # year 1 or 9999 shifted past datetime's range: outside anyway
+        day = moment.date()
+    _range_error(day, "date" if day == moment.date() else "UTC date")
+    return moment
 
 
 def build_settings(args: argparse.Namespace) -> Settings:
@@ -103,12 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     usage = sub.add_parser("usage", help="MAU and counted users of a team's period")
     usage.add_argument("--team", required=True)
-    usage.add_argument("--at", type=parse_moment, help="a date or date-time in the period")
+    usage.add_argument("--at", type=parse_moment,
+                       help=f"a date or date-time in the period (default now; {DATES})")
     usage.add_argument("--json", action="store_true")
     usage.set_defaults(run=commands.usage)
 
     close = sub.add_parser("close", help="issue the invoices due as of a date")
-    close.add_argument("--as-of", dest="as_of", type=parse_moment, required=True)
+    close.add_argument("--as-of", dest="as_of", type=parse_moment, required=True,
+                       help=f"a date (its end) or date-time, ahead of now only with --rehearsal "
+                            f"({DATES})")
     close.add_argument("--team")
     output = close.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="the due invoices as one JSON array")
@@ -117,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "reads the charges topic)")
     close.add_argument("--progress", action="store_true",
                        help="show the progress bar even when stderr is not a terminal")
+    close.add_argument("--rehearsal", action="store_true",
+                       help="rate and print what the close would issue, even ahead of now, "
+                            "storing and publishing nothing")
     close.set_defaults(run=commands.close)
 
     serve_api = sub.add_parser("serve", help="HTTP read API for dashboards plus /metrics")
@@ -140,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(f"setting log_level: {exc}", EXIT_USAGE)
     try:
         code = run(args, settings)
+    except CliUsageError as exc:
+        fail(str(exc), EXIT_USAGE)
     except (CliError, SetupError, CatalogError, CloseError, BrokerError, StoreError,
             LeaseError) as exc:
         fail(str(exc))

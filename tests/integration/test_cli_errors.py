@@ -8,6 +8,7 @@ needs the command to get past the broker, and then it uses the `broker` fixture.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
+from aggregation import open_store
 from metering.local.services import LocalBroker, free_port
 from tests.builders import POWER_PLAN_YAML
 
@@ -202,3 +205,73 @@ def test_emit_missing_file(tmp_path: Path, broker_env: dict[str, str]) -> None:
     result = run(tmp_path, "emit", "missing-file.jsonl", env=broker_env)
     one_line_error(result, "missing-file.jsonl")
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["close", "--as-of", "9999-12-31"], "--as-of"),
+        (["usage", "--team", "t", "--at", "0001-01-01"], "--at"),
+    ],
+)
+def test_a_date_the_store_cannot_hold_is_a_usage_error(
+    tmp_path: Path, args: list[str], flag: str
+) -> None:
+    (tmp_path / "good.yaml").write_text(GOOD_CATALOG, encoding="utf-8")
+    result = run(tmp_path, *args, "--catalog", "good.yaml")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.startswith(f"usage: metering {args[0]}")
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"metering {args[0]}: error: argument {flag}: date "), last
+    assert "outside 1971-01-01..2104-12-31" in last, last
+    assert not (tmp_path / "unused-store").exists()
+
+
+def charges_end(broker: LocalBroker, topic: str) -> dict[int, int]:
+    """The end offset of each partition of `topic`: a publish would move one."""
+    consumer = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{broker.port}")
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        return {part.partition: offset for part, offset in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+def test_a_close_ahead_of_now_is_refused_and_a_rehearsal_stores_nothing(
+    tmp_path: Path, broker: LocalBroker, broker_env: dict[str, str]
+) -> None:
+    (tmp_path / "good.yaml").write_text(GOOD_CATALOG, encoding="utf-8")
+    store_url = f"chdb://{tmp_path / 'store'}"
+    env = {**broker_env, "METERING_STORE_URL": store_url, "METERING_CATALOG": "good.yaml"}
+    closed = run(tmp_path, "close", "--as-of", "2026-08-04", "--json", env=env)
+    assert closed.returncode == 0, closed.stderr
+    issued = [json.dumps(invoice, separators=(",", ":")) for invoice in json.loads(closed.stdout)]
+    assert len(issued) == 2  # 2026-07-04 and 2026-08-04
+    topic = env["METERING_CHARGES_TOPIC"]
+    published = charges_end(broker, topic)
+    assert sum(published.values()) > 0
+
+    refused = run(tmp_path, "close", "--as-of", "2104-12-31", "--json", env=env)
+    line = one_line_error(refused, "--as-of 2104-12-31", "later than now", "--rehearsal")
+    assert refused.returncode == 2, line
+    assert refused.stdout == ""
+
+    rehearsal = run(tmp_path, "close", "--as-of", "2027-12-31", "--rehearsal", "--json", env=env)
+    assert rehearsal.returncode == 0, rehearsal.stderr
+    assert "Traceback" not in rehearsal.stderr
+    shown = json.loads(rehearsal.stdout)
+    assert rehearsal.stdout.startswith("[" + ", ".join(issued) + ", ")  # the stored bytes
+    assert [invoice["invoice_date"] for invoice in shown[-2:]] == ["2027-11-04", "2027-12-04"]
+    assert rehearsal.stderr == (
+        f"rehearsal, nothing stored or published: would issue {len(shown) - 2} new invoices; "
+        f"{len(shown)} due as of 2027-12-31T23:59:59.999999+00:00; 1 teams in "
+        f"{rehearsal.stderr.split(' teams in ')[1]}")
+
+    assert charges_end(broker, topic) == published
+    store = open_store(store_url)  # after the last command: one process owns a chdb path
+    try:
+        assert [invoice.body for invoice in store.invoices()] == issued
+        assert len(store.leases("close")) == 1  # the real close's lease rows, no other holder
+    finally:
+        store.close()

@@ -13,13 +13,15 @@ from pydantic_core import to_json
 
 from aggregation import ActiveUserRow, MemoryStore, StoredInvoice
 from invoicing.rating import Calendars, RatedUsage, rate_from_counts, taxed
-from schemas import Account, Catalog
+from schemas import TEAM_ID_PATTERN, Account, Catalog
 from tests.builders import account, catalog
 from tests.closing import close_collecting
 
 HOUR = timedelta(hours=1)
 ZONES = ["UTC", "Europe/Berlin", "Pacific/Auckland", "America/St_Johns"]
-TEAM_NAMES = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
+# Any team id the contract allows (schemas.limits), "." and "-" included
+TEAM_NAMES = st.from_regex(TEAM_ID_PATTERN, fullmatch=True).filter(
+    lambda name: name != "someone-else")
 
 
 @st.composite
