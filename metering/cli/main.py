@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time
@@ -171,7 +172,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(str(exc))
     except KafkaError as exc:
         fail(f"broker: {exc}")
+    except BrokenPipeError:
+        _silence_stdout()
+        fail("the output was closed before the command finished (broken pipe)")
     except KeyboardInterrupt:
         fail("interrupted", 130)
     raise SystemExit(code)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of a closed pipe
+    prints nothing more (Python's documented way out of a broken pipe)."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file: nothing is flushed to a pipe
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
 

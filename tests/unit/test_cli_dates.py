@@ -125,3 +125,20 @@ def test_a_close_ahead_of_now_exits_2_with_one_line(
                            "later than now (")
     assert line.endswith("pass --rehearsal to see what a close would issue, with nothing "
                          "stored or published")
+
+
+def test_a_closed_output_pipe_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`metering close --json | head` used to end in a BrokenPipeError traceback."""
+    def closed_pipe(_args: argparse.Namespace, _settings: Settings) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(logs, "configure", lambda _settings: None)
+    monkeypatch.setattr(commands, "usage", closed_pipe)
+    with pytest.raises(SystemExit) as caught:
+        main(["usage", "--team", "acme", "--store", f"chdb://{tmp_path / 'store'}"])
+    assert caught.value.code == 1
+    line, = capsys.readouterr().err.splitlines()
+    assert line == ("metering: error: the output was closed before the command finished "
+                    "(broken pipe)")
