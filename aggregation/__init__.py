@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from aggregation._server import ServerStore
+from aggregation._server import (
+    DEFAULT_STORE_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_STORE_POOL_SIZE,
+    DEFAULT_STORE_TIMEOUT_SECONDS,
+    ServerOptions,
+    ServerStore,
+)
 from aggregation._sql import check_database
 from aggregation.memory import MemoryStore
 from aggregation.store import (
@@ -30,6 +36,9 @@ from aggregation.store import (
 )
 
 __all__ = [
+    "DEFAULT_STORE_CONNECT_TIMEOUT_SECONDS",
+    "DEFAULT_STORE_POOL_SIZE",
+    "DEFAULT_STORE_TIMEOUT_SECONDS",
     "EPOCH_DAY",
     "ActiveUserColumns",
     "ActiveUserRow",
@@ -43,6 +52,7 @@ __all__ = [
     "PeriodCount",
     "MemoryStore",
     "Seconds",
+    "ServerOptions",
     "Store",
     "StoreError",
     "StoredChange",
@@ -51,6 +61,7 @@ __all__ = [
     "day_number",
     "day_of",
     "redact_url",
+    "with_timeout",
 ]
 
 DEFAULT_PORT = 9000
@@ -66,10 +77,11 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def open_store(url: str) -> Store:
-    """Open `clickhouse://[user[:password]@]host[:port][/db]` or `chdb:///abs/path`; or,
-    for `memory://`, a new empty MemoryStore whose data lives as long as the object (one
-    process only: a worker and a close in two processes do not share it)."""
+def open_store(url: str, options: ServerOptions | None = None) -> Store:
+    """Open `clickhouse://[user[:password]@]host[:port][/db]` (waiting and pooling as
+    `options` say, the defaults without) or `chdb:///abs/path`; or, for `memory://`, a new
+    empty MemoryStore whose data lives as long as the object (one process only: a worker and
+    a close in two processes do not share it)."""
     parts = urlsplit(url)
     shown = repr(redact_url(url))
     if parts.query or parts.fragment:
@@ -77,13 +89,19 @@ def open_store(url: str) -> Store:
     if url == "memory://":
         return MemoryStore()
     if parts.scheme == "clickhouse":
-        return _open_server(parts, shown)
+        return _open_server(parts, shown, options)
     if parts.scheme == "chdb":
         return _open_chdb(parts, shown)
     raise ValueError(f"store URL {shown} must start with clickhouse:// or chdb:///")
 
 
-def _open_server(parts: SplitResult, shown: str) -> Store:
+def with_timeout(store: Store, seconds: float) -> Store:
+    """`store` with each statement waiting at most `seconds` on a ClickHouse server (the
+    same connections, shared); a chdb or memory store, which waits on no server, as it is."""
+    return store.with_timeout(seconds) if isinstance(store, ServerStore) else store
+
+
+def _open_server(parts: SplitResult, shown: str, options: ServerOptions | None) -> Store:
     if not parts.hostname:
         raise ValueError(f"store URL {shown} has no host")
     try:
@@ -101,6 +119,7 @@ def _open_server(parts: SplitResult, shown: str) -> Store:
         database,
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
+        options=options,
     )
 
 

@@ -47,8 +47,20 @@ Param = str | int | date
 Row = Sequence[Any]
 
 _MAX_DATETIME = 2**32  # DateTime is UInt32 seconds
-_MAX_DATE = 2**16  # Date is UInt16 days: 1970-01-01 to 2149-06-06
 _EPOCH_ORDINAL = EPOCH_DAY.toordinal()
+# Date is UInt16 days (1970-01-01 to 2149-06-06), but ClickHouse 18.16 reads back only
+# 1970-01-02 to 2105-12-31 and any other day as another one (1970-01-01 as 0000-00-00,
+# 2149-06-06 as 1970-01-01): a write outside fails instead. Inputs are held to
+# schemas.FIRST_DATE..LAST_DATE, a year inside, so that the local days, period starts and
+# invoice dates derived from them (a zone 14 hours away, a period begun the month before)
+# always fit.
+FIRST_STORED_DATE = date(1970, 1, 2)
+LAST_STORED_DATE = date(2105, 12, 31)
+_FIRST_DAY = FIRST_STORED_DATE.toordinal() - _EPOCH_ORDINAL
+_END_DAY = LAST_STORED_DATE.toordinal() - _EPOCH_ORDINAL + 1
+_DATES_KEPT = (f"{FIRST_STORED_DATE.isoformat()}..{LAST_STORED_DATE.isoformat()}, the days "
+               "every engine of the store reads back as written")
+
 
 def _unix_seconds(moment: datetime) -> int:
     if moment.tzinfo is None:
@@ -101,13 +113,14 @@ def _instant_text(seconds: int) -> str:
 
 
 def _check_range(
-    name: str, values: npt.NDArray[Any], end: int, what: str, text: Callable[[int], str]
+    name: str, values: npt.NDArray[Any], start: int, end: int, what: str,
+    text: Callable[[int], str],
 ) -> None:
-    """ValueError unless every value is an integer in [0, end); vectorised, `values` non-empty.
-    The message shows the first value outside as `text` writes it."""
+    """ValueError unless every value is an integer in [start, end); vectorised, `values`
+    non-empty. The message shows the first value outside as `text` writes it."""
     if not np.issubdtype(values.dtype, np.integer):
         raise ValueError(f"{name} must be integers, got dtype {values.dtype}")
-    outside = (values < 0) | (values >= end)
+    outside = (values < start) | (values >= end)
     if outside.any():
         first = int(values[int(np.argmax(outside))])
         raise ValueError(f"{name} {text(first)} is outside {what}")
@@ -115,7 +128,8 @@ def _check_range(
 
 def checked_length(columns: Sequence[Column]) -> int:
     """The number of rows of `columns`, once every column has that many, every date is in
-    Date's range and every time in DateTime's; ValueError otherwise. No loop per row."""
+    FIRST_STORED_DATE..LAST_STORED_DATE and every time in DateTime's range; ValueError
+    otherwise. No loop per row."""
     lengths = {column.name: _length(column) for column in columns}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"columns must have the same length, got {lengths}")
@@ -123,10 +137,10 @@ def checked_length(columns: Sequence[Column]) -> int:
     if count:
         for column in columns:
             if isinstance(column, Dates):
-                _check_range(column.name, column.days, _MAX_DATE,
-                             "Date's range (1970-01-01 to 2149-06-06)", _day_text)
+                _check_range(column.name, column.days, _FIRST_DAY, _END_DAY, _DATES_KEPT,
+                             _day_text)
             elif isinstance(column, Instants):
-                _check_range(column.name, column.seconds, _MAX_DATETIME, "DateTime's range",
+                _check_range(column.name, column.seconds, 0, _MAX_DATETIME, "DateTime's range",
                              _instant_text)
     return count
 
@@ -175,7 +189,7 @@ def invoice_table(invoices: Sequence[StoredInvoice], batch: str) -> list[Column]
 
 
 def _days(dates: Sequence[date]) -> Days:
-    """Days since 1970-01-01, unchecked (`checked_length` checks Date's range)."""
+    """Days since 1970-01-01, unchecked (`checked_length` checks their range)."""
     return np.fromiter((day.toordinal() - _EPOCH_ORDINAL for day in dates), np.int32,
                        count=len(dates))
 

@@ -3,9 +3,9 @@
 It answers every read as the ClickHouse engines do (the shared contract suite runs on all
 three): writes are idempotent by key; a user's first event is the smallest (first_time,
 event_id, source, event_type); times are kept as whole UTC seconds and naive ones refused,
-and times and dates outside DateTime's and Date's ranges too; strings sort by their UTF-8
-bytes; and nothing works before `ensure_schema`. Column writes are row writes of
-`columns.rows()`. Everything is lost when the process ends.
+and times outside DateTime's range and dates outside the days ClickHouse reads back too;
+strings sort by their UTF-8 bytes; and nothing works before `ensure_schema`. Column writes
+are row writes of `columns.rows()`. Everything is lost when the process ends.
 """
 
 from __future__ import annotations

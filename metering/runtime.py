@@ -23,9 +23,9 @@ def load_settings_catalog(settings: Settings, *, required: bool) -> Catalog:
 
 
 def open_ready_store(settings: Settings) -> Store:
-    """The settings' store with its schema in place."""
+    """The settings' store, with their timeouts and pool size, and its schema in place."""
     try:
-        store = open_store(settings.store_url)
+        store = open_store(settings.store_url, settings.store_options)
     except ValueError as exc:
         raise SetupError(str(exc)) from exc
     store.ensure_schema()

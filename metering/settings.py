@@ -11,7 +11,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from aggregation import redact_url
+from aggregation import (
+    DEFAULT_STORE_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_STORE_POOL_SIZE,
+    DEFAULT_STORE_TIMEOUT_SECONDS,
+    ServerOptions,
+    redact_url,
+)
 from invoicing import DEFAULT_BATCH_TEAMS
 
 DEFAULT_BROKER_URL = "kafka://127.0.0.1:9092"
@@ -32,6 +38,10 @@ DEFAULT_BATCH_LINGER_SECONDS = 0.5
 DEFAULT_CLOSE_LEASE_SECONDS = 30
 DEFAULT_CLOSE_LEASE_WAIT_SECONDS = 600.0
 DEFAULT_SESSION_TIMEOUT_SECONDS = 10.0
+# The read API's statements wait this long on a ClickHouse server, so a request on a hung
+# store gets its 503 within twice the connect timeout (a free connection, then the ping or
+# the handshake) plus the larger of the connect timeout and this: 11 s with the defaults.
+DEFAULT_API_STORE_TIMEOUT_SECONDS = 5.0
 
 # Recent (source, id) pairs the worker remembers to drop retries without a store read.
 DEFAULT_DEDUPE_WINDOW_EVENTS = 1_000_000
@@ -80,6 +90,18 @@ class Settings(BaseSettings):
     # Opt-in per-team MAU gauge for the N largest teams (0: off); bounded label values
     top_teams_metric: int = Field(default=0, ge=0, le=1000)
     log_format: Literal["json", "text"] = "json"
+    # A ClickHouse server store (chdb waits on no server): connecting (TCP connect, handshake,
+    # the ping before a pooled connection is reused, the wait for a free one) takes at most
+    # store_connect_timeout_seconds in every program, so a hung server is found at the first
+    # call; once connected, a statement of the worker or the close waits up to
+    # store_timeout_seconds for the server to take or send data (long: a large insert or set
+    # query may go quiet for a while), one of the read API up to api_store_timeout_seconds.
+    # Each process keeps at most store_pool_size connections.
+    store_connect_timeout_seconds: float = Field(
+        default=DEFAULT_STORE_CONNECT_TIMEOUT_SECONDS, gt=0)
+    store_timeout_seconds: float = Field(default=DEFAULT_STORE_TIMEOUT_SECONDS, gt=0)
+    api_store_timeout_seconds: float = Field(default=DEFAULT_API_STORE_TIMEOUT_SECONDS, gt=0)
+    store_pool_size: int = Field(default=DEFAULT_STORE_POOL_SIZE, ge=1)
 
     @field_validator("api_tokens", mode="before")
     @classmethod
@@ -106,6 +128,13 @@ class Settings(BaseSettings):
         for name, value in super().__repr_args__():
             shown = name in _URL_FIELDS and isinstance(value, str)
             yield name, redact_url(value) if shown else value
+
+    @property
+    def store_options(self) -> ServerOptions:
+        """How the worker and the close open a ClickHouse server store (the read API then
+        shortens its statements' wait to api_store_timeout_seconds)."""
+        return ServerOptions(connect_timeout=self.store_connect_timeout_seconds,
+                             timeout=self.store_timeout_seconds, pool_size=self.store_pool_size)
 
     @property
     def bootstrap_servers(self) -> str:

@@ -520,18 +520,25 @@ def test_empty_columns_write_nothing(store: Store) -> None:
     assert store.daily_usage("acme", JAN) == []
 
 
+# ClickHouse 18.16 reads Date 1970-01-01 back as 0000-00-00 and no day after 2105 as written
+FIRST_KEPT, LAST_KEPT = date(1970, 1, 2), date(2105, 12, 31)
+DAY_ZERO = 0  # 1970-01-01
+AFTER_DATE = day_number(LAST_KEPT) + 1  # 2106-01-01
+TYPE_END = 2**16  # 2149-06-07, past Date's UInt16
 BEFORE_1970 = -1
-AFTER_DATE = 2**16  # 2149-06-07
 AFTER_DATETIME = 2**32  # 2106-02-07 06:28:16 UTC
+DATES_KEPT = r"outside 1970-01-02\.\.2105-12-31, the days every engine of the store reads back"
 
 
 @pytest.mark.parametrize(
     ("field", "value", "problem"),
     [
-        ("period_start", BEFORE_1970, "Date's range"),
-        ("period_start", AFTER_DATE, "Date's range"),
-        ("day", BEFORE_1970, "Date's range"),
-        ("day", AFTER_DATE, "Date's range"),
+        ("period_start", DAY_ZERO, DATES_KEPT),
+        ("period_start", AFTER_DATE, DATES_KEPT),
+        ("day", DAY_ZERO, DATES_KEPT),
+        ("day", AFTER_DATE, DATES_KEPT),
+        ("day", BEFORE_1970, DATES_KEPT),
+        ("day", TYPE_END, DATES_KEPT),
         ("time", BEFORE_1970, "DateTime's range"),
         ("time", AFTER_DATETIME, "DateTime's range"),
     ],
@@ -550,8 +557,8 @@ def test_event_columns_outside_the_engines_ranges_are_rejected(
 @pytest.mark.parametrize(
     ("field", "value", "problem"),
     [
-        ("period_start", BEFORE_1970, "Date's range"),
-        ("period_start", AFTER_DATE, "Date's range"),
+        ("period_start", DAY_ZERO, DATES_KEPT),
+        ("period_start", AFTER_DATE, DATES_KEPT),
         ("first_time", BEFORE_1970, "DateTime's range"),
         ("first_time", AFTER_DATETIME, "DateTime's range"),
     ],
@@ -576,19 +583,30 @@ def test_the_ranges_ends_are_kept(store: Store) -> None:
     assert [row.first_time for row in store.active_users("acme", JAN)] == [
         last_second, first_second
     ]
-    # Accepted, though ClickHouse 18.16 reads back no date after 2105 (its date tables end).
-    store.add_event_columns(event_columns([_event("e1", "ann", day=date(2149, 6, 6))]))
+    # The first and last days kept read back as written, as days, periods and invoice dates.
+    for day in (FIRST_KEPT, LAST_KEPT):
+        store.add_events([_event(f"e-{day}", "ann", day=day)._replace(period_start=day)])
+        assert store.daily_usage("acme", day) == [DailyUsage(day, "login", 1, 1)]
+        store.add_active_users([user_row("ann", period=day)])
+        assert [row.period_start for row in store.active_users("acme", day)] == [day]
+    store.add_invoices([StoredInvoice("acme", FIRST_KEPT, "first"),
+                        StoredInvoice("acme", LAST_KEPT, "last")])
+    assert [(inv.invoice_date, inv.body) for inv in store.invoices("acme")] == [
+        (FIRST_KEPT, "first"), (LAST_KEPT, "last")]
 
 
-def test_rows_outside_date_s_range_are_rejected(store: Store) -> None:
-    with pytest.raises(ValueError, match="Date's range"):
-        store.add_events([_event("e1", "ann", day=date(1969, 12, 31))])
-    with pytest.raises(ValueError, match="Date's range"):
-        store.add_active_users([user_row("u1", period=date(2149, 6, 7))])
+def test_rows_outside_the_days_kept_are_rejected(store: Store) -> None:
+    with pytest.raises(ValueError, match=DATES_KEPT):
+        store.add_events([_event("e1", "ann", day=date(1970, 1, 1))])
+    with pytest.raises(ValueError, match=DATES_KEPT):
+        store.add_active_users([user_row("u1", period=date(2106, 1, 1))])
+    with pytest.raises(ValueError, match=DATES_KEPT):
+        store.add_invoices([StoredInvoice("acme", date(2149, 6, 6), "wrapped round")])
     with pytest.raises(ValueError, match="outside DateTime's range"):
         store.add_active_users([user_row("u1", at=datetime(1969, 12, 31, tzinfo=UTC))])
     assert store.daily_usage("acme", JAN) == []
     assert store.mau("acme", JAN) == 0
+    assert store.invoices() == []
 
 
 def test_columns_of_different_lengths_are_rejected(store: Store) -> None:

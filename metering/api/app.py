@@ -48,7 +48,7 @@ from metering.api.models import (
     UsersPage,
 )
 from metering.settings import Settings
-from schemas import Account, Catalog, Invoice, InvoiceLine, Period
+from schemas import Account, Catalog, Invoice, InvoiceLine, Period, date_problem
 
 __all__ = [
     "DEFAULT_PAGE_LIMIT",
@@ -62,9 +62,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 DEFAULT_PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
-# The store's Date columns hold 1970-01-01 up to 2149; periods are served well inside that.
-MIN_PERIOD_START = date(1970, 1, 1)
-MAX_PERIOD_START = date(2100, 1, 1)
 MAX_CURSOR_LENGTH = 256  # a user id is at most 256 characters (event contract)
 MAX_REFERENCE_LENGTH = 513  # "source/id", each at most 256
 DEFAULT_RETRY_AFTER_SECONDS = 5
@@ -118,9 +115,10 @@ def _current_period(account: Account, now: datetime) -> Period:
 
 
 def _period_problem(account: Account, start: date) -> str | None:
-    if not MIN_PERIOD_START <= start < MAX_PERIOD_START:
-        return (f"{start} is outside the periods served "
-                f"({MIN_PERIOD_START} to {MAX_PERIOD_START})")
+    # Periods start within the dates every input is held to (schemas.FIRST_DATE..LAST_DATE).
+    problem = date_problem(start, "period start")
+    if problem:
+        return problem
     holding = account.calendar.period_for_date(start).start
     if holding != start:
         return (f"{start} is not a period start of team {account.team!r}: "
@@ -306,6 +304,9 @@ def get_invoice(
     = "",
 ) -> InvoiceOut:
     """One issued invoice, by its date (and reference for an immediate charge)."""
+    problem = date_problem(invoice_date, "invoice date")
+    if problem:
+        raise HTTPException(422, problem)
     for stored in ctx.store.invoices(account.team):
         if stored.invoice_date == invoice_date and stored.reference == reference:
             return _stored_view(ctx, account, stored)

@@ -5,6 +5,11 @@ team as of now, so due invoices are issued without a cron job; with
 `METERING_TOP_TEAMS_METRIC` N > 0 another refreshes the current-period MAU gauge of the N
 largest catalog teams. A failed run is one log line; the job goes on at its next turn.
 Without bearer tokens the API is open, so it only starts on a loopback address.
+
+The API's statements wait at most `METERING_API_STORE_TIMEOUT_SECONDS` on a ClickHouse server,
+so a hung store costs a request a few seconds and a 503; the periodic close shares the
+connections but keeps the close's longer wait (`METERING_STORE_TIMEOUT_SECONDS`) for its set
+queries and inserts.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from aggregation import Store
+from aggregation import Store, with_timeout
 from metering.closing import run_close
 from metering.lease import LeaseBusy
 from metering.metrics import CloseMetrics, TeamMetrics
@@ -128,8 +133,10 @@ def periodic_close(settings: Settings, store: Store, catalog: Catalog, metrics: 
         log.info("periodic close skipped: %s", exc)
 
 
-def _jobs(settings: Settings, store: Store, catalog: Catalog,
+def _jobs(settings: Settings, store: Store, api_store: Store, catalog: Catalog,
           registry: CollectorRegistry, clock: Clock) -> list[Periodic]:
+    """The background jobs: the close on `store`, the MAU refresh (reads like the API's) on
+    `api_store`."""
     close_metrics = CloseMetrics.create(registry)  # even unused, so the series exist
     jobs: list[Periodic] = []
     if settings.close_interval_seconds > 0:
@@ -141,7 +148,7 @@ def _jobs(settings: Settings, store: Store, catalog: Catalog,
         team_metrics = TeamMetrics.create(registry)
         jobs.append(Periodic(
             name="team MAU refresh", interval=DEFAULT_TEAM_METRICS_INTERVAL_SECONDS,
-            action=lambda: refresh_team_mau(store, catalog, team_metrics,
+            action=lambda: refresh_team_mau(api_store, catalog, team_metrics,
                                             limit=settings.top_teams_metric, clock=clock),
         ))
     return jobs
@@ -171,9 +178,10 @@ def run_serve(settings: Settings) -> int:
 
     try:
         registry = CollectorRegistry()
-        jobs = _jobs(settings, store, catalog, registry, clock)
-        app = create_api(settings=settings, store=store, catalog=catalog, registry=registry,
-                         clock=clock)
+        api_store = with_timeout(store, settings.api_store_timeout_seconds)
+        jobs = _jobs(settings, store, api_store, catalog, registry, clock)
+        app = create_api(settings=settings, store=api_store, catalog=catalog,
+                         registry=registry, clock=clock)
         if not settings.api_tokens:
             log.warning("no API tokens: the API is open to anyone on %s", settings.api_host)
         # uvicorn shuts down gracefully on SIGTERM and then raises it again for the handler

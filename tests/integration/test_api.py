@@ -168,10 +168,17 @@ async def test_unknown_team_or_invoice_is_404(client: Client, path: str) -> None
     ("/v1/teams/team-acme/periods/yesterday", "path.start:"),
     ("/v1/teams/team-acme/periods/2026-08-05", "not a period start of team 'team-acme': "
                                                 "the period holding it starts on 2026-08-04"),
-    ("/v1/teams/team-acme/periods/1969-12-04/daily", "outside the periods served"),
-    ("/v1/teams/team-acme/periods/9999-12-04/users", "outside the periods served"),
-    ("/v1/teams/team-acme/periods/0001-01-04", "outside the periods served"),
-    ("/v1/teams/team-acme/periods/2100-01-04", "outside the periods served"),
+    ("/v1/teams/team-acme/periods/1969-12-04/daily", "period start 1969-12-04 is outside"),
+    ("/v1/teams/team-acme/periods/9999-12-04/users", "period start 9999-12-04 is outside"),
+    ("/v1/teams/team-acme/periods/0001-01-04", "period start 0001-01-04 is outside"),
+    # ClickHouse 18.16 reads Date 1970-01-01 back as 0000-00-00 and no day after 2105
+    ("/v1/teams/team-acme/periods/1970-01-04", "period start 1970-01-04 is outside "
+                                               "1971-01-01..2104-12-31, the dates the store holds"),
+    ("/v1/teams/team-acme/periods/1970-12-04/users", "period start 1970-12-04 is outside"),
+    ("/v1/teams/team-acme/periods/2105-01-04/daily", "period start 2105-01-04 is outside"),
+    ("/v1/teams/team-acme/invoices/1970-01-01", "invoice date 1970-01-01 is outside "
+                                                "1971-01-01..2104-12-31"),
+    ("/v1/teams/team-acme/invoices/9999-12-31?reference=crm/c1", "invoice date 9999-12-31"),
     ("/v1/teams/team-acme/periods/2026-08-04/users?limit=0", "query.limit:"),
     (f"/v1/teams/team-acme/periods/2026-08-04/users?limit={MAX_PAGE_LIMIT + 1}",
      "query.limit:"),
@@ -215,9 +222,11 @@ async def test_any_cursor_is_a_user_id_to_start_after(client: Client, after: str
         user for user in AUGUST_USERS if user.encode() > after.encode()]
 
 
-async def test_last_served_period(client: Client) -> None:
-    answer = await client.get("/v1/teams/team-acme/periods/2099-12-04/users")
-    assert (answer.status_code, answer.json()["period_end"]) == (200, "2100-01-04")
+async def test_first_and_last_served_periods(client: Client) -> None:
+    answer = await client.get("/v1/teams/team-acme/periods/1971-01-04/daily")
+    assert (answer.status_code, answer.json()["days"]) == (200, [])
+    answer = await client.get("/v1/teams/team-acme/periods/2104-12-04/users")
+    assert (answer.status_code, answer.json()["period_end"]) == (200, "2105-01-04")
 
 
 async def test_daily_active_users_and_events_per_type(client: Client) -> None:

@@ -1,14 +1,17 @@
-"""open_store: URL to store, without touching a server (the driver connects lazily)."""
+"""open_store: URL to store, without touching a server (the driver connects lazily), and
+the settings that say how a server store waits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from aggregation import open_store
+from aggregation import ServerOptions, open_store
 from aggregation._chdb import ChdbStore
 from aggregation._server import ServerStore
+from metering.settings import Settings
 
 
 def _server(url: str) -> ServerStore:
@@ -76,3 +79,32 @@ def test_password_is_not_echoed_in_errors() -> None:
     with pytest.raises(ValueError, match=r"bob:\*\*\*@") as info:
         open_store("clickhouse://bob:hunter2@h/bad-name")
     assert "hunter2" not in str(info.value)
+
+
+def test_settings_give_the_server_store_its_timeouts_and_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = ("STORE_CONNECT_TIMEOUT_SECONDS", "STORE_TIMEOUT_SECONDS", "STORE_POOL_SIZE",
+             "API_STORE_TIMEOUT_SECONDS")
+    for name in names:
+        monkeypatch.delenv(f"METERING_{name}", raising=False)
+    assert Settings().store_options == ServerOptions(connect_timeout=3.0, timeout=60.0,
+                                                     pool_size=4)
+    assert Settings().api_store_timeout_seconds == 5.0
+    monkeypatch.setenv("METERING_STORE_CONNECT_TIMEOUT_SECONDS", "1.5")
+    monkeypatch.setenv("METERING_STORE_TIMEOUT_SECONDS", "120")
+    monkeypatch.setenv("METERING_STORE_POOL_SIZE", "8")
+    monkeypatch.setenv("METERING_API_STORE_TIMEOUT_SECONDS", "2")
+    settings = Settings()
+    assert settings.store_options == ServerOptions(connect_timeout=1.5, timeout=120.0,
+                                                   pool_size=8)
+    assert settings.api_store_timeout_seconds == 2.0
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("store_connect_timeout_seconds", 0), ("store_timeout_seconds", -1),
+    ("api_store_timeout_seconds", 0), ("store_pool_size", 0),
+])
+def test_settings_refuse_a_timeout_or_pool_that_cannot_work(name: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=name):
+        Settings.model_validate({name: value})
