@@ -5,6 +5,7 @@ periods and calendars. Other packages import these names from `schemas` itself."
 from __future__ import annotations
 
 from schemas.catalog import (
+    MAX_CATALOG_BYTES,
     Account,
     Catalog,
     CatalogError,
@@ -31,6 +32,12 @@ from schemas.events import (
     is_future,
     rfc3339_text,
 )
+from schemas.invoice import (
+    Invoice,
+    InvoiceLine,
+    LineKind,
+    UsageRecord,
+)
 from schemas.limits import (
     DEFAULT_MAX_EVENT_BYTES,
     EARLIEST_TIME,
@@ -44,12 +51,6 @@ from schemas.limits import (
     normal_user_id,
     team_id_problem,
     user_id_problem,
-)
-from schemas.invoice import (
-    Invoice,
-    InvoiceLine,
-    LineKind,
-    UsageRecord,
 )
 from schemas.periods import (
     DEFAULT_ANCHOR_DAY,
@@ -65,6 +66,9 @@ from schemas.periods import (
     previous_anchor_date,
 )
 from schemas.plans import (
+    MAX_PRICE,
+    MAX_PRICE_PLACES,
+    MAX_QUANTITY,
     TIER_ACTIONS,
     AddOn,
     Billing,
@@ -141,6 +145,10 @@ __all__ = [
     "LATEST_TIME",
     "LicencePlan",
     "LineKind",
+    "MAX_CATALOG_BYTES",
+    "MAX_PRICE",
+    "MAX_PRICE_PLACES",
+    "MAX_QUANTITY",
     "MauMinimumPlan",
     "MauPlan",
     "Period",

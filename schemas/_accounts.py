@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
 
+from schemas._catalog_loader import STR_TAG
 from schemas._catalog_yaml import (
-    STR_TAG,
     AccountList,
     Kind,
     Loaded,
@@ -32,9 +32,18 @@ from schemas._catalog_yaml import (
     plain_tag,
     scalar,
 )
-from schemas.plans import Billing, BillingAddress
+from schemas.limits import TEAM_ID_PATTERN, date_problem, team_id_problem
+from schemas.plans import MAX_QUANTITY, Billing, BillingAddress
 
-__all__ = ["FAST_FIELDS", "AccountReader", "check_zone"]
+__all__ = ["FAST_FIELDS", "AccountReader", "check_team", "check_zone"]
+
+
+def check_team(value: str) -> str:
+    """`value` if it is a team id (schemas/limits.py); else a ValueError saying why not."""
+    problem = team_id_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def check_zone(value: str) -> str:
@@ -65,14 +74,26 @@ def _name(value: object) -> str:
     return value
 
 
+_TEAM_ID = re.compile(TEAM_ID_PATTERN).fullmatch  # team_id_problem's rule, without a call
+
+
+def _team(value: object) -> str:
+    if type(value) is not str or _TEAM_ID(value) is None:
+        raise _Reject
+    return value
+
+
 def _start_date(value: object) -> date:
     # pydantic reads YYYY-MM-DD as date.fromisoformat does (tests/unit/test_catalog_scale.py).
     if not _ISO_DATE.fullmatch(_text(value)):
         raise _Reject
     try:
-        return date.fromisoformat(str(value))
+        day = date.fromisoformat(str(value))
     except ValueError as exc:
         raise _Reject from exc
+    if date_problem(day, "date") is not None:
+        raise _Reject
+    return day
 
 
 def _zone(value: object) -> str:
@@ -117,13 +138,13 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
 # it is (dates: as date.fromisoformat reads them; addresses: as pydantic validates them),
 # and whether to remember checked values (not for those new on nearly every account).
 FAST_FIELDS: dict[str, tuple[Callable[[object], object], bool]] = {
-    "team": (_name, False),
+    "team": (_team, False),
     "plan": (_text, True),
     "start_date": (_start_date, True),
     "timezone": (_zone, True),
     "billing_address": (_address, True),
-    "units": (_optional(_between(0)), True),
-    "members": (_optional(_between(1)), True),
+    "units": (_optional(_between(0, MAX_QUANTITY)), True),
+    "members": (_optional(_between(1, MAX_QUANTITY)), True),
     "owner": (_optional(_name), False),
     "billing": (_optional(_one_of(get_args(Billing))), True),
     "billing_day": (_optional(_between(1, 31)), True),
@@ -210,7 +231,8 @@ class AccountReader:
         self._checked: dict[tuple[str, Kind], _Checked] = {}
 
     def read(self, split: Split) -> list[Any]:
-        """The list's items in order; raises Unrecognised when it must be loaded whole."""
+        """The list's items in order; raises Unrecognised when it must be loaded whole, and
+        else the first item's DuplicateKey (the whole document's loader would)."""
         items = AccountList(split)
         accounts: list[Any] = []
         for run in items.runs():
@@ -222,6 +244,8 @@ class AccountReader:
                 self._append(items, run, accounts)
             if self.judge is not None and not self.raw and self.problem is None:
                 self.problem = self.judge(accounts[start:])
+        if items.duplicate is not None:
+            raise items.duplicate
         return accounts
 
     def _append(self, items: AccountList, matches: list[re.Match[str]],

@@ -1,4 +1,4 @@
-"""The catalog's YAML: the full loader, and a fast reader of the `accounts:` list.
+"""The catalog's YAML: a fast reader of the `accounts:` list, and the full loader's way in.
 
 PyYAML's pure-Python loader costs ~100 us per account (minutes for a million), its libyaml
 loader still ~70 us. The list is nearly always one layout repeated: a flow mapping per line
@@ -9,6 +9,9 @@ it reads is what the loader would read. Whatever it does not recognise goes to t
 an item it cannot read is loaded alone (items cannot refer to each other once anchors are
 ruled out), and a document it cannot cut cleanly is loaded whole (`split_accounts` or
 `load_rest` return None, `AccountList.runs` raises `Unrecognised`).
+
+The full loader (schemas/_catalog_loader.py) reads at most MAX_LOADER_CHARS of a catalog:
+beyond that, a catalog is read by the fast reader or not at all (`TooLong`).
 """
 
 from __future__ import annotations
@@ -16,21 +19,32 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from schemas._catalog_loader import (
+    MAP_TAG,
+    MERGE_TAG,
+    NULL_TAG,
+    STR_TAG,
+    CatalogLoader,
+    DuplicateKey,
+)
+
 __all__ = [
+    "MAX_LOADER_CHARS",
     "AccountList",
-    "CatalogLoader",
     "Loaded",
     "MappingEntry",
     "NullEntry",
     "ScalarEntry",
     "Shape",
     "Split",
+    "TooLong",
     "Unrecognised",
+    "load_document",
     "load_rest",
     "plain_tag",
     "scalar",
@@ -38,25 +52,32 @@ __all__ = [
 ]
 
 
-class CatalogLoader(yaml.SafeLoader):
-    """Safe YAML without implicit timestamps: dates reach pydantic as text, so a bad date
-    is reported with its field name rather than as a bare YAML error."""
-
-
-CatalogLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+# Characters the full loader reads for one catalog, at 5-10 s and ~100 MiB of memory a MiB
+# (a 50 MB catalog took 4-8 minutes and 4 GiB): all of a document the fast reader cannot
+# vouch for, else the rest beside the accounts list and the items it loads alone. A larger
+# catalog is read by the fast reader or not at all.
+MAX_LOADER_CHARS: Final = 4 * 2**20
 
 
 class Unrecognised(Exception):
     """The fast reader cannot vouch for this document; the full loader must read it."""
 
 
-STR_TAG = "tag:yaml.org,2002:str"
-_NULL_TAG = "tag:yaml.org,2002:null"
-_MAP_TAG = "tag:yaml.org,2002:map"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+class TooLong(Exception):
+    """A document longer than the full loader reads (`limit`, MAX_LOADER_CHARS)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+def load_document(text: str) -> Any:
+    """The whole document as the catalog loader reads it; raises TooLong beyond
+    MAX_LOADER_CHARS, Refused or another YAMLError for what it refuses."""
+    if len(text) > MAX_LOADER_CHARS:
+        raise TooLong(MAX_LOADER_CHARS)
+    return yaml.load(text, Loader=CatalogLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 # Resolver.resolve for a plain scalar, looked up once per first character instead of per call.
 _WILDCARD = list(CatalogLoader.yaml_implicit_resolvers.get(None, []))
@@ -179,7 +200,10 @@ def split_accounts(text: str) -> Split | None:
 
 def load_rest(split: Split) -> dict[Any, Any] | None:
     """The document without its accounts, as the loader reads it; None unless the cut key is
-    provably the top-level `accounts` key (then the list is read in the same context)."""
+    provably the top-level `accounts` key (then the list is read in the same context), or
+    when it is longer than the full loader reads."""
+    if len(split.rest) > MAX_LOADER_CHARS:
+        return None
     loader = CatalogLoader(split.rest)
     try:
         node = loader.get_single_node()
@@ -194,9 +218,9 @@ def load_rest(split: Split) -> dict[Any, Any] | None:
 
 
 def _cut_cleanly(node: Node | None, key_line: int) -> bool:
-    if not isinstance(node, MappingNode) or node.tag != _MAP_TAG:
+    if not isinstance(node, MappingNode) or node.tag != MAP_TAG:
         return False
-    if any(key.tag == _MERGE_TAG for key, _ in node.value):
+    if any(key.tag == MERGE_TAG for key, _ in node.value):
         return False
     named = [(key, value) for key, value in node.value
              if isinstance(key, ScalarNode) and key.tag == STR_TAG and key.value == "accounts"]
@@ -204,7 +228,7 @@ def _cut_cleanly(node: Node | None, key_line: int) -> bool:
         return False
     key, value = named[0]
     return (key.start_mark.line == key_line and key.start_mark.column == 0 and key.style is None
-            and isinstance(value, ScalarNode) and value.tag == _NULL_TAG and value.value == "")
+            and isinstance(value, ScalarNode) and value.tag == NULL_TAG and value.value == "")
 
 
 # --- Shapes: one compiled regex per item layout, one capture group per scalar value.
@@ -368,29 +392,51 @@ def learn(split: Split, pos: int) -> Shape | None:
         entries = learner.item()
     except Unrecognised:
         return None
+    if _repeats_a_key(entries):
+        return None  # the loader names the key and its lines
     return Shape(re.compile("".join(learner.pieces)), entries)
 
 
-def _load_alone(split: Split, pos: int) -> tuple[Any, int]:
-    """The item at `pos` loaded by itself with the full loader, and where the next begins.
+def _repeats_a_key(entries: tuple[Entry, ...]) -> bool:
+    if len({entry.key for entry in entries}) != len(entries):
+        return True
+    return any(_repeats_a_key(entry.entries) for entry in entries
+               if isinstance(entry, MappingEntry))
+
+
+def _item_end(split: Split, pos: int) -> int:
+    """Where the item after the one at `pos` begins (or the list ends)."""
+    following = re.compile(rf"\n {{{split.indent}}}-[ \n]").search(split.text, pos, split.end)
+    return following.start() + 1 if following else split.end
+
+
+def _load_alone(split: Split, pos: int, end: int, line: int) -> Any:
+    """The item at `pos` (on line `line`, from 0), ending where the next begins at `end`,
+    loaded by itself with the full loader. Raises DuplicateKey as the whole document's
+    loader would.
 
     In the whole document it reads the same: it starts at the list's indentation in block
     context with nothing open, and it ends where the next item begins (a construct left
     open there fails here too). Anchors are refused: one here could shadow an anchor that
     the rest of the document refers to.
     """
-    following = re.compile(rf"\n {{{split.indent}}}-[ \n]").search(split.text, pos, split.end)
-    end = following.start() + 1 if following else split.end
     piece = split.text[pos:end]
     if "&" in piece:
         raise Unrecognised(pos)
     try:
-        loaded = yaml.load(piece, Loader=CatalogLoader)  # noqa: S506 - a SafeLoader subclass
+        # The piece is a list, as the accounts list is, one level inside the document.
+        loader = CatalogLoader(piece, first_line=line, depth=1)  # it reads it all at once
+        try:
+            loaded = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except DuplicateKey:
+        raise
     except Exception as exc:
         raise Unrecognised(pos) from exc
     if not isinstance(loaded, list) or len(loaded) != 1:
         raise Unrecognised(pos)
-    return loaded[0], end
+    return loaded[0]
 
 
 @dataclass(frozen=True)
@@ -404,13 +450,37 @@ class AccountList:
     """The items of a cut-out accounts list, in document order and in runs: a list of
     matches for items this reader recognises (`shape(match)` says which layout), a Loaded
     for an item the loader read alone. Raises Unrecognised when the list must be loaded
-    whole."""
+    whole. An item that repeats a key is left out and the first such is kept in
+    `duplicate`: the whole document's loader would refuse it, unless the document is
+    refused for something else first (then the list is Unrecognised)."""
 
     def __init__(self, split: Split) -> None:
         self.split = split
+        self.duplicate: DuplicateKey | None = None
+        self._budget = MAX_LOADER_CHARS - len(split.rest)  # left for items loaded alone
         self._shapes: dict[int, Shape] = {}  # by id of the pattern: hashing one is slow
         self._known: dict[str, Shape] = {}
         self._recent: list[re.Pattern[str]] = []  # the most recently matched first
+        self._counted = (0, 0)  # a position in the text, and its line (from 0)
+
+    def _line(self, pos: int) -> int:
+        """The line of `pos`, counting on from the last position asked about."""
+        last, line = self._counted
+        line += self.split.text.count("\n", last, pos)
+        self._counted = (pos, line)
+        return line
+
+    def _load_alone(self, pos: int) -> tuple[Loaded | None, int]:
+        end = _item_end(self.split, pos)
+        self._budget -= end - pos
+        if self._budget < 0:
+            raise Unrecognised(pos)  # then the whole document is too long for the loader
+        try:
+            value = _load_alone(self.split, pos, end, self._line(pos))
+        except DuplicateKey as exc:
+            self.duplicate = self.duplicate or exc
+            return None, end
+        return Loaded(value), end
 
     def shape(self, match: re.Match[str]) -> Shape:
         return self._shapes[id(match.re)]
@@ -427,8 +497,9 @@ class AccountList:
                     if run:
                         yield run
                         run = []
-                    value, pos = _load_alone(self.split, pos)
-                    yield Loaded(value)
+                    loaded, pos = self._load_alone(pos)
+                    if loaded is not None:
+                        yield loaded
                     match_at = None
                     continue
                 match_at = match.re.match

@@ -1,43 +1,55 @@
 """Plans-and-accounts catalog: the YAML file named by METERING_CATALOG (format in README).
 
 A catalog may hold a million accounts. Their list is read by a reader that gives what the
-YAML loader gives (schemas/_catalog_yaml.py), the accounts whose values pydantic would keep
-unchanged are built without it (schemas/_accounts.py), and the catalog-wide checks judge
-alike accounts once: a million load in seconds, not minutes, to the same Catalog or the
-same one-line error.
+YAML loader (schemas/_catalog_loader.py) gives (schemas/_catalog_yaml.py), the accounts
+whose values pydantic would keep unchanged are built without it (schemas/_accounts.py), and
+the catalog-wide checks judge alike accounts once: a million load in seconds, not minutes,
+to the same Catalog or the same one-line error. Both paths hold a catalog to the same
+limits: MAX_CATALOG_BYTES in all, and what the loader refuses (duplicate keys, deep
+nesting, alias bombs).
 """
 
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date
 from itertools import repeat
 from operator import attrgetter, eq
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas._accounts import AccountReader, check_zone
-from schemas._catalog_yaml import CatalogLoader, Unrecognised, load_rest, split_accounts
+from schemas._accounts import AccountReader, check_team, check_zone
+from schemas._catalog_loader import Refused
+from schemas._catalog_yaml import (
+    TooLong,
+    Unrecognised,
+    load_document,
+    load_rest,
+    split_accounts,
+)
 from schemas.periods import BillingCalendar
 from schemas.plans import (
+    MAX_QUANTITY,
     Billing,
     BillingAddress,
     LicencePlan,
     MauMinimumPlan,
     MauPlan,
     SeatPlan,
+    StoreDate,
     TaxTable,
     TierPlan,
     seat_shortage,
 )
 
 __all__ = [
+    "MAX_CATALOG_BYTES",
     "Account",
     "Catalog",
     "CatalogError",
@@ -45,6 +57,14 @@ __all__ = [
     "load_catalog",
     "parse_catalog",
 ]
+
+
+# The largest catalog read, in bytes of UTF-8, checked before parsing: a million accounts
+# in the usual layouts fit with every optional field, and the fast reader loads 3 million
+# (250 MiB) in about 30 s and 2 GiB. The full YAML loader reads far less (MAX_LOADER_CHARS),
+# so beyond that only accounts in the usual layouts (README) are read. Not a setting: a
+# catalog this size is a bug or an attack, and the worker and the API load it too.
+MAX_CATALOG_BYTES: Final = 256 * 2**20
 
 
 class CatalogError(ValueError):
@@ -64,16 +84,21 @@ class Account(BaseModel):
 
     # schemas/_accounts.py `FAST_FIELDS` passes exactly the values these fields keep as
     # they are: change both together (tests/unit/test_catalog_scale.py holds them together).
-    team: str = Field(min_length=1)
+    team: str  # a team id (schemas/limits.py): one safe path segment of the API
     plan: str
-    start_date: date
+    start_date: StoreDate
     timezone: str = "UTC"
     billing_address: BillingAddress | None = None  # taxed by the catalog's `tax` table
-    units: int | None = Field(default=None, ge=0)
-    members: int | None = Field(default=None, ge=1)
+    units: int | None = Field(default=None, ge=0, le=MAX_QUANTITY)
+    members: int | None = Field(default=None, ge=1, le=MAX_QUANTITY)
     owner: str | None = Field(default=None, min_length=1)
     billing: Billing | None = None
     billing_day: int | None = Field(default=None, ge=1, le=31)
+
+    @field_validator("team")
+    @classmethod
+    def _team_id(cls, value: str) -> str:
+        return check_team(value)
 
     @field_validator("timezone")
     @classmethod
@@ -273,9 +298,17 @@ def parse_catalog(text: str, *, origin: str = "catalog") -> Catalog:
     converting; otherwise the loader and pydantic do it all. Either way the catalog, or the
     error, is the same.
     """
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_CATALOG_BYTES:
+        raise CatalogError(_too_large(origin))
     with _collector_paused():
         fast = _parse_fast(text, origin)
         return fast if fast is not None else _parse_slow(text, origin=origin)
+
+
+def _too_large(origin: str) -> str:
+    return (f"{origin}: larger than {MAX_CATALOG_BYTES:,} bytes "
+            f"({MAX_CATALOG_BYTES // 2**20} MiB), the most a catalog may be")
 
 
 @contextmanager
@@ -314,6 +347,8 @@ def _parse_fast(text: str, origin: str) -> Catalog | None:
         accounts = reader.read(split)
     except Unrecognised:
         return None
+    except Refused as exc:
+        raise CatalogError(_refused(origin, exc)) from exc
     if shell is None or reader.raw:
         return _validate({**rest, "accounts": accounts}, origin)
     if reader.problem is not None:
@@ -324,12 +359,23 @@ def _parse_fast(text: str, origin: str) -> Catalog | None:
 def _parse_slow(text: str, *, origin: str = "catalog") -> Catalog:
     """parse_catalog with the YAML loader reading the whole document."""
     try:
-        raw = yaml.load(text, Loader=CatalogLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = load_document(text)
+    except TooLong as exc:
+        raise CatalogError(
+            f"{origin}: more than {exc.limit:,} characters for the full YAML loader; a "
+            "larger catalog must write its accounts in the usual layouts (README, Catalog "
+            "file: a flow mapping or one field per line, no anchors, tags or escapes)") from exc
+    except Refused as exc:
+        raise CatalogError(_refused(origin, exc)) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise CatalogError(f"{origin}:{line} is not valid YAML") from exc
     return _validate(raw, origin)
+
+
+def _refused(origin: str, exc: Refused) -> str:
+    return f"{origin}: line {exc.line}: {exc.problem}"
 
 
 def _validate(raw: Any, origin: str) -> Catalog:
@@ -344,10 +390,26 @@ def _validate(raw: Any, origin: str) -> Catalog:
 
 
 def load_catalog(path: Path) -> Catalog:
+    """The catalog in the file at `path`; a file larger than MAX_CATALOG_BYTES is refused
+    before it is read (a pipe or device, whose size is unknown, is read only that far)."""
+    return parse_catalog(_read(path), origin=str(path))
+
+
+def _read(path: Path) -> str:
+    """The text of the file at `path`, its bytes let go before it is parsed."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            if os.fstat(file.fileno()).st_size > MAX_CATALOG_BYTES:
+                raise CatalogError(_too_large(str(path)))
+            data = file.read(MAX_CATALOG_BYTES + 1)
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read catalog ({exc.strerror})") from exc
+    if len(data) > MAX_CATALOG_BYTES:
+        raise CatalogError(_too_large(str(path)))
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    return parse_catalog(text, origin=str(path))
+    if "\r" in text:  # line ends as a file read as text has them
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text

@@ -17,11 +17,13 @@ so a redelivery changes nothing. Types, by plan kind:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.events import EventTime, rfc3339_text
+from schemas.events import rfc3339_text
+from schemas.limits import date_problem
 
 __all__ = ["CHANGE_TYPES", "BillingChange", "ChangeData", "ChangeType"]
 
@@ -69,14 +71,27 @@ class BillingChange(BaseModel):
     """The system that made the change, such as the CRM."""
     type: ChangeType
     """What changes; the types a team takes depend on its plan's kind."""
-    time: EventTime
-    """When the change takes effect: RFC 3339 with an offset."""
+    time: AwareDatetime
+    """When the change takes effect: RFC 3339 with an offset, on a date the store holds
+    (1971-01-01..2104-12-31 in UTC)."""
     subject: str = Field(min_length=1, max_length=256)
     """The team, which is also the message key."""
     data: ChangeData = ChangeData()
     """What the type needs; may be left out when it needs nothing."""
 
     _rfc3339_time = field_validator("time", mode="before")(rfc3339_text)
+
+    @field_validator("time")
+    @classmethod
+    def _stored_date(cls, value: datetime) -> datetime:
+        try:
+            day = value.astimezone(UTC).date()
+        except OverflowError:  # year 1 or 9999 with an offset: the local date says as much
+            day = value.date()
+        problem = date_problem(day, "effective date")
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> BillingChange:

@@ -6,23 +6,37 @@ frozen, refuse unknown fields, keep money as Decimal >= 0 and name the field in 
 error. A plan's `kind` is fixed per class so the catalog can hold them in one discriminated
 union; `rated_from_usage` says whether the close rates it from the store's active users on
 each billing date (MAU kinds) or bills it from the schedule of its billing changes.
+
+Bounds, so that whatever the catalog holds can be rated: every price, fee and rate is at
+most MAX_PRICE with at most MAX_PRICE_PLACES decimal places, trailing zeros aside (as
+Stripe's `unit_amount_decimal`), every count (users included, minimum users, units, members, limits,
+capacities) at most MAX_QUANTITY, and every date inside the store's FIRST_DATE..LAST_DATE.
+The largest product the rating forms is a term's price (12 x MAX_PRICE: 14 digits and 12
+places) times a count of active users as large as the store can report (2^64 - 1: 20
+digits), 46 significant digits; an invoice's sum of such lines and its tax stay inside the
+60 digits invoicing/money.py computes exactly (tests/unit/test_money_bounds.py rates
+catalogs at these bounds).
 """
 
 from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.currency import CURRENCY_EXPONENTS
+from schemas.limits import date_problem
 
 __all__ = [
     "AddOn",
     "Billing",
     "BillingAddress",
     "LicencePlan",
+    "MAX_PRICE",
+    "MAX_PRICE_PLACES",
+    "MAX_QUANTITY",
     "MauMinimumPlan",
     "MauPlan",
     "PlanChanges",
@@ -64,11 +78,26 @@ def _known_currency(value: str) -> str:
     return value
 
 
-Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
-Rate = Annotated[Decimal, Field(ge=0, lt=1, allow_inf_nan=False)]
+def _store_date(day: date) -> date:
+    problem = date_problem(day, "date")
+    if problem:
+        raise ValueError(problem)
+    return day
+
+
+MAX_PRICE: Final = Decimal(10) ** 12
+MAX_PRICE_PLACES: Final = 12
+MAX_QUANTITY: Final = 10**12
+
+Money = Annotated[Decimal, Field(ge=0, le=MAX_PRICE, decimal_places=MAX_PRICE_PLACES,
+                                 allow_inf_nan=False)]
+Rate = Annotated[Decimal, Field(ge=0, lt=1, decimal_places=MAX_PRICE_PLACES,
+                                allow_inf_nan=False)]
 Currency = Annotated[str, AfterValidator(_known_currency)]
 Name = Annotated[str, Field(min_length=1)]
-Count = Annotated[int, Field(ge=0)]
+Count = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+# A date the store holds (schemas/limits.py), one-line refusal otherwise.
+StoreDate = Annotated[date, AfterValidator(_store_date)]
 Code = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]  # ISO 3166 country, US state
 
 
@@ -202,12 +231,12 @@ class SubscriptionChange(_Frozen):
     organization uses now ("users": 10), checked against a lower tier's limits.
     """
 
-    at: date
+    at: StoreDate
     by: Name
     action: TierAction
     plan: Name | None = None
     addon: Name | None = None
-    units: int = Field(default=1, ge=1)
+    units: int = Field(default=1, ge=1, le=MAX_QUANTITY)
     usage: dict[str, Count] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from schemas import _catalog_yaml as catalog_yaml
 from schemas._accounts import FAST_FIELDS, AccountReader
-from schemas._catalog_yaml import CatalogLoader, plain_tag, split_accounts
+from schemas._catalog_loader import CatalogLoader
+from schemas._catalog_yaml import plain_tag, split_accounts
 from schemas.catalog import (
     Account,
     Catalog,
@@ -27,6 +28,7 @@ from schemas.catalog import (
     _parse_slow,
     parse_catalog,
 )
+from schemas.limits import date_problem
 
 PLANS = """plans:
   power: {name: Power plan, currency: USD, base_fee: "10.00", included_users: 5,
@@ -73,14 +75,16 @@ VALID: dict[str, list[str]] = {
     "billing_address": ["{country: NL}", "{country: NL, vat_id: NL1B01, vat_id_valid: true}"],
 }
 BAD: dict[str, list[str]] = {
-    "team": ["yes", "null", "123", "0x1F", "~", "''", "'a b'", "-x", "Ünïcode", "1_000"],
+    "team": ["yes", "null", "123", "0x1F", "~", "''", "'a b'", "-x", "Ünïcode", "1_000", "'..'",
+             "a/b", "'team-a '", "_x", "x" * 129],
     "plan": ["nope", "Power", "1.5", "true"],
     "start_date": ["2026-02-30", "2026-7-4", "someday", "0000-01-01", "0001-01-01",
-                   "9999-12-31", "2026-07-04T00:00:00", "20260704", "1700000000"],
+                   "9999-12-31", "2026-07-04T00:00:00", "20260704", "1700000000",
+                   "1900-01-15", "1970-12-31", "2105-01-01", "2200-01-15"],
     "timezone": ["Mars/Olympus", "Europe", "../etc/passwd", "utc", "''", "null", "5"],
     "units": ["-1", "+3", "0x10", "1_0", "0o7", "2.0", "1.5", "true", "1:30", "null", ".inf",
-              "five", "'5'"],
-    "members": ["0", "60", "~", "no"],
+              "five", "'5'", "1000000000001"],
+    "members": ["0", "60", "~", "no", "1000000000001"],
     "owner": ["''", "no", "42", "null"],
     "billing": ["weekly", "Monthly", "null", "1"],
     "billing_day": ["32", "0", "04", "4", "null", "1.0"],
@@ -132,6 +136,9 @@ def accounts(draw: st.DrawFn, number: int, teams: list[str],
     elif fault == 1:
         del fields[draw(st.sampled_from(sorted(fields)))]
     pairs = list(fields.items())
+    if fault == 2 and pairs:  # a key given twice: refused, naming both lines
+        name, _ = draw(st.sampled_from(pairs))
+        pairs.append((name, draw(token(name, wild=wild)) if name in VALID else fields[name]))
     return draw(st.permutations(pairs)) if not draw(st.integers(0, 4)) else pairs
 
 
@@ -333,12 +340,12 @@ def test_usual_layouts_take_the_fast_path_and_give_the_same_catalog(style: str) 
 
 def test_an_item_the_reader_does_not_recognise_is_loaded_alone() -> None:
     text = big_catalog(300, style="block", odd={
-        7: "  - {team: \"caf\\u00e9\", plan: power, start_date: 2026-07-04}\n",
+        7: "  - {team: \"caf\\u0065\", plan: power, start_date: 2026-07-04}\n",
         8: "  - team: a\n    plan: tier\n    start_date: 2026-07-04\n    owner: |\n"
            "      multi\n      line\n"})
     accounts = built_here(text)
     assert [type(account) for account in accounts[6:10]] == [Account, dict, dict, Account]
-    assert accounts[7]["team"] == "café"
+    assert accounts[7]["team"] == "cafe"
     assert _parse_fast(text, "catalog") is not None
     assert_same(text)
 
@@ -426,6 +433,8 @@ def test_iso_dates_read_as_pydantic_reads_them(year: str) -> None:
                 got: date | None = date.fromisoformat(text)
             except ValueError:
                 got = None
+            if got is not None and date_problem(got, "start date"):
+                got = None  # outside the store's dates: refused by both
             assert got == expected, text
 
 
