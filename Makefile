@@ -49,7 +49,7 @@ lint: $(STAMP)
 
 # Only tests/unit is collected: nothing here starts a service.
 unit: $(STAMP)
-	$(PYTEST) tests/unit
+	$(PYTEST) -n 2 tests/unit
 
 # tests/integration/conftest.py marks every test there; selecting the marker makes a broken
 # hook deselect everything, which exits 5 and fails.

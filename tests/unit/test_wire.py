@@ -311,7 +311,7 @@ def top_level_array_length(raw: bytes) -> int | None:
     return len(parsed) if isinstance(parsed, list) else None
 
 
-@settings(max_examples=400)
+@settings(max_examples=200)
 @given(raw=MESSAGES, now=st.datetimes(min_value=datetime(2000, 1, 1),
                                       max_value=datetime(2100, 1, 1), timezones=st.just(UTC)))
 def test_any_bytes_are_accounted_for_and_never_raise(raw: bytes, now: datetime) -> None:
@@ -590,7 +590,7 @@ ANY_MESSAGE = st.one_of(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=250)
 @given(raw=ANY_MESSAGE)
 def test_neither_decoder_raises_and_every_reason_is_declared(raw: bytes) -> None:
     for rejection in decode_message(raw, now=NOW).rejections:
@@ -604,7 +604,7 @@ def test_neither_decoder_raises_and_every_reason_is_declared(raw: bytes) -> None
         assert isinstance(outcome, BillingChange)
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(member=st.one_of(event_like(), ANY_JSON).map(encode))
 def test_a_member_decodes_alike_alone_and_beside_a_bad_one(member: bytes) -> None:
     """Beside a bad member the batch takes the careful path, member by member; alone it may
