@@ -27,6 +27,9 @@ DEFAULT_REJECTED_TOPIC = "activity-events-rejected"
 DEFAULT_CHARGES_TOPIC = "billing-charges"
 DEFAULT_CHANGES_TOPIC = "billing-changes"
 DEFAULT_CHANGES_REJECTED_TOPIC = "billing-changes-rejected"
+DEFAULT_PAYMENTS_TOPIC = "billing-payments"
+DEFAULT_PAYMENTS_REJECTED_TOPIC = "billing-payments-rejected"
+DEFAULT_NOTICES_TOPIC = "billing-notices"
 DEFAULT_API_PORT = 8080
 DEFAULT_PARTITIONS = 8
 DEFAULT_GRACE = timedelta(hours=1)
@@ -74,6 +77,9 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     changes_topic: str = DEFAULT_CHANGES_TOPIC
     changes_rejected_topic: str = DEFAULT_CHANGES_REJECTED_TOPIC
+    payments_topic: str = DEFAULT_PAYMENTS_TOPIC
+    payments_rejected_topic: str = DEFAULT_PAYMENTS_REJECTED_TOPIC
+    notices_topic: str = DEFAULT_NOTICES_TOPIC
     # `metering serve`: the read API and its /metrics
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=DEFAULT_API_PORT, ge=0, le=65535)

@@ -15,6 +15,7 @@ from schemas.catalog import (
 )
 from schemas.changes import (
     CHANGE_TYPES,
+    LIFECYCLE_TYPES,
     BillingChange,
     ChangeData,
     ChangeType,
@@ -33,10 +34,23 @@ from schemas.events import (
     rfc3339_text,
 )
 from schemas.invoice import (
+    CreditedInvoice,
+    DocumentKind,
     Invoice,
     InvoiceLine,
     LineKind,
     UsageRecord,
+)
+from schemas.lifecycle import (
+    DEFAULT_DUNNING,
+    LOGIN_DENIED,
+    NOTICE_TYPES,
+    STATES,
+    DunningPolicy,
+    Notice,
+    NoticeData,
+    NoticeType,
+    TeamState,
 )
 from schemas.limits import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -44,6 +58,7 @@ from schemas.limits import (
     FIRST_DATE,
     LAST_DATE,
     LATEST_TIME,
+    PAYMENT_TERMS_PATTERN,
     TEAM_ID_MAX_CHARS,
     TEAM_ID_PATTERN,
     USER_ID_MAX_CHARS,
@@ -51,6 +66,13 @@ from schemas.limits import (
     normal_user_id,
     team_id_problem,
     user_id_problem,
+)
+from schemas.payments import (
+    PAYMENT_TYPES,
+    InvoiceRef,
+    PaymentData,
+    PaymentEvent,
+    PaymentType,
 )
 from schemas.periods import (
     DEFAULT_ANCHOR_DAY,
@@ -71,6 +93,7 @@ from schemas.plans import (
     MAX_QUANTITY,
     TIER_ACTIONS,
     AddOn,
+    AfterCancel,
     Billing,
     BillingAddress,
     LicencePlan,
@@ -93,13 +116,16 @@ from schemas.wire import (
     DEFAULT_MAX_CHANGE_BYTES,
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_DETAIL_CHARS,
+    PAYMENT_REJECT_REASONS,
     REJECT_REASONS,
     ChangeRejectReason,
     Decoded,
+    PaymentRejectReason,
     Rejection,
     RejectReason,
     decode_change,
     decode_message,
+    decode_payment,
 )
 from schemas.wire_columns import (
     CONTRACT_EVENT_MAX_BYTES,
@@ -109,6 +135,28 @@ from schemas.wire_columns import (
 )
 
 __all__ = [
+    "LIFECYCLE_TYPES",
+    "CreditedInvoice",
+    "DocumentKind",
+    "PAYMENT_TERMS_PATTERN",
+    "AfterCancel",
+    "DEFAULT_DUNNING",
+    "LOGIN_DENIED",
+    "NOTICE_TYPES",
+    "STATES",
+    "DunningPolicy",
+    "Notice",
+    "NoticeData",
+    "NoticeType",
+    "TeamState",
+    "PAYMENT_TYPES",
+    "InvoiceRef",
+    "PaymentData",
+    "PaymentEvent",
+    "PaymentType",
+    "PAYMENT_REJECT_REASONS",
+    "PaymentRejectReason",
+    "decode_payment",
     "Account",
     "ActivityData",
     "ActivityEvent",

@@ -32,7 +32,7 @@ from schemas._catalog_yaml import (
     plain_tag,
     scalar,
 )
-from schemas.limits import TEAM_ID_PATTERN, date_problem, team_id_problem
+from schemas.limits import PAYMENT_TERMS_PATTERN, TEAM_ID_PATTERN, date_problem, team_id_problem
 from schemas.plans import MAX_QUANTITY, Billing, BillingAddress
 
 __all__ = ["FAST_FIELDS", "AccountReader", "check_team", "check_zone"]
@@ -114,6 +114,15 @@ def _address(value: object) -> BillingAddress | None:
         raise _Reject from exc
 
 
+_TERMS = re.compile(PAYMENT_TERMS_PATTERN).fullmatch
+
+
+def _terms(value: object) -> str:
+    if type(value) is not str or _TERMS(value) is None:
+        raise _Reject
+    return value
+
+
 def _optional(check: Callable[[object], object]) -> Callable[[object], object]:
     return lambda value: None if value is None else check(value)
 
@@ -148,6 +157,9 @@ FAST_FIELDS: dict[str, tuple[Callable[[object], object], bool]] = {
     "owner": (_optional(_name), False),
     "billing": (_optional(_one_of(get_args(Billing))), True),
     "billing_day": (_optional(_between(1, 31)), True),
+    "dunning": (_optional(_name), True),
+    "payment_terms": (_optional(_terms), True),
+    "billing_account": (_optional(_team), True),
 }
 
 _MAX_REMEMBERED = 1 << 16  # checked values remembered per field and token kind, or address

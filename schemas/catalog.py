@@ -33,6 +33,8 @@ from schemas._catalog_yaml import (
     load_rest,
     split_accounts,
 )
+from schemas.lifecycle import DEFAULT_DUNNING, DunningPolicy
+from schemas.limits import PAYMENT_TERMS_PATTERN
 from schemas.periods import BillingCalendar
 from schemas.plans import (
     MAX_QUANTITY,
@@ -74,6 +76,12 @@ class CatalogError(ValueError):
 class Account(BaseModel):
     """A billed team; the day of month of `start_date` is its billing anchor.
 
+    Any plan: `dunning` names the catalog's policy for failed payments (else the plan's,
+    else the catalog's `default`, else DEFAULT_DUNNING); `payment_terms` ("NET 30", seed
+    000: invoiced billing on PO) makes invoices due that many days after their date instead
+    of charged at once; `billing_account` groups teams billed to one customer, each team
+    still invoiced separately.
+
     Licence and seat plans: `units` bought on the start date; seat plans also the `members`
     (owner included) the seats must hold. Tier plans: the subscription `owner`, `billing`
     monthly or annual, and `billing_day` when billing is not on the start date's day (the
@@ -94,6 +102,20 @@ class Account(BaseModel):
     owner: str | None = Field(default=None, min_length=1)
     billing: Billing | None = None
     billing_day: int | None = Field(default=None, ge=1, le=31)
+    dunning: str | None = Field(default=None, min_length=1)  # a policy of the catalog's
+    payment_terms: str | None = Field(default=None, pattern=PAYMENT_TERMS_PATTERN)
+    billing_account: str | None = None  # groups teams billed to one customer (seed 000)
+
+    @field_validator("billing_account")
+    @classmethod
+    def _account_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_team(value)
+
+    @property
+    def terms_days(self) -> int | None:
+        """Days from an invoice to its due date under `payment_terms` ("NET 30": 30), or None
+        for an account charged by card when invoiced."""
+        return None if self.payment_terms is None else int(self.payment_terms.split()[1])
 
     @field_validator("team")
     @classmethod
@@ -154,6 +176,7 @@ class Catalog(BaseModel):
     plans: dict[str, Plan] = Field(default_factory=dict)
     accounts: tuple[Account, ...] = ()
     tax: TaxTable | None = None
+    dunning: dict[str, DunningPolicy] = Field(default_factory=dict)
 
     @field_validator("plans", mode="before")
     @classmethod
@@ -168,10 +191,23 @@ class Catalog(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
+        problem = _policy_problem(self)
+        if problem:
+            raise ValueError(problem)
         problem = _accounts_problem(self.accounts, self.plans, self.tax)
         if problem:
             raise ValueError(problem)
         return self
+
+    def policy(self, account: Account) -> DunningPolicy:
+        """The dunning policy of `account`: its own, its plan's, the catalog's `default`, or
+        DEFAULT_DUNNING."""
+        name = account.dunning or self.plans[account.plan].dunning or "default"
+        return self.dunning.get(name, DEFAULT_DUNNING)
+
+    def billing_account(self, name: str) -> list[Account]:
+        """The accounts grouped under billing account `name`, in catalog order."""
+        return [account for account in self.accounts if account.billing_account == name]
 
     def account(self, team: str) -> Account | None:
         """The account of `team`, from a dict of teams built on the first call."""
@@ -180,6 +216,20 @@ class Catalog(BaseModel):
             cached = (self.accounts, _team_index(self.accounts))
             self.__dict__[_TEAM_INDEX] = cached
         return cached[1].get(team)
+
+
+def _policy_problem(catalog: Catalog) -> str | None:
+    """The first plan or account naming a dunning policy the catalog does not define."""
+    known = catalog.dunning
+    for name, plan in catalog.plans.items():
+        if plan.dunning is not None and plan.dunning not in known:
+            return f"plans.{name}.dunning: no dunning policy {plan.dunning!r} in the catalog"
+    named = {account.dunning for account in catalog.accounts}
+    named.discard(None)
+    for policy in sorted(name for name in named if name is not None and name not in known):
+        team = next(a.team for a in catalog.accounts if a.dunning == policy)
+        return f"accounts: team {team!r}: no dunning policy {policy!r} in the catalog"
+    return None
 
 
 _TEAM_INDEX = "_team_index"  # kept in the instance dict: pydantic ignores keys not fields

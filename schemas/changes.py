@@ -12,30 +12,44 @@ so a redelivery changes nothing. Types, by plan kind:
   reduce_units (licences: count the renewal bills); seat plans also member_added and
   member_archived (count members, default 1; seats must hold every member).
 - tier plans: change_plan (plan, by), cancel, resume, leave (by), add_addon and remove_addon
-  (addon, count default 1); change_plan may carry `usage` for a lower tier's limits.
+  (addon, count default 1); change_plan may carry `usage` for a lower tier's limits;
+  take_over (plan, by): a member who is not the owner starts a new subscription (seed 003).
+- every plan: refund_requested (invoice; `amount`, or `remaining_months` of an annual
+  prepaid term, or neither for the whole invoice) issues a credit note; delete_requested
+  (by) removes the team's usage after the policy's grace; plan_changed (plan; count for a
+  licence or seat plan) moves a team between a MAU plan and a seat or licence plan on a
+  billing date.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.events import rfc3339_text
 from schemas.limits import date_problem
+from schemas.payments import InvoiceRef
 
-__all__ = ["CHANGE_TYPES", "BillingChange", "ChangeData", "ChangeType"]
+__all__ = ["CHANGE_TYPES", "LIFECYCLE_TYPES", "BillingChange", "ChangeData", "ChangeType"]
 
 ChangeType = Literal[
     "change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon",
     "add_units", "reduce_units", "member_added", "member_archived",
+    "take_over", "refund_requested", "delete_requested", "plan_changed",
 ]
 CHANGE_TYPES: tuple[ChangeType, ...] = (
     "change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon",
     "add_units", "reduce_units", "member_added", "member_archived",
+    "take_over", "refund_requested", "delete_requested", "plan_changed",
 )
-_NEEDS_BY = frozenset({"change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon"})
+# Changes any plan kind takes, which the account's billing schedule does not replay.
+LIFECYCLE_TYPES: frozenset[ChangeType] = frozenset({"refund_requested", "delete_requested"})
+_NEEDS_BY = frozenset({"change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon",
+                       "take_over", "delete_requested"})
+_NEEDS_PLAN = frozenset({"change_plan", "take_over", "plan_changed"})
 
 
 class ChangeData(BaseModel):
@@ -47,7 +61,7 @@ class ChangeData(BaseModel):
     by: str | None = Field(default=None, min_length=1, max_length=256)
     """Who made the change; every tier-plan change names one."""
     plan: str | None = Field(default=None, min_length=1, max_length=256)
-    """change_plan only: the catalog plan the team moves to."""
+    """change_plan, take_over and plan_changed only: the catalog plan the team moves to."""
     addon: str | None = Field(default=None, min_length=1, max_length=256)
     """add_addon and remove_addon only: the catalog add-on."""
     count: int | None = Field(default=None, ge=0, le=1_000_000)
@@ -56,6 +70,25 @@ class ChangeData(BaseModel):
     usage: dict[str, int] = Field(default_factory=dict, max_length=64)
     """change_plan only: the team's use of each limited resource (name -> amount), which a
     lower tier must hold."""
+    invoice: InvoiceRef | None = None
+    """refund_requested only: the invoice credited (its date and reference)."""
+    amount: str | None = Field(default=None, min_length=1, max_length=32)
+    """refund_requested only: a partial refund, in the invoice's currency ("12.50")."""
+    remaining_months: bool = False
+    """refund_requested only: refund the whole months left of an annual prepaid term."""
+
+    @field_validator("amount")
+    @classmethod
+    def _money(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            amount = Decimal(value)
+        except InvalidOperation as exc:
+            raise ValueError(f"{value!r} is not a decimal number") from exc
+        if not amount.is_finite() or amount <= 0 or value.strip() != value:
+            raise ValueError(f"{value!r} is not an amount of money > 0")
+        return value
 
 
 class BillingChange(BaseModel):
@@ -98,9 +131,16 @@ class BillingChange(BaseModel):
         data, kind = self.data, self.type
         if kind in _NEEDS_BY and data.by is None:
             raise ValueError(f"data.by: {kind} needs who made it")
-        if (kind == "change_plan") != (data.plan is not None):
-            raise ValueError(f"data.plan: {'needed' if kind == 'change_plan' else 'not used'} "
+        if (kind in _NEEDS_PLAN) != (data.plan is not None):
+            raise ValueError(f"data.plan: {'needed' if kind in _NEEDS_PLAN else 'not used'} "
                              f"by {kind}")
+        refund = kind == "refund_requested"
+        if refund != (data.invoice is not None):
+            raise ValueError(f"data.invoice: {'needed' if refund else 'not used'} by {kind}")
+        if not refund and (data.amount is not None or data.remaining_months):
+            raise ValueError(f"data.amount, data.remaining_months: not used by {kind}")
+        if data.amount is not None and data.remaining_months:
+            raise ValueError("data.amount: give an amount or remaining_months, not both")
         if kind.endswith("_addon") != (data.addon is not None):
             raise ValueError(f"data.addon: {'needed' if kind.endswith('_addon') else 'not used'}"
                              f" by {kind}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "CreditedInvoice",
+    "DocumentKind",
     "Invoice",
     "InvoiceLine",
     "LineKind",
@@ -41,6 +43,18 @@ class UsageRecord(BaseModel):
     active_users: int
 
 
+DocumentKind = Literal["invoice", "credit_note"]
+
+
+class CreditedInvoice(BaseModel):
+    """The invoice a credit note credits: its key but the team."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    invoice_date: date
+    reference: str = ""
+
+
 class Invoice(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,7 +69,26 @@ class Invoice(BaseModel):
     # The billing change ("source/id") an immediate charge comes from; absent on the invoice
     # of a billing date, so (team, invoice_date, reference) names every invoice.
     reference: str = ""
+    # Invoiced billing (seed 000, NET-30 on PO): the terms and the day payment is due; absent
+    # for an account charged by card when invoiced.
+    payment_terms: str | None = None
+    due_date: date | None = None
+    # A credit note (seeds 000 and 003: refunds) is its own document: a number, the invoice
+    # it credits, and that invoice's lines and tax mirrored (negative). Absent on invoices.
+    document: DocumentKind = "invoice"
+    number: str | None = None
+    credits: CreditedInvoice | None = None
 
     def canonical_json(self) -> str:
-        """The stored and printed form: same invoice, same bytes."""
-        return self.model_dump_json(exclude={"reference"} if not self.reference else None)
+        """The stored and printed form: same invoice, same bytes. Fields at their defaults
+        are left out, so invoices without terms or credit notes keep the bytes they had."""
+        left_out = {name for name, default in _LEFT_OUT_AT.items()
+                    if getattr(self, name) == default}
+        return self.model_dump_json(exclude=left_out or None)
+
+
+# Fields the canonical form leaves out while they hold these values.
+_LEFT_OUT_AT: Final[dict[str, object]] = {
+    "reference": "", "payment_terms": None, "due_date": None, "document": "invoice",
+    "number": None, "credits": None,
+}

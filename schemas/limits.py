@@ -39,6 +39,7 @@ __all__ = [
     "normal_user_id",
     "team_id_problem",
     "user_id_problem",
+    "PAYMENT_TERMS_PATTERN",
 ]
 
 FIRST_DATE: Final = date(1971, 1, 1)
@@ -98,3 +99,7 @@ def date_problem(day: date, what: str) -> str | None:
         return None
     return (f"{what} {day.isoformat()} is outside {FIRST_DATE.isoformat()}.."
             f"{LAST_DATE.isoformat()}, the dates the store holds")
+
+
+# Invoiced billing: "NET n", due n days after the invoice date (seed 000: NET-30 on PO).
+PAYMENT_TERMS_PATTERN: Final = r"^NET [1-9][0-9]{0,2}$"

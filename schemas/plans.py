@@ -31,6 +31,7 @@ from schemas.limits import date_problem
 
 __all__ = [
     "AddOn",
+    "AfterCancel",
     "Billing",
     "BillingAddress",
     "LicencePlan",
@@ -66,10 +67,15 @@ Billing = Literal["monthly", "annual"]
 #                        downgrade is refused while usage exceeds the lower tier, and its
 #                        unused difference is credited on the next invoice.
 PlanChanges = Literal["prorate_next_invoice", "charge_difference_now"]
-TierAction = Literal["change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon"]
+TierAction = Literal["change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon",
+                    "take_over"]
 TIER_ACTIONS: frozenset[str] = frozenset(
-    {"change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon"}
+    {"change_plan", "cancel", "resume", "leave", "add_addon", "remove_addon", "take_over"}
 )
+# What a cancelled tier subscription becomes at the end of its paid term: seed 000 pauses
+# the instance (resumable within the dunning policy's retention, then archived); seed 003
+# moves the organization to the free plan.
+AfterCancel = Literal["pause", "free"]
 
 
 def _known_currency(value: str) -> str:
@@ -105,7 +111,14 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class MauPlan(_Frozen):
+class _Plan(_Frozen):
+    """What every plan kind may name besides its prices."""
+
+    dunning: Name | None = None
+    """The catalog's dunning policy for teams on this plan (an account may name its own)."""
+
+
+class MauPlan(_Plan):
     """Seed 001 Power Plan shape: base fee in advance including N MAUs, overage in arrears."""
 
     rated_from_usage: ClassVar[bool] = True
@@ -118,7 +131,7 @@ class MauPlan(_Frozen):
     overage_price: Money
 
 
-class MauMinimumPlan(_Frozen):
+class MauMinimumPlan(_Plan):
     """Seed 004 monthly plan: `minimum_users` charged at the period's start, the rest after."""
 
     rated_from_usage: ClassVar[bool] = True
@@ -130,7 +143,7 @@ class MauMinimumPlan(_Frozen):
     minimum_users: Count
 
 
-class PrepaidPlan(_Frozen):
+class PrepaidPlan(_Plan):
     """Units (licences, seats) bought up front for a term of 1 or 12 months."""
 
     rated_from_usage: ClassVar[bool] = False
@@ -192,7 +205,7 @@ class AddOn(_Frozen):
     capacity: dict[str, Count] = Field(default_factory=dict)
 
 
-class TierPlan(_Frozen):
+class TierPlan(_Plan):
     """Seed 000 tier (also the plans of seed 003): a monthly price, limits and add-ons.
 
     Limits are named freely ("users", "storage_gb", "channels"); a resource without a limit is
@@ -210,6 +223,7 @@ class TierPlan(_Frozen):
     addons: dict[str, AddOn] = Field(default_factory=dict)
     proration: Proration = "exact_days"
     plan_changes: PlanChanges = "prorate_next_invoice"
+    after_cancel: AfterCancel = "free"
 
     @model_validator(mode="after")
     def _addons_raise_known_limits(self) -> TierPlan:

@@ -41,6 +41,7 @@ from schemas.events import (
     ActivityEvent,
     is_future,
 )
+from schemas.payments import PaymentEvent
 
 __all__ = [
     "CHANGE_REJECT_REASONS",
@@ -52,7 +53,10 @@ __all__ = [
     "Decoded",
     "RejectReason",
     "Rejection",
+    "PAYMENT_REJECT_REASONS",
+    "PaymentRejectReason",
     "decode_change",
+    "decode_payment",
     "decode_message",
 ]
 
@@ -70,6 +74,14 @@ REJECT_REASONS: tuple[RejectReason, ...] = (
     "too_large", "not_utf8", "invalid_json", "missing_field", "unknown_type",
     "future_time", "invalid_event",
 )
+PaymentRejectReason = Literal[
+    "too_large", "not_utf8", "invalid_json", "invalid_payment", "unknown_team",
+    "unknown_invoice", "wrong_amount", "wrong_currency",
+]
+PAYMENT_REJECT_REASONS: tuple[PaymentRejectReason, ...] = (
+    "too_large", "not_utf8", "invalid_json", "invalid_payment", "unknown_team",
+    "unknown_invoice", "wrong_amount", "wrong_currency",
+)
 ChangeRejectReason = Literal[
     "too_large", "not_utf8", "invalid_json", "invalid_change", "unknown_team", "refused",
     "late_change",
@@ -86,8 +98,9 @@ _BATCH_START = re.compile(rb"[ \t\r\n]*\[")
 class Rejection:
     """Why a message (or one member of a batch) is not taken, and its original bytes."""
 
-    reason: RejectReason | ChangeRejectReason
-    """One of REJECT_REASONS (activity events) or CHANGE_REJECT_REASONS (billing changes)."""
+    reason: RejectReason | ChangeRejectReason | PaymentRejectReason
+    """One of REJECT_REASONS (activity events), CHANGE_REJECT_REASONS (billing changes) or
+    PAYMENT_REJECT_REASONS (payment outcomes)."""
     detail: str
     """What is wrong, for a person: one line of at most DEFAULT_MAX_DETAIL_CHARS."""
     raw: bytes
@@ -117,7 +130,8 @@ def _one_line(text: str, limit: int = DEFAULT_MAX_DETAIL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _reject(reason: RejectReason | ChangeRejectReason, detail: str, raw: bytes) -> Rejection:
+def _reject(reason: RejectReason | ChangeRejectReason | PaymentRejectReason, detail: str,
+            raw: bytes) -> Rejection:
     return Rejection(reason, _one_line(detail), raw)
 
 
@@ -249,3 +263,21 @@ def decode_change(raw: bytes, *, max_bytes: int = DEFAULT_MAX_CHANGE_BYTES
         return BillingChange.model_validate(parsed)
     except ValidationError as exc:
         return _reject("invalid_change", _first_error(exc).line, raw)
+
+
+def decode_payment(raw: bytes, *, max_bytes: int = DEFAULT_MAX_CHANGE_BYTES
+                   ) -> PaymentEvent | Rejection:
+    """One payment outcome, or why it cannot be one (as `decode_change`)."""
+    too_large = _too_large(raw, max_bytes)
+    if too_large is not None:
+        return too_large
+    text = _utf8(raw)
+    if isinstance(text, Rejection):
+        return text
+    parsed = _read_json(text, raw)
+    if isinstance(parsed, Rejection):
+        return parsed
+    try:
+        return PaymentEvent.model_validate(parsed)
+    except ValidationError as exc:
+        return _reject("invalid_payment", _first_error(exc).line, raw)
