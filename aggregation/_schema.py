@@ -3,11 +3,16 @@ Store contract over the shared statements (aggregation/_sql.py).
 
 Values are `%(name)s` placeholders escaped client-side, or typed columns handed to the
 engine (`Column`); only the validated database name and our column names are formatted in.
+
+Deleting a team's usage is a mutation, which ClickHouse 18.16 runs in the background: the
+store waits for `system.mutations` to report it done (at most `delete_wait_seconds`), so that
+`delete_usage` returns once no read sees the rows, on every engine.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ from aggregation._sql import (
     CREATE_INVOICES,
     SELECT_INVOICE_COLUMNS,
     SELECT_OLD_INVOICES,
+    USAGE_TABLES,
     Statements,
     check_database,
 )
@@ -38,6 +44,9 @@ from aggregation.store import (
     Seconds,
     StoredChange,
     StoredInvoice,
+    StoredNotice,
+    StoredPayment,
+    StoreError,
     usage_records,
     usage_text,
 )
@@ -58,6 +67,10 @@ FIRST_STORED_DATE = date(1970, 1, 2)
 LAST_STORED_DATE = date(2105, 12, 31)
 _FIRST_DAY = FIRST_STORED_DATE.toordinal() - _EPOCH_ORDINAL
 _END_DAY = LAST_STORED_DATE.toordinal() - _EPOCH_ORDINAL + 1
+DEFAULT_DELETE_WAIT_SECONDS = 600.0
+"""How long `delete_usage` waits for the engine to finish removing the rows."""
+_FIRST_POLL_SECONDS = 0.05
+_LAST_POLL_SECONDS = 1.0
 _DATES_KEPT = (f"{FIRST_STORED_DATE.isoformat()}..{LAST_STORED_DATE.isoformat()}, the days "
                "every engine of the store reads back as written")
 
@@ -240,6 +253,9 @@ def _column_insert(database: str, table: str, columns: Iterable[Column]) -> str:
 
 class SqlStore(ABC):
     """The Store contract over an engine that can run the shared statements."""
+
+    delete_wait_seconds: float = DEFAULT_DELETE_WAIT_SECONDS
+    """How long `delete_usage` waits for the engine's deletion before StoreError."""
 
     def __init__(self, database: str) -> None:
         self.database = check_database(database)
@@ -428,3 +444,77 @@ class SqlStore(ABC):
 
     def changes_between(self, first: str, last: str) -> list[StoredChange]:
         return self._stored_changes(self._sql.range_changes, {"first": first, "last": last})
+
+    def add_payments(self, payments: Sequence[StoredPayment]) -> None:
+        if not payments:
+            return
+        values = [
+            (payment.team, payment.source, payment.payment_id, _unix_seconds(payment.time),
+             payment.body)
+            for payment in payments
+        ]
+        self._insert(self._sql.insert_payments, values)
+
+    def _stored_payments(self, sql: str, params: Mapping[str, Param]) -> list[StoredPayment]:
+        return [
+            StoredPayment(team=str(team), source=str(source), payment_id=str(payment_id),
+                          time=datetime.fromtimestamp(int(seconds), UTC), body=str(body))
+            for team, source, payment_id, seconds, body in self._select(sql, params)
+        ]
+
+    def payments(self, team: str) -> list[StoredPayment]:
+        return self._stored_payments(self._sql.payments, {"team": team})
+
+    def payments_between(self, first: str, last: str) -> list[StoredPayment]:
+        return self._stored_payments(self._sql.range_payments, {"first": first, "last": last})
+
+    def add_notices(self, notices: Sequence[StoredNotice]) -> None:
+        if not notices:
+            return
+        values = [
+            (notice.team, notice.notice_id, _unix_seconds(notice.time), notice.body)
+            for notice in notices
+        ]
+        self._insert(self._sql.insert_notices, values)
+
+    def notices(self, team: str) -> list[StoredNotice]:
+        return [
+            StoredNotice(team=str(stored_team), notice_id=str(notice_id),
+                         time=datetime.fromtimestamp(int(seconds), UTC), body=str(body))
+            for stored_team, notice_id, seconds, body
+            in self._select(self._sql.notices, {"team": team})
+        ]
+
+    def notice_ids(self, teams: Sequence[str]) -> set[tuple[str, str]]:
+        wanted = set(teams)
+        if not wanted:
+            return set()
+        # One range query (Python's str order is ClickHouse's byte order), then only the
+        # teams asked about: two parameters for any number of teams.
+        rows = self._select(self._sql.notice_ids, {"first": min(wanted), "last": max(wanted)})
+        return {(str(team), str(notice_id)) for team, notice_id in rows if team in wanted}
+
+    def delete_usage(self, team: str) -> int:
+        counts = [int(self._select(sql, {"team": team})[0][0])
+                  for sql in self._sql.count_team_rows]
+        for count, delete in zip(counts, self._sql.delete_team_rows, strict=True):
+            if count:
+                self._execute_with(delete, {"team": team})
+        for count, table in zip(counts, USAGE_TABLES, strict=True):
+            if count:
+                self._await_mutations(table)
+        return sum(counts)
+
+    def _await_mutations(self, table: str) -> None:
+        """Return once the engine has no unfinished mutation of `table`; StoreError after
+        `delete_wait_seconds`. Polls, less often as the wait grows."""
+        deadline = time.monotonic() + self.delete_wait_seconds
+        pause = _FIRST_POLL_SECONDS
+        params = {"database": self.database, "table": table}
+        while int(self._select(self._sql.pending_mutations, params)[0][0]):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreError(f"{self.database}.{table}: deleting rows did not finish within "
+                                 f"{self.delete_wait_seconds:g} s (timeout)")
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _LAST_POLL_SECONDS)

@@ -87,6 +87,29 @@ CREATE TABLE IF NOT EXISTS {db}.billing_changes (
 ) ENGINE = ReplacingMergeTree() ORDER BY (team, source, change_id, time, body)
 """
 
+# Payment outcomes and published notices: kept like billing changes, every stored form of a
+# key in the sort key, the earliest-inserted read back.
+CREATE_PAYMENTS = """
+CREATE TABLE IF NOT EXISTS {db}.billing_payments (
+    team String,
+    source String,
+    payment_id String,
+    time DateTime('UTC'),
+    body String,
+    inserted_at DateTime('UTC') DEFAULT now()
+) ENGINE = ReplacingMergeTree() ORDER BY (team, source, payment_id, time, body)
+"""
+
+CREATE_NOTICES = """
+CREATE TABLE IF NOT EXISTS {db}.billing_notices (
+    team String,
+    notice_id String,
+    time DateTime('UTC'),
+    body String,
+    inserted_at DateTime('UTC') DEFAULT now()
+) ENGINE = ReplacingMergeTree() ORDER BY (team, notice_id, time, body)
+"""
+
 SELECT_INVOICE_COLUMNS = """
 SELECT name FROM system.columns WHERE database = %(database)s AND table = 'invoices'
 """
@@ -126,6 +149,28 @@ SELECT %(name)s, %(holder)s, %(seq)s, now() + %(seconds)s, %(pending)s
 """
 
 INSERT_CHANGES = "INSERT INTO {db}.billing_changes (team, source, change_id, time, body) VALUES"
+INSERT_PAYMENTS = (
+    "INSERT INTO {db}.billing_payments (team, source, payment_id, time, body) VALUES"
+)
+INSERT_NOTICES = "INSERT INTO {db}.billing_notices (team, notice_id, time, body) VALUES"
+
+# A team's usage: the tables holding user ids and raw activity, which `delete_usage` empties
+# of the team. Invoices, changes, payments, notices and leases are the financial record.
+USAGE_TABLES = ("events", "active_users")
+
+COUNT_TEAM_ROWS = "SELECT count() FROM {db}.{table} WHERE team = %(team)s"
+
+# A mutation, like DELETE_VOID_ROWS: on 18.16 it returns at once and the server rewrites the
+# parts in the background (18.16 has no `mutations_sync`), so the caller waits for it in
+# `system.mutations`; chdb runs it before returning.
+DELETE_TEAM_ROWS = "ALTER TABLE {db}.{table} DELETE WHERE team = %(team)s"
+
+# Mutations of a table not finished yet (18.16's system.mutations has no failure reason: a
+# mutation that keeps failing stays here until the caller gives up).
+COUNT_PENDING_MUTATIONS = """
+SELECT count() FROM system.mutations
+WHERE database = %(database)s AND table = %(table)s AND is_done = 0
+"""
 
 SELECT_MAU = """
 SELECT uniqExact(user_id) FROM {db}.active_users
@@ -237,6 +282,35 @@ ORDER BY team, effective, source, change_id
 SELECT_CHANGES = _SELECT_CHANGES.format(where="team = %(team)s")
 SELECT_RANGE_CHANGES = _SELECT_CHANGES.format(where=_RANGE)
 
+_SELECT_PAYMENTS = """
+SELECT team, source, payment_id,
+       toUnixTimestamp(argMin(time, (inserted_at, body))) AS attempted,
+       argMin(body, (inserted_at, body))
+FROM {{db}}.billing_payments
+WHERE {where}
+GROUP BY team, source, payment_id
+ORDER BY team, attempted, source, payment_id
+"""
+SELECT_PAYMENTS = _SELECT_PAYMENTS.format(where="team = %(team)s")
+SELECT_RANGE_PAYMENTS = _SELECT_PAYMENTS.format(where=_RANGE)
+
+SELECT_NOTICES = """
+SELECT team, notice_id,
+       toUnixTimestamp(argMin(time, (inserted_at, body))) AS published,
+       argMin(body, (inserted_at, body))
+FROM {db}.billing_notices
+WHERE team = %(team)s
+GROUP BY team, notice_id
+ORDER BY published, notice_id
+"""
+
+# Two parameters whatever the number of teams asked about: the caller keeps its own.
+SELECT_NOTICE_IDS = """
+SELECT team, notice_id FROM {db}.billing_notices
+WHERE team >= %(first)s AND team <= %(last)s
+GROUP BY team, notice_id
+"""
+
 
 def check_database(name: str) -> str:
     """Return `name` if it can be spliced into SQL as an identifier."""
@@ -251,7 +325,7 @@ def schema_statements(database: str) -> list[str]:
         sql.format(db=db)
         for sql in (
             CREATE_DATABASE, CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES, CREATE_CHANGES,
-            CREATE_LEASES, CREATE_VOID_BATCHES,
+            CREATE_LEASES, CREATE_VOID_BATCHES, CREATE_PAYMENTS, CREATE_NOTICES,
         )
     ]
 
@@ -280,6 +354,16 @@ class Statements:
     leases: str
     changes: str
     range_changes: str
+    insert_payments: str
+    payments: str
+    range_payments: str
+    insert_notices: str
+    notices: str
+    notice_ids: str
+    # per table of USAGE_TABLES, in that order
+    count_team_rows: tuple[str, ...]
+    delete_team_rows: tuple[str, ...]
+    pending_mutations: str
 
     @classmethod
     def for_database(cls, database: str) -> Statements:
@@ -305,4 +389,15 @@ class Statements:
             leases=SELECT_LEASES.format(db=db),
             changes=SELECT_CHANGES.format(db=db),
             range_changes=SELECT_RANGE_CHANGES.format(db=db),
+            insert_payments=INSERT_PAYMENTS.format(db=db),
+            payments=SELECT_PAYMENTS.format(db=db),
+            range_payments=SELECT_RANGE_PAYMENTS.format(db=db),
+            insert_notices=INSERT_NOTICES.format(db=db),
+            notices=SELECT_NOTICES.format(db=db),
+            notice_ids=SELECT_NOTICE_IDS.format(db=db),
+            count_team_rows=tuple(COUNT_TEAM_ROWS.format(db=db, table=table)
+                                  for table in USAGE_TABLES),
+            delete_team_rows=tuple(DELETE_TEAM_ROWS.format(db=db, table=table)
+                                   for table in USAGE_TABLES),
+            pending_mutations=COUNT_PENDING_MUTATIONS,
         )

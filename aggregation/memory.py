@@ -36,6 +36,8 @@ from aggregation.store import (
     PeriodCount,
     StoredChange,
     StoredInvoice,
+    StoredNotice,
+    StoredPayment,
     StoreError,
     day_number,
 )
@@ -44,6 +46,7 @@ __all__ = ["MemoryStore"]
 
 PeriodKey = tuple[str, date]
 ChangeKey = tuple[str, str]
+PaymentKey = tuple[str, str]
 
 
 def _seconds(moment: datetime) -> datetime:
@@ -74,6 +77,10 @@ class MemoryStore:
         self._leases: dict[str, dict[str, dict[int, tuple[int, str]]]] = {}
         # team -> (source, id) -> the change as first written
         self._changes: dict[str, dict[ChangeKey, StoredChange]] = {}
+        # team -> (source, id) -> the payment outcome as first written
+        self._payments: dict[str, dict[PaymentKey, StoredPayment]] = {}
+        # team -> notice id -> the notice as first written
+        self._notices: dict[str, dict[str, StoredNotice]] = {}
 
     def _check_schema(self) -> None:
         # Called under the lock. The engines fail the same way before their tables exist.
@@ -254,6 +261,71 @@ class MemoryStore:
             self._check_schema()
             teams = sorted(team for team in self._changes if first <= team <= last)
         return [change for team in teams for change in self.changes(team)]
+
+    def add_payments(self, payments: Sequence[StoredPayment]) -> None:
+        if not payments:
+            return
+        kept = [
+            StoredPayment(team=payment.team, source=payment.source,
+                          payment_id=payment.payment_id, time=_seconds(payment.time),
+                          body=payment.body)
+            for payment in payments
+        ]
+        with self._lock:
+            self._check_schema()
+            for payment in kept:
+                history = self._payments.setdefault(payment.team, {})
+                history.setdefault((payment.source, payment.payment_id), payment)
+
+    def payments(self, team: str) -> list[StoredPayment]:
+        with self._lock:
+            self._check_schema()
+            history = list(self._payments.get(team, {}).values())
+        return sorted(history,
+                      key=lambda payment: (payment.time, payment.source, payment.payment_id))
+
+    def payments_between(self, first: str, last: str) -> list[StoredPayment]:
+        with self._lock:
+            self._check_schema()
+            teams = sorted(team for team in self._payments if first <= team <= last)
+        return [payment for team in teams for payment in self.payments(team)]
+
+    def add_notices(self, notices: Sequence[StoredNotice]) -> None:
+        if not notices:
+            return
+        kept = [
+            StoredNotice(team=notice.team, notice_id=notice.notice_id,
+                         time=_seconds(notice.time), body=notice.body)
+            for notice in notices
+        ]
+        with self._lock:
+            self._check_schema()
+            for notice in kept:
+                self._notices.setdefault(notice.team, {}).setdefault(notice.notice_id, notice)
+
+    def notices(self, team: str) -> list[StoredNotice]:
+        with self._lock:
+            self._check_schema()
+            published = list(self._notices.get(team, {}).values())
+        return sorted(published, key=lambda notice: (notice.time, notice.notice_id))
+
+    def notice_ids(self, teams: Sequence[str]) -> set[tuple[str, str]]:
+        if not teams:
+            return set()
+        with self._lock:
+            self._check_schema()
+            return {(team, notice_id) for team in set(teams)
+                    for notice_id in self._notices.get(team, {})}
+
+    def delete_usage(self, team: str) -> int:
+        with self._lock:
+            self._check_schema()
+            removed = 0
+            for key in [key for key in self._events if key[0] == team]:
+                removed += len(self._events.pop(key))
+            for key in [key for key in self._first if key[0] == team]:
+                removed += len(self._first.pop(key))
+            return removed
 
     def close(self) -> None:
         """Nothing to release: the data stays readable until the store is dropped."""

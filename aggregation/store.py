@@ -10,7 +10,32 @@ from typing import NamedTuple, Protocol, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from schemas import BillingChange, UsageRecord
+from schemas import BillingChange, Notice, PaymentEvent, UsageRecord
+
+__all__ = [
+    "EPOCH_DAY",
+    "ActiveUserColumns",
+    "ActiveUserRow",
+    "DailyUsage",
+    "DayKey",
+    "Days",
+    "EventColumns",
+    "EventRow",
+    "InvoiceKey",
+    "LeaseState",
+    "PeriodCount",
+    "Seconds",
+    "Store",
+    "StoreError",
+    "StoredChange",
+    "StoredInvoice",
+    "StoredNotice",
+    "StoredPayment",
+    "day_number",
+    "day_of",
+    "usage_records",
+    "usage_text",
+]
 
 EPOCH_DAY = date(1970, 1, 1)
 Days = npt.NDArray[np.int32]
@@ -208,6 +233,49 @@ class StoredChange:
         return BillingChange.model_validate_json(self.body)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredPayment:
+    """A payment outcome as received on `billing-payments`, idempotent by (team, source,
+    payment_id): a redelivery changes nothing."""
+
+    team: str
+    source: str
+    payment_id: str
+    time: datetime  # when the attempt was made, timezone-aware, stored as UTC seconds
+    body: str  # the outcome's JSON, returned byte for byte
+
+    @classmethod
+    def of(cls, payment: PaymentEvent) -> StoredPayment:
+        """How a decoded payment outcome is kept."""
+        return cls(team=payment.team, source=payment.source, payment_id=payment.id,
+                   time=payment.time, body=payment.model_dump_json())
+
+    def payment(self) -> PaymentEvent:
+        """The outcome as it was stored (its body was validated before it was stored)."""
+        return PaymentEvent.model_validate_json(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNotice:
+    """A lifecycle notice as published on `billing-notices`, idempotent by (team,
+    notice_id): the notice ids are deterministic, so a rerun finds what it published."""
+
+    team: str
+    notice_id: str
+    time: datetime  # the step's moment, timezone-aware, stored as UTC seconds
+    body: str  # the notice's JSON, returned byte for byte
+
+    @classmethod
+    def of(cls, notice: Notice) -> StoredNotice:
+        """How a published notice is kept."""
+        return cls(team=notice.team, notice_id=notice.id, time=notice.time,
+                   body=notice.model_dump_json())
+
+    def notice(self) -> Notice:
+        """The notice as it was stored."""
+        return Notice.model_validate_json(self.body)
+
+
 class StoreError(RuntimeError):
     """The store could not be reached or refused a statement; worth retrying."""
 
@@ -291,6 +359,32 @@ class Store(Protocol):
 
     def changes_between(self, first: str, last: str) -> list[StoredChange]:
         """`changes()` of the teams from `first` to `last`, team by team in byte order."""
+
+    def add_payments(self, payments: Sequence[StoredPayment]) -> None:
+        """Record payment outcomes; the same (team, source, id) again changes nothing."""
+
+    def payments(self, team: str) -> list[StoredPayment]:
+        """The team's payment outcomes, one per (source, id), ordered by time, then source
+        and id."""
+
+    def payments_between(self, first: str, last: str) -> list[StoredPayment]:
+        """`payments()` of the teams from `first` to `last`, team by team in byte order."""
+
+    def add_notices(self, notices: Sequence[StoredNotice]) -> None:
+        """Record published notices; the same (team, notice id) again changes nothing."""
+
+    def notices(self, team: str) -> list[StoredNotice]:
+        """The team's notices, one per id, ordered by time, then id."""
+
+    def notice_ids(self, teams: Sequence[str]) -> set[tuple[str, str]]:
+        """The (team, notice id) pairs recorded for `teams` (none for no teams)."""
+
+    def delete_usage(self, team: str) -> int:
+        """Remove every row of `team` from the events and the active users (the user ids
+        and raw activity) and return how many rows the store held there; once it returns,
+        no read sees them. Invoices, billing changes, payments, notices and leases stay (the
+        financial record). Rows of the team written while it runs may stay: the caller stops
+        metering the team first."""
 
     def close(self) -> None:
         """Release connections (and, for chdb, the data path)."""
