@@ -12,22 +12,39 @@ from invoicing.plans.licences import (
     renew_licences,
 )
 from invoicing.plans.seats import check_members, renew_seats
-from invoicing.plans.subscription import Subscription, apply_change, renew, start_subscription
+from invoicing.plans.subscription import (
+    DEFAULT_RETENTION_DAYS,
+    Subscription,
+    SubscriptionStatus,
+    Takeover,
+    advance,
+    apply_change,
+    next_transition,
+    renew,
+    start_subscription,
+    take_over,
+)
 from invoicing.plans.tiers import first_month_line
 from invoicing.plans.usage import rate_usage
 
 __all__ = [
+    "DEFAULT_RETENTION_DAYS",
     "Holding",
     "Subscription",
+    "SubscriptionStatus",
+    "Takeover",
     "add_licences",
+    "advance",
     "apply_change",
     "buy_licences",
     "check_members",
     "first_month_line",
+    "next_transition",
     "rate_usage",
     "reduce_licences",
     "renew",
     "renew_licences",
     "renew_seats",
     "start_subscription",
+    "take_over",
 ]

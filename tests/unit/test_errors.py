@@ -69,7 +69,8 @@ def test_the_close_error_is_not_a_rule_error() -> None:
         ("acme", "cancel", {"by": "bob"}, NotApplicable,
          "does not apply to seat plan 'premium'"),
         ("org", "change_plan", {"by": "bob", "plan": "large"}, OwnerOnly,
-         "bob may not upgrade to Large: only the subscription owner alice may"),
+         "bob may not upgrade to Large: only the subscription owner alice may; bob may "
+         "take_over instead, starting a new subscription as its owner"),
         # The wire takes any usage count; the subscription refuses a negative one.
         ("org", "change_plan", {"by": "alice", "plan": "large", "usage": {"users": -1}},
          NotApplicable, "Input should be greater than or equal to 0"),

@@ -153,7 +153,9 @@ def test_seed_003_only_the_owner_may_upgrade(catalog: Catalog) -> None:
         run(catalog, "org", [change("org", "u", "2025-03-16", "change_plan", by="bob",
                                     plan="large")], "2025-04-01")
     assert str(caught.value) == ("org: change crm/u (change_plan on 2025-03-16): bob may not "
-                                 "upgrade to Large: only the subscription owner alice may")
+                                 "upgrade to Large: only the subscription owner alice may; "
+                                 "bob may take_over instead, starting a new subscription as "
+                                 "its owner")
 
 
 def test_overlapping_plan_changes_are_refused(catalog: Catalog) -> None:
@@ -264,3 +266,21 @@ def test_every_example_account_has_a_schedule() -> None:
         items = schedule(account, example, [], until=account.start_date + timedelta(days=400))
         assert items and items[0].invoice_date == account.start_date
         assert all(Decimal(line.amount) > 0 for item in items for line in item.lines)
+
+
+def test_lifecycle_changes_and_plan_changed_are_not_replayed(catalog: Catalog) -> None:
+    def skipped(team: str, at: str) -> list[BillingChange]:
+        return [change(team, "r", at, "refund_requested",
+                       invoice={"invoice_date": "2025-03-01", "reference": ""}),
+                change(team, "d", at, "delete_requested", by="ann"),
+                change(team, "p", at, "plan_changed", plan="power")]
+
+    upgrade = change("org", "u", "2025-03-16", "change_plan", by="alice", plan="medium")
+    assert run(catalog, "org", [*skipped("org", "2025-03-10"), upgrade], "2025-05-01") == run(
+        catalog, "org", [upgrade], "2025-05-01")
+    assert run(catalog, "daniel", skipped("daniel", "2018-08-01"), "2019-07-04") == run(
+        catalog, "daniel", [], "2019-07-04")
+    # A team rated from usage has nothing scheduled, and these changes do not make it raise.
+    assert run(catalog, "mau", skipped("mau", "2025-03-10"), "2025-05-01") == []
+    with pytest.raises(ValueError, match="is rated from usage"):
+        run(catalog, "mau", [], "2025-05-01")

@@ -77,7 +77,8 @@ def test_an_upgrade_is_billed_on_the_next_invoice() -> None:
 
 def test_only_the_owner_may_upgrade_but_anyone_may_downgrade() -> None:
     with pytest.raises(OwnerOnly, match="^bob may not upgrade to Medium: only the subscription "
-                                        "owner alice may$"):
+                                        "owner alice may; bob may take_over instead, starting "
+                                        "a new subscription as its owner$"):
         apply_change(started(), change("2025-03-16", "bob", "change_plan", "Medium"),
                      plans=PLANS)
     # Bob downgrades Large -> Small on 11 March (21 days left), at once. On 1 April:
