@@ -20,6 +20,18 @@ billing changes, as stored, replayed from its start. Every schedule is built bef
 is issued, so a history that cannot apply (for example after a catalog edit) stops the close
 with one line and issues nothing.
 
+A team that moved plans (`plan_changed`, invoicing/migration.py) is billed segment by
+segment, each on its plan as if the team had started on it, and the two invoices of the move's
+billing date are one. The batch's billing changes are read in one set query whatever the plans
+(a MAU team may have moved); a team whose changes hold no plan_changed, the common case, is
+rated as before (MAU teams from `RatedUsage`, whose cache serves a million teams).
+
+`not_invoiced` gives, per team, local-date windows [from, to) (to None: open) in which no
+invoice of a billing date is issued (the account lifecycle: paused and archived teams are not
+invoiced): such an invoice is neither issued nor counted as due, and it never will be.
+Immediate charges are not gated. The usage of a skipped period is never billed: a later
+invoice corrects only periods an issued invoice billed.
+
 An invoice is due at the moment it arises plus grace (a billing date arises at its local
 midnight and grace counts on the local clock; a change arises at its effective time): for a
 billing date, the moment the worker, too, starts counting an event of the period ending
@@ -36,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Final, NamedTuple, Protocol
 
 from pydantic_core import to_json
@@ -49,6 +62,14 @@ from aggregation import (
     day_number,
 )
 from invoicing.errors import ChangeError
+from invoicing.migration import (
+    Part,
+    has_migration,
+    merged_invoice,
+    next_billing_date,
+    segment_parts,
+    segments,
+)
 from invoicing.rating import (
     Calendars,
     RatedUsage,
@@ -73,6 +94,7 @@ __all__ = [
     "CloseError",
     "CloseLog",
     "CloseSummary",
+    "NotInvoiced",
     "OnDue",
     "close",
     "due_dates",
@@ -87,6 +109,12 @@ Issue = Callable[[list[StoredInvoice]], None]
 OnDue = Callable[[StoredInvoice, bool], None]
 # How far ahead an estimate replays a schedule: past the next renewal of an annual term.
 _ESTIMATE_HORIZON: Final = timedelta(days=400)
+# Per team, local-date windows [from, to) (to None: open) without invoices of billing dates.
+NotInvoiced = Mapping[str, Sequence[tuple[date, date | None]]]
+_ALL_INVOICED: Final[NotInvoiced] = MappingProxyType({})
+# Every stored plan_changed's body (its JSON) holds this string: a MAU team's changes are
+# parsed only when one of them does (a lifecycle change alone leaves the team on the fast path).
+_PLAN_CHANGED_JSON: Final = '"plan_changed"'
 
 
 class CloseError(ValueError):
@@ -117,16 +145,35 @@ class CloseSummary:
     due: int  # invoices due as of the close, issued by this run or before
 
 
-def _schedule(catalog: Catalog, account: Account, changes: Sequence[StoredChange],
-              as_of: datetime, until: date) -> list[Scheduled]:
-    """The account's schedule from its stored changes in effect by `as_of`."""
-    in_effect: list[BillingChange] = [
-        change for change in (stored.change() for stored in changes) if change.time <= as_of
-    ]
+def _schedule(catalog: Catalog, account: Account, changes: Sequence[BillingChange],
+              until: date) -> list[Scheduled]:
+    """The account's schedule from `changes` (those in effect); CloseError if it cannot apply."""
     try:
-        return schedule(account, catalog, in_effect, until=until)
+        return schedule(account, catalog, changes, until=until)
     except ChangeError as exc:
         raise CloseError(str(exc)) from exc
+
+
+def _in_effect(changes: Sequence[StoredChange], as_of: datetime) -> list[BillingChange]:
+    return [change for change in (stored.change() for stored in changes)
+            if change.time <= as_of]
+
+
+def _migrated(catalog: Catalog, account: Account, changes: Sequence[BillingChange],
+              until: date) -> dict[Key, list[Part]]:
+    """Per key through `until`, the parts of a team that moved plans; CloseError if its
+    history cannot apply."""
+    try:
+        return segment_parts(catalog, segments(account, catalog, changes), until=until)
+    except ChangeError as exc:
+        raise CloseError(str(exc)) from exc
+
+
+def _invoiced(key: Key, windows: Sequence[tuple[date, date | None]]) -> bool:
+    """Whether the invoice of `key` is issued: not one of a billing date in a window."""
+    day, reference = key
+    return bool(reference) or not any(start <= day and (end is None or day < end)
+                                      for start, end in windows)
 
 
 def _stored(invoice: Invoice) -> StoredInvoice:
@@ -160,36 +207,50 @@ class _Closed(NamedTuple):
     stored: dict[InvoiceKey, StoredInvoice]  # when reporting: what was stored before
 
 
+class _Plans(NamedTuple):
+    scheduled: dict[str, dict[Key, Scheduled]]  # accounts billed from their schedule
+    migrated: dict[str, dict[Key, list[Part]]]  # accounts that moved plans
+
+
 class _Batch:
     """One batch of accounts (consecutive in byte order) and what the store says of them."""
 
     def __init__(self, store: CloseLog, catalog: Catalog, accounts: Sequence[Account],
-                 as_of: datetime, grace: timedelta, rated: RatedUsage) -> None:
+                 as_of: datetime, grace: timedelta, rated: RatedUsage, *,
+                 not_invoiced: NotInvoiced = _ALL_INVOICED) -> None:
         self.store, self.catalog, self.accounts, self.rated = store, catalog, accounts, rated
         self.calendars = rated.calendars
         self.as_of, self.grace = as_of, grace
+        self.not_invoiced = not_invoiced
         self.first, self.last = accounts[0].team, accounts[-1].team
         by_usage = {name: plan.rated_from_usage for name, plan in catalog.plans.items()}
         self.usage_rated = [by_usage[account.plan] for account in accounts]
 
-    def schedules(self) -> dict[str, dict[Key, Scheduled]]:
-        """Per scheduled account, its items due by `as_of`; CloseError if a history cannot
-        apply. No store read when the batch has no scheduled account."""
-        if all(self.usage_rated):
-            return {}
+    def schedules(self) -> _Plans:
+        """Per scheduled account, its items due by `as_of`; per account that moved plans, the
+        parts of its invoices due by `as_of`. CloseError if a history cannot apply. One read
+        of the batch's billing changes."""
         changes: dict[str, list[StoredChange]] = {}
         for change in self.store.changes_between(self.first, self.last):
             changes.setdefault(change.team, []).append(change)
-        due: dict[str, dict[Key, Scheduled]] = {}
+        plans = _Plans({}, {})
         for account, by_usage in zip(self.accounts, self.usage_rated, strict=True):
-            if by_usage:
+            stored = changes.get(account.team, ())
+            if by_usage and not any(_PLAN_CHANGED_JSON in change.body for change in stored):
                 continue
+            in_effect = _in_effect(stored, self.as_of)
             local = account.calendar.local_date(self.as_of)
-            items = _schedule(self.catalog, account, changes.get(account.team, ()), self.as_of,
-                              local)
-            due[account.team] = {(item.invoice_date, item.reference): item for item in items
-                                 if item.arises + self.grace <= self.as_of}
-        return due
+            if has_migration(in_effect):
+                parts = _migrated(self.catalog, account, in_effect, local)
+                plans.migrated[account.team] = {
+                    key: parts[key] for key in sorted(parts)
+                    if all(part.arises + self.grace <= self.as_of for part in parts[key])}
+            elif not by_usage:
+                items = _schedule(self.catalog, account, in_effect, local)
+                plans.scheduled[account.team] = {
+                    (item.invoice_date, item.reference): item for item in items
+                    if item.arises + self.grace <= self.as_of}
+        return plans
 
     def read(self, *, report: bool) -> _Stored:
         """What the log holds for the batch: the issued keys per team; with `report`, the
@@ -207,7 +268,7 @@ class _Batch:
     def close(self, log: _Stored, *, report: bool) -> _Closed:
         """The batch's new invoices given what `log` (its `read`) holds, and the count of due
         ones; with `report`, also the keys of the due ones."""
-        scheduled = self.schedules()
+        plans = self.schedules()
         issued = log.issued
         due: list[InvoiceKey] = []
         count = 0
@@ -215,11 +276,20 @@ class _Batch:
         nothing: set[DayKey] = set()
         for account, by_usage in zip(self.accounts, self.usage_rated, strict=True):
             team = account.team
-            if by_usage:
+            keys: Sequence[Key]
+            if team in plans.migrated:
+                keys = tuple(plans.migrated[team])
+                days = day_keys(keys)
+            elif by_usage:
                 keys, days = self.calendars.due(account)
             else:
-                keys = tuple(sorted(scheduled[team]))
+                keys = tuple(sorted(plans.scheduled[team]))
                 days = day_keys(keys)
+            windows = self.not_invoiced.get(team)
+            if windows:
+                kept = [index for index, key in enumerate(keys) if _invoiced(key, windows)]
+                keys = [keys[index] for index in kept]
+                days = tuple(days[index] for index in kept)
             count += len(keys)
             if report:
                 due.extend(InvoiceKey(team, day, reference) for day, reference in keys)
@@ -227,26 +297,46 @@ class _Batch:
             if not done.issuperset(days):
                 missing.append((account, [key for key, day in zip(keys, days, strict=True)
                                           if day not in done]))
-        return _Closed(self._rate(missing, scheduled), count, due, log.stored)
+        return _Closed(self._rate(missing, plans), count, due, log.stored)
+
+    def _needs_usage(self, missing: Sequence[tuple[Account, list[Key]]], plans: _Plans) -> bool:
+        """Whether any missing invoice is rated from usage (the usage reads are skipped
+        otherwise)."""
+        for account, keys in missing:
+            parts = plans.migrated.get(account.team)
+            if parts is None:
+                if self.catalog.plans[account.plan].rated_from_usage:
+                    return True
+            elif any(part.item is None for key in keys for part in parts[key]):
+                return True
+        return False
 
     def _rate(self, missing: Sequence[tuple[Account, list[Key]]],
-              scheduled: Mapping[str, Mapping[Key, Scheduled]]) -> list[StoredInvoice]:
+              plans: _Plans) -> list[StoredInvoice]:
         counts: dict[str, dict[date, int]] = {}
         billed: dict[str, dict[date, UsageRecord]] = {}
-        if any(self.catalog.plans[account.plan].rated_from_usage for account, _ in missing):
+        if self._needs_usage(missing, plans):
             counts = _counts_by_team(self.store.period_mau(self.first, self.last))
             billed = _billed_by_team(self.store.billed_usage(self.first, self.last))
         none: dict[date, int] = {}
         new: list[StoredInvoice] = []
         for account, keys in missing:
             plan = self.catalog.plans[account.plan]
+            team_counts = counts.get(account.team, none)
+            team_billed = dict(billed.get(account.team, ()))
+            parts = plans.migrated.get(account.team)
+            if parts is not None:
+                for key in keys:
+                    merged = merged_invoice(self.catalog, account, key, parts[key],
+                                            team_counts, team_billed)
+                    team_billed.update((record.period_start, record) for record in merged.usage)
+                    new.append(_stored(merged))
+                continue
             if not plan.rated_from_usage:
-                items = scheduled[account.team]
+                items = plans.scheduled[account.team]
                 new.extend(_stored(taxed(self.catalog, account, scheduled_invoice(
                     account, plan.currency, items[key]))) for key in keys)
                 continue
-            team_counts = counts.get(account.team, none)
-            team_billed = dict(billed.get(account.team, ()))
             shape = self.rated.shape(account)
             team_json = to_json(account.team).decode()
             for invoice_date, _ in keys:
@@ -283,13 +373,15 @@ def close(
     on_teams: Callable[[int], None] | None = None,
     on_due: OnDue | None = None,
     batch_teams: int = DEFAULT_BATCH_TEAMS,
+    not_invoiced: NotInvoiced = _ALL_INVOICED,
 ) -> CloseSummary:
     """Issue what is due for `team` or every catalog team, batch by batch: `issue` gets each
     batch's new invoices and must record and publish them before it returns; `on_teams` is
     told how many teams each finished batch held (a progress bar counts them); `on_due`, when
-    given, gets every due invoice in key order (already issued ones are read for it). Every
-    schedule is built before anything is issued, so a history the catalog refuses issues
-    nothing."""
+    given, gets every due invoice in key order (already issued ones are read for it);
+    `not_invoiced` names, per team, the local-date windows [from, to) whose billing dates issue
+    no invoice (module doc). Every schedule is built before anything is issued, so a history
+    the catalog refuses issues nothing."""
     if as_of.tzinfo is None:
         raise CloseError("as_of must carry a time zone")
     if batch_teams < 1:
@@ -297,7 +389,7 @@ def close(
     # Byte order is code point order for UTF-8, and ClickHouse's order of String.
     accounts = sorted(_accounts(catalog, team), key=attrgetter("team"))
     rated = RatedUsage(catalog, Calendars(as_of, grace))
-    batches = [_Batch(store, catalog, part, as_of, grace, rated)
+    batches = [_Batch(store, catalog, part, as_of, grace, rated, not_invoiced=not_invoiced)
                for part in _batches(accounts, batch_teams)]
     # Every history is replayed once before anything is issued, and again batch by batch
     # below: keeping every account's schedule between the two would hold them all at once.
@@ -337,22 +429,51 @@ def _report_due(closed: _Closed, on_due: OnDue) -> None:
 
 def estimate(*, store: CloseLog, catalog: Catalog, team: str, now: datetime) -> Invoice | None:
     """The invoice the team's next billing date would issue if its open period ended `now`:
-    usage so far, changes in effect by `now`. None when nothing more will be billed (a
-    cancelled subscription). Raises CloseError for an unknown team."""
+    usage so far, changes in effect by `now`, and a plan_changed taking effect on that date
+    (sent ahead: the date's invoice is the move's). None when nothing more will be billed (a
+    cancelled subscription). Raises CloseError for an unknown team or a history that cannot
+    apply."""
     account = next(_accounts(catalog, team))
     plan = catalog.plans[account.plan]
     calendar = account.calendar
     local = calendar.local_date(now)
+    changes = [stored.change() for stored in store.changes_between(team, team)]
+    if has_migration(changes):
+        return _estimate_migrated(store, catalog, account, changes, now)
     if plan.rated_from_usage:
         following = (account.start_date if local < account.start_date
                      else calendar.next_anchor_date(local))
         counts = {row.period_start: row.active_users for row in store.period_mau(team, team)}
         billed = {row.period_start: usage_record(row) for row in store.billed_usage(team, team)}
         return taxed(catalog, account, rate_from_counts(account, plan, following, counts, billed))
-    items = _schedule(catalog, account, store.changes_between(team, team), now,
-                      local + _ESTIMATE_HORIZON)
+    in_effect = [change for change in changes if change.time <= now]
+    items = _schedule(catalog, account, in_effect, local + _ESTIMATE_HORIZON)
     upcoming = next((item for item in items if not item.reference and item.invoice_date > local),
                     None)
     if upcoming is None:
         return None
     return taxed(catalog, account, scheduled_invoice(account, plan.currency, upcoming))
+
+
+def _estimate_migrated(store: CloseLog, catalog: Catalog, account: Account,
+                       changes: Sequence[BillingChange], now: datetime) -> Invoice | None:
+    """`estimate` for a team with a plan_changed in its history: the next billing date of the
+    plan it is on now, and that date's invoice from every segment's parts."""
+    local = account.calendar.local_date(now)
+    try:
+        current = segments(account, catalog, [c for c in changes if c.time <= now])[-1]
+    except ChangeError as exc:
+        raise CloseError(str(exc)) from exc
+    following = next_billing_date(current.account, catalog, local)
+    cutoff = account.calendar.midnight(following)
+    in_effect = [change for change in changes if change.time <= now
+                 or (change.type == "plan_changed" and change.time <= cutoff)]
+    key = (following, "")
+    parts = _migrated(catalog, account, in_effect, following).get(key)
+    if not parts:
+        return None
+    counts = {row.period_start: row.active_users
+              for row in store.period_mau(account.team, account.team)}
+    billed = {row.period_start: usage_record(row)
+              for row in store.billed_usage(account.team, account.team)}
+    return merged_invoice(catalog, account, key, parts, counts, billed)

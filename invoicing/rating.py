@@ -2,7 +2,8 @@
 
 A usage plan's invoice is rated from the team's active users per period now and what earlier
 invoices billed per period (`rate_from_counts`); a scheduled item becomes its invoice
-(`scheduled_invoice`); the catalog's tax table adds the tax line (`taxed`). `RatedUsage` is
+(`scheduled_invoice`); the catalog's tax table adds the tax line and the account's payment terms
+their due date (`taxed`, which every invoice passes). `RatedUsage` is
 the close's memory of equal inputs: on one billing date most teams share a plan, anchor, zone
 and count of users, so an invoice is rated once per distinct input, and `Calendars` keeps
 due dates and usage periods by what they depend on.
@@ -25,12 +26,14 @@ __all__ = [
     "Calendars",
     "Due",
     "RatedUsage",
+    "account_billing_dates",
     "day_keys",
     "due_dates",
     "rate_from_counts",
     "scheduled_invoice",
     "taxed",
     "usage_record",
+    "with_terms",
 ]
 
 Key = tuple[date, str]  # invoice date, reference
@@ -46,25 +49,55 @@ def day_keys(keys: Sequence[Key]) -> tuple[DayKey, ...]:
     return tuple((day_number(day), reference) for day, reference in keys)
 
 
+def account_billing_dates(account: Account, until: date) -> list[date]:
+    """The account's start date and its anchor dates after it, through `until` inclusive.
+
+    The anchor day is the account's (`billing_day` when set, so a team that moved plans on a
+    month's last day keeps its anchor: invoicing/migration.py)."""
+    if account.billing_day is None:
+        return billing_dates(account.start_date, until)
+    calendar = account.calendar
+    dates: list[date] = []
+    day = account.start_date
+    while day <= until:
+        dates.append(day)
+        day = calendar.next_anchor_date(day)
+    return dates
+
+
 def due_dates(account: Account, *, as_of: datetime, grace: timedelta) -> list[date]:
     """Billing dates whose local midnight plus grace is at or before `as_of`."""
     calendar = account.calendar
-    candidates = billing_dates(account.start_date, calendar.local_date(as_of))
+    candidates = account_billing_dates(account, calendar.local_date(as_of))
     return [d for d in candidates if calendar.midnight(d) + grace <= as_of]
 
 
+def with_terms(account: Account, invoice: Invoice) -> Invoice:
+    """`invoice` with the account's payment terms and its due date (the invoice date plus the
+    terms' days: "NET 30" on 31 Jan 2024 is due 1 Mar 2024) when the account is invoiced on
+    terms (seed 000: NET-30 on PO); unchanged for an account charged by card."""
+    days = account.terms_days
+    if days is None:
+        return invoice
+    return invoice.model_copy(update={"payment_terms": account.payment_terms,
+                                      "due_date": invoice.invoice_date + timedelta(days=days)})
+
+
 def taxed(catalog: Catalog, account: Account, invoice: Invoice) -> Invoice:
-    """`invoice` with its tax line when the catalog taxes this account; unchanged otherwise.
+    """`invoice` as issued: with its tax line when the catalog taxes this account, and with
+    the account's payment terms (`with_terms`); unchanged for an untaxed card account. Every
+    invoice the close issues or estimates passes here.
 
     `invoice_with_tax` sums the untaxed lines into `subtotal` and appends the tax line, so
     subtotal + tax = total = the sum of all lines, the tax line counted once."""
     if catalog.tax is None or account.billing_address is None:
-        return invoice
+        return with_terms(account, invoice)
     taxed = invoice_with_tax(
         team=invoice.team, invoice_date=invoice.invoice_date, currency=invoice.currency,
         lines=invoice.lines, address=account.billing_address, table=catalog.tax,
     )
-    return taxed.model_copy(update={"usage": invoice.usage, "reference": invoice.reference})
+    return with_terms(account, taxed.model_copy(update={"usage": invoice.usage,
+                                                        "reference": invoice.reference}))
 
 
 def rate_from_counts(account: Account, plan: Plan, invoice_date: date, counts: Mapping[date, int],
