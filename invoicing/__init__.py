@@ -5,16 +5,25 @@ in invoicing/errors.py)."""
 
 from __future__ import annotations
 
+from invoicing.access import LifecycleLog, read_access, read_lifecycle
 from invoicing.changes import check_change, in_effect_order
 from invoicing.close import (
     DEFAULT_BATCH_TEAMS,
     CloseError,
     CloseLog,
     CloseSummary,
+    NotInvoiced,
     OnDue,
     close,
     due_dates,
     estimate,
+)
+from invoicing.credit_notes import (
+    credit_note,
+    credit_note_number,
+    credit_note_reference,
+    credited_amount,
+    refund_problem,
 )
 from invoicing.errors import (
     BillingRuleError,
@@ -25,9 +34,14 @@ from invoicing.errors import (
     NotApplicable,
     OwnerOnly,
 )
+from invoicing.lifecycle import Access, Lifecycle, team_lifecycle
+from invoicing.migration import Segment, check_migration, segments
+from invoicing.payments import check_payment, paid_by_invoice
+from invoicing.schedule import TierStatus, tier_timeline
 
 __all__ = [
     "DEFAULT_BATCH_TEAMS",
+    "Access",
     "BillingRuleError",
     "ChangeError",
     "CloseError",
@@ -36,12 +50,30 @@ __all__ = [
     "CountRefused",
     "DateRefused",
     "DowngradeRefused",
+    "Lifecycle",
+    "LifecycleLog",
     "NotApplicable",
+    "NotInvoiced",
     "OnDue",
     "OwnerOnly",
+    "Segment",
+    "TierStatus",
     "check_change",
+    "check_migration",
+    "check_payment",
     "close",
+    "credit_note",
+    "credit_note_number",
+    "credit_note_reference",
+    "credited_amount",
     "due_dates",
     "estimate",
     "in_effect_order",
+    "paid_by_invoice",
+    "read_access",
+    "read_lifecycle",
+    "refund_problem",
+    "segments",
+    "team_lifecycle",
+    "tier_timeline",
 ]
