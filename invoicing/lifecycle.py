@@ -141,7 +141,7 @@ class _Open:
 @dataclass(order=True, frozen=True, slots=True)
 class _Happening:
     at: datetime
-    order: int  # inputs before the steps they cause at the same moment
+    order: int  # at one moment: retries asked, then inputs, then the steps they may cause
     seq: int
     act: Callable[[datetime], None] = field(compare=False)
 
@@ -168,7 +168,7 @@ class _Replay:
         self._paused_at: datetime | None = None
 
     # --- the queue -------------------------------------------------------------------------
-    def at(self, moment: datetime, act: Callable[[datetime], None], *, order: int = 1) -> None:
+    def at(self, moment: datetime, act: Callable[[datetime], None], *, order: int = 2) -> None:
         """`act(moment)` in time order, if `moment` is not after now."""
         if moment <= self.now:
             self._seq += 1
@@ -237,7 +237,8 @@ class _Replay:
                         f"{why}: please update the payment method to pay the invoice {label}",
                         invoice=key)
             for number, days in enumerate(self.policy.retry_days, start=2):
-                self.at(moment + timedelta(days=days), partial(self.retry, key, number))
+                self.at(moment + timedelta(days=days), partial(self.retry, key, number),
+                        order=0)
         if dunned.failures >= self.policy.suspend_after_failures and self.dunning in (
                 "active", "past_due"):
             self.dunning = "suspended"
@@ -363,11 +364,11 @@ def team_lifecycle(
     handlers = {"payment_failed": replay.failed, "payment_succeeded": replay.paid,
                 "payment_method_updated": replay.method_updated}
     for payment in payments:
-        replay.at(payment.time, partial(handlers[payment.type], payment), order=0)
+        replay.at(payment.time, partial(handlers[payment.type], payment), order=1)
     for moment, key in due_moments:
         replay.at(moment, partial(replay.due, key))
     for step in steps:
-        replay.at(calendar.midnight(step.at), partial(replay.step, step), order=0)
+        replay.at(calendar.midnight(step.at), partial(replay.step, step), order=1)
     for change in changes:
         if change.type == "delete_requested" and replay.delete_at is None:
             replay.delete_at = change.time + timedelta(days=policy.delete_grace_days)

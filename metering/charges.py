@@ -1,4 +1,5 @@
-"""Publish issued invoices on the charges topic, a batch at a time with one flush.
+"""Publish issued invoices on the charges topic (and lifecycle notices on theirs), a batch at
+a time with one flush.
 
 librdkafka (confluent-kafka) rather than kafka-python: a million-team close publishes two
 million charges, and kafka-python's producer sends about 27,000 a second here against
@@ -42,6 +43,11 @@ class ChargePublisher:
     def publish(self, invoices: Sequence[StoredInvoice]) -> None:
         """Send every invoice and wait until the broker acknowledged all of them;
         BrokerError naming how many were not."""
+        self.send([(invoice.team, invoice.body) for invoice in invoices], noun="charges")
+
+    def send(self, records: Sequence[tuple[str, str]], *, noun: str) -> None:
+        """Send (key, value) records and wait until the broker acknowledged all of them;
+        BrokerError naming how many `noun` were not."""
         failed: list[str] = []
 
         def delivered(error: Any, _message: Any) -> None:
@@ -49,8 +55,8 @@ class ChargePublisher:
                 failed.append(str(error))
 
         produce, topic = self._producer.produce, self.topic
-        for invoice in invoices:
-            key, value = invoice.team.encode(), invoice.body.encode()
+        for team, body in records:
+            key, value = team.encode(), body.encode()
             while True:
                 try:
                     produce(topic, key=key, value=value, on_delivery=delivered)
@@ -60,7 +66,7 @@ class ChargePublisher:
         left = self._producer.flush(self.flush_timeout)
         if left or failed:
             reason = failed[0] if failed else f"no acknowledgement in {self.flush_timeout:.0f} s"
-            raise BrokerError(f"{left + len(failed)} of {len(invoices)} charges not published "
+            raise BrokerError(f"{left + len(failed)} of {len(records)} {noun} not published "
                               f"on {self.topic} at {self.bootstrap}: {reason}")
 
     def __enter__(self) -> ChargePublisher:

@@ -9,6 +9,12 @@ batch stored, and the next holder re-publishes it from the store, the same bytes
 it, if it never got stored). Rating is never repeated for a stored key, so whatever runs at
 once, a key has one invoice and every charge is its bytes.
 
+Around the invoices, the close carries out the account lifecycle (metering/lifecycle.py):
+before them it derives the state of the teams whose state may differ from active, so that
+paused and archived teams are not invoiced; after them it issues the credit notes of refunds
+that are due (recorded and published as invoices are), removes the usage of teams whose
+deletion took effect, and publishes each lifecycle step once on the notices topic.
+
 A close never runs ahead of now: an as-of later than now plus the skew events get
 (DEFAULT_MAX_FUTURE_SKEW) would issue final invoices for billing dates that have not come.
 A rehearsal (`rehearse_close`) rates and reports what a close as of any moment would issue,
@@ -20,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from aggregation import Store, StoredInvoice, StoreError
@@ -27,6 +34,13 @@ from invoicing import CloseError, CloseLog, CloseSummary, OnDue, close
 from metering.charges import ChargePublisher
 from metering.kafka_io import ensure_topics
 from metering.lease import CloseLease
+from metering.lifecycle import (
+    carry_out,
+    credit_notes_due,
+    derive,
+    lifecycle_accounts,
+    not_invoiced,
+)
 from metering.metrics import CloseMetrics
 from metering.runtime import open_ready_store
 from metering.settings import Settings
@@ -68,9 +82,12 @@ def rehearse_close(
             opened = open_ready_store(settings)
             stack.callback(opened.close)
             store = opened
+            lives = derive(opened, catalog, lifecycle_accounts(opened, catalog, team), as_of)
+        else:
+            lives = {}
         return close(store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
                      issue=_nothing, team=team, on_teams=on_teams, on_due=on_due,
-                     batch_teams=settings.close_batch_teams)
+                     batch_teams=settings.close_batch_teams, not_invoiced=not_invoiced(lives))
 
 
 def _release(lease: CloseLease) -> None:
@@ -114,11 +131,15 @@ def run_close(
         issued = 0
         ok = False
         try:
-            ensure_topics(settings.bootstrap_servers, [settings.charges_topic],
+            ensure_topics(settings.bootstrap_servers,
+                          [settings.charges_topic, settings.notices_topic],
                           partitions=settings.partitions)
             publisher = stack.enter_context(
                 ChargePublisher(settings.bootstrap_servers, settings.charges_topic))
+            notices = stack.enter_context(
+                ChargePublisher(settings.bootstrap_servers, settings.notices_topic))
             _republish_orphans(store, lease, publisher)
+            lives = derive(store, catalog, lifecycle_accounts(store, catalog, team), as_of)
 
             def issue(batch: list[StoredInvoice]) -> None:
                 nonlocal issued
@@ -131,7 +152,18 @@ def run_close(
 
             summary = close(store=store, catalog=catalog, as_of=as_of, grace=settings.grace,
                             issue=issue, team=team, on_teams=on_teams, on_due=on_due,
-                            batch_teams=settings.close_batch_teams)
+                            batch_teams=settings.close_batch_teams,
+                            not_invoiced=not_invoiced(lives))
+            notes = credit_notes_due(store, catalog, as_of=as_of, grace=settings.grace,
+                                     team=team)
+            if notes:
+                issue(notes)
+                for note in notes:
+                    if on_due is not None:
+                        on_due(note, True)
+                summary = replace(summary, issued=summary.issued + len(notes),
+                                  due=summary.due + len(notes))
+            carry_out(store, notices, lives)
             ok = True
         finally:
             if metrics is not None:
