@@ -37,6 +37,7 @@ from invoicing.errors import (
 from invoicing.lifecycle import Access, Lifecycle, team_lifecycle
 from invoicing.migration import Segment, check_migration, segments
 from invoicing.payments import check_payment, paid_by_invoice
+from invoicing.refunds import due_credit_notes, refund_notes
 from invoicing.schedule import TierStatus, tier_timeline
 
 __all__ = [
@@ -66,12 +67,14 @@ __all__ = [
     "credit_note_number",
     "credit_note_reference",
     "credited_amount",
+    "due_credit_notes",
     "due_dates",
     "estimate",
     "in_effect_order",
     "paid_by_invoice",
     "read_access",
     "read_lifecycle",
+    "refund_notes",
     "refund_problem",
     "segments",
     "team_lifecycle",

@@ -22,8 +22,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from aggregation import Store, StoredInvoice, StoredNotice
-from invoicing import BillingRuleError, CloseError, Lifecycle, in_effect_order, read_lifecycle
-from invoicing.refunds import due_credit_notes
+from invoicing import (
+    BillingRuleError,
+    CloseError,
+    Lifecycle,
+    due_credit_notes,
+    in_effect_order,
+    read_lifecycle,
+)
 from metering.charges import ChargePublisher
 from schemas import Account, Catalog, Invoice
 

@@ -1,5 +1,6 @@
 """The read API of `metering serve`: periods, counted users, daily usage, the running
-estimate, issued invoices with the aggregate behind every line, and billing changes.
+estimate, issued invoices and credit notes with the aggregate behind every line, billing
+changes, each team's access (asked before a login) and the teams of a billing account.
 
 Everything under /v1 needs a bearer token from `METERING_API_TOKENS` (with none configured the
 API is open, which `metering serve` allows on a loopback address only); /healthz, /metrics and
@@ -27,10 +28,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from aggregation import Store, StoredInvoice, StoreError
-from invoicing import CloseError, estimate
+from invoicing import Access, CloseError, estimate, read_access
 from metering.api.models import (
+    AccessOut,
+    AccountOut,
+    AccountTeamOut,
     ChangeList,
     ChangeOut,
+    CreditedOut,
     DailyOut,
     DayOut,
     ErrorBody,
@@ -63,7 +68,9 @@ Clock = Callable[[], datetime]
 DEFAULT_PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
 MAX_CURSOR_LENGTH = 256  # a user id is at most 256 characters (event contract)
-MAX_REFERENCE_LENGTH = 513  # "source/id", each at most 256
+# "source/id" (each at most 256) of an immediate charge, "refund/source/id" of a credit
+# note: at most the 600 characters of schemas.InvoiceRef.reference
+MAX_REFERENCE_LENGTH = 600
 DEFAULT_RETRY_AFTER_SECONDS = 5
 
 
@@ -156,7 +163,8 @@ def _team_view(ctx: _Context, account: Account) -> TeamOut:
         team=account.team, plan=account.plan, plan_kind=plan.kind, currency=plan.currency,
         timezone=account.timezone, start_date=account.start_date, anchor_day=account.anchor_day,
         links=TeamLinks(current_period=f"{path}/periods/current", invoices=f"{path}/invoices",
-                        estimate=f"{path}/estimate", changes=f"{path}/changes"),
+                        estimate=f"{path}/estimate", changes=f"{path}/changes",
+                        access=f"{path}/access"),
     )
 
 
@@ -170,10 +178,14 @@ def _period_view(ctx: _Context, account: Account, period: Period) -> PeriodOut:
     )
 
 
-def _why(ctx: _Context, account: Account, line: InvoiceLine, invoice_link: str) -> str:
+def _why(ctx: _Context, account: Account, line: InvoiceLine, invoice_link: str,
+         credited_link: str | None) -> str:
     """Overage and late-usage lines of MAU plans come from the period's counted users, base
     fees and minimums from the period; licence, seat and tier charges from the stored
-    changes; tax from the invoice's own lines."""
+    changes; tax from the invoice's own lines; every line of a credit note from the invoice
+    it credits (it mirrors that invoice's lines)."""
+    if credited_link is not None:
+        return credited_link
     if line.kind == "tax":
         return invoice_link
     if not ctx.catalog.plans[account.plan].rated_from_usage:
@@ -185,23 +197,39 @@ def _why(ctx: _Context, account: Account, line: InvoiceLine, invoice_link: str) 
 
 
 def _invoice_view(ctx: _Context, account: Account, invoice: Invoice, link: str) -> InvoiceOut:
+    credited = invoice.credits
+    credits = None if credited is None else CreditedOut(
+        **credited.model_dump(),
+        link=_invoice_link(invoice.team, credited.invoice_date, credited.reference))
+    credited_link = None if credits is None else credits.link
     return InvoiceOut(
         team=invoice.team, invoice_date=invoice.invoice_date, reference=invoice.reference,
+        document=invoice.document, number=invoice.number, credits=credits,
         currency=invoice.currency, subtotal=invoice.subtotal, tax=invoice.tax,
-        total=invoice.total, usage=list(invoice.usage), link=link,
-        lines=[LineOut(**line.model_dump(), why=_why(ctx, account, line, link))
+        total=invoice.total, usage=list(invoice.usage), payment_terms=invoice.payment_terms,
+        due_date=invoice.due_date, link=link,
+        lines=[LineOut(**line.model_dump(),
+                       why=_why(ctx, account, line, link, credited_link))
                for line in invoice.lines],
     )
 
 
-def _invoice_link(stored: StoredInvoice) -> str:
-    path = f"{_team_path(stored.team)}/invoices/{stored.invoice_date.isoformat()}"
-    return f"{path}?{urlencode({'reference': stored.reference})}" if stored.reference else path
+def _invoice_link(team: str, invoice_date: date, reference: str) -> str:
+    path = f"{_team_path(team)}/invoices/{invoice_date.isoformat()}"
+    return f"{path}?{urlencode({'reference': reference})}" if reference else path
 
 
 def _stored_view(ctx: _Context, account: Account, stored: StoredInvoice) -> InvoiceOut:
     invoice = Invoice.model_validate_json(stored.body)
-    return _invoice_view(ctx, account, invoice, _invoice_link(stored))
+    return _invoice_view(ctx, account, invoice,
+                         _invoice_link(stored.team, stored.invoice_date, stored.reference))
+
+
+def _access_view(access: Access) -> AccessOut:
+    since = None if access.since is None else access.since.astimezone(UTC)
+    return AccessOut(team=access.team, state=access.state, since=since, why=access.why,
+                     login_allowed=access.login_allowed,
+                     billing_paused_until=access.billing_paused_until)
 
 
 router = APIRouter(prefix="/v1")
@@ -300,7 +328,8 @@ def get_invoice(
     invoice_date: Annotated[date, Path(description="The invoice's date (YYYY-MM-DD)")],
     reference: Annotated[str, Query(max_length=MAX_REFERENCE_LENGTH,
                                     description="Empty (the default): the invoice of the "
-                                                "billing date; else an immediate charge's")]
+                                                "billing date; else an immediate charge's "
+                                                "or a credit note's")]
     = "",
 ) -> InvoiceOut:
     """One issued invoice, by its date (and reference for an immediate charge)."""
@@ -312,6 +341,41 @@ def get_invoice(
             return _stored_view(ctx, account, stored)
     raise HTTPException(404, f"no invoice of team {account.team!r} dated {invoice_date} "
                              f"with reference {reference!r}")
+
+
+@router.get("/teams/{team}/access", tags=["lifecycle"], responses={
+    **_UNKNOWN,
+    409: {"model": ErrorBody, "description": "The stored billing history no longer applies"},
+})
+def get_access(ctx: Ctx, account: AccountDep) -> AccessOut:
+    """The team's lifecycle state now and whether its people may log in: product services
+    ask this before a login."""
+    return _access_view(read_access(ctx.store, ctx.catalog, account.team, ctx.clock()))
+
+
+@router.get("/accounts/{account}", tags=["lifecycle"], responses={
+    404: {"model": ErrorBody, "description": "No team has this billing account"},
+})
+def get_billing_account(
+    ctx: Ctx,
+    account: Annotated[str, Path(description="A billing account of the catalog")],
+) -> AccountOut:
+    """The teams billed to one customer, each with its access and its own invoices and
+    credit notes: every team is still invoiced separately."""
+    members = ctx.catalog.billing_account(account)
+    if not members:
+        raise HTTPException(404, f"unknown billing account {account!r}: no team of the "
+                                 "catalog has it")
+    now = ctx.clock()
+    return AccountOut(account=account, teams=[
+        AccountTeamOut(
+            team=member.team, link=_team_path(member.team),
+            access=_access_view(read_access(ctx.store, ctx.catalog, member.team, now)),
+            invoices=[_stored_view(ctx, member, stored)
+                      for stored in ctx.store.invoices(member.team)],
+        )
+        for member in members
+    ])
 
 
 @router.get("/teams/{team}/changes", tags=["invoices"], responses=_UNKNOWN)

@@ -7,11 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from schemas import InvoiceLine, UsageRecord
+from schemas import CreditedInvoice, DocumentKind, InvoiceLine, TeamState, UsageRecord
 
 __all__ = [
+    "AccessOut",
+    "AccountOut",
+    "AccountTeamOut",
     "ChangeList",
     "ChangeOut",
+    "CreditedOut",
     "DailyOut",
     "DayOut",
     "ErrorBody",
@@ -39,6 +43,7 @@ class TeamLinks(BaseModel):
     invoices: str
     estimate: str
     changes: str
+    access: str
 
 
 class TeamOut(BaseModel):
@@ -104,17 +109,31 @@ class LineOut(InvoiceLine):
     why: str = Field(description="The aggregate behind this charge")
 
 
+class CreditedOut(CreditedInvoice):
+    link: str = Field(description="The credited invoice on this server")
+
+
 class InvoiceOut(BaseModel):
     team: str
     invoice_date: date
     reference: str = Field(description='The billing change ("source/id") of an immediate '
                                        'charge; empty for the invoice of a billing date')
+    document: DocumentKind = Field(
+        default="invoice", description="invoice, or credit_note: a document of its own that "
+                                       "credits an issued invoice (which never changes)")
+    number: str | None = Field(default=None, description="A credit note's number")
+    credits: CreditedOut | None = Field(default=None,
+                                        description="The invoice a credit note credits")
     currency: str
     lines: list[LineOut]
     subtotal: str
     tax: str
     total: str
     usage: list[UsageRecord]
+    payment_terms: str | None = Field(
+        default=None, description='Invoiced billing ("NET 30"); null when charged at once')
+    due_date: date | None = Field(default=None,
+                                  description="When payment is due under the payment terms")
     link: str
 
 
@@ -142,6 +161,37 @@ class ChangeOut(BaseModel):
 class ChangeList(BaseModel):
     team: str
     changes: list[ChangeOut]
+
+
+class AccessOut(BaseModel):
+    """What a product service asks before a login: suspended, paused, archived and deleted
+    teams may not log in."""
+
+    team: str
+    state: TeamState = Field(description="The lifecycle state derived from the team's "
+                                         "invoices, payments, changes and the time")
+    since: datetime | None = Field(description="When the team entered the state (UTC); null "
+                                               "when active since its start")
+    why: str = Field(description="Why the team is in the state, for a person")
+    login_allowed: bool = Field(description="False when suspended, paused, archived or "
+                                            "deleted")
+    billing_paused_until: date | None = Field(
+        description="After a subscription takeover: benefits active, billing paused until "
+                    "this date; null otherwise")
+
+
+class AccountTeamOut(BaseModel):
+    team: str
+    access: AccessOut
+    invoices: list[InvoiceOut] = Field(description="The team's own invoices and credit "
+                                                   "notes, as /v1/teams/{team}/invoices")
+    link: str = Field(description="The team on this server")
+
+
+class AccountOut(BaseModel):
+    account: str = Field(description="The billing account (the catalog's billing_account)")
+    teams: list[AccountTeamOut] = Field(description="Its teams in catalog order, each "
+                                                    "invoiced separately")
 
 
 class Health(BaseModel):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, Literal, Protocol, TextIO
 
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, start_http_server
@@ -26,18 +26,35 @@ from rich.progress import (
 )
 
 from aggregation import StoredInvoice
-from invoicing import CloseSummary, OnDue, check_change
+from invoicing import CloseSummary, OnDue, check_change, read_access
 from metering.cli.progress import counting, progress_bar, show_progress, team_bar
-from metering.cli.report import INVOICE_HEADER, NO_INVOICES, invoice_rows, usage_table
+from metering.cli.report import (
+    INVOICE_HEADER,
+    NO_INVOICES,
+    access_json,
+    access_table,
+    invoice_rows,
+    usage_table,
+)
 from metering.closing import ahead_problem, rehearse_close, run_close
 from metering.kafka_io import ensure_topics, make_producer
 from metering.logs import logging_config
-from metering.producer import EmitReport, emit_change_lines, emit_lines
+from metering.producer import EmitReport, emit_change_lines, emit_lines, emit_payments
 from metering.runtime import load_settings_catalog, open_ready_store
 from metering.settings import Settings
 from schemas import DEFAULT_CALENDAR, Invoice
 
-__all__ = ["CliError", "CliUsageError", "backfill", "close", "demo", "emit", "usage", "worker"]
+__all__ = [
+    "CliError",
+    "CliUsageError",
+    "backfill",
+    "close",
+    "demo",
+    "emit",
+    "status",
+    "usage",
+    "worker",
+]
 
 
 class CliError(Exception):
@@ -51,7 +68,8 @@ class CliUsageError(CliError):
 def _all_topics(settings: Settings) -> list[str]:
     return [
         settings.events_topic, settings.rejected_topic, settings.charges_topic,
-        settings.changes_topic, settings.changes_rejected_topic,
+        settings.changes_topic, settings.changes_rejected_topic, settings.payments_topic,
+        settings.payments_rejected_topic, settings.notices_topic,
     ]
 
 
@@ -97,15 +115,17 @@ def tune_collector() -> None:
     gc.set_threshold(DEFAULT_GC_YOUNG_THRESHOLD, middle, old)
 
 
-def _open_source(source: str) -> tuple[BinaryIO, int | None]:
-    """The input of emit and backfill, and its size in bytes when it is a regular file."""
+def _open_source(source: str, *, unreadable: type[CliError] = CliError
+                 ) -> tuple[BinaryIO, int | None]:
+    """The input of emit and backfill, and its size in bytes when it is a regular file; a
+    file that cannot be opened raises `unreadable`."""
     if source == "-":
         handle: BinaryIO = sys.stdin.buffer
     else:
         try:
             handle = Path(source).open("rb")
         except OSError as exc:
-            raise CliError(f"{source}: cannot read ({exc.strerror})") from exc
+            raise unreadable(f"{source}: cannot read ({exc.strerror})") from exc
     try:
         info = os.fstat(handle.fileno())
     except (OSError, ValueError):
@@ -120,19 +140,37 @@ def _read(source: str, handle: BinaryIO) -> Iterator[bytes]:
         raise CliError(f"{source}: cannot read ({exc.strerror})") from exc
 
 
-def _send_lines(source: str, settings: Settings, *, progress: bool, changes: bool = False
+EmitKind = Literal["events", "changes", "payments"]
+
+
+class Sender(Protocol):
+    """A validating line sender of metering.producer."""
+
+    def __call__(self, lines: Iterable[bytes], *, producer: KafkaProducer, topic: str
+                 ) -> EmitReport: ...
+
+
+def _sender(settings: Settings, kind: EmitKind) -> tuple[str, Sender]:
+    """The topic and the validating sender of each kind of line."""
+    if kind == "changes":
+        return settings.changes_topic, emit_change_lines
+    if kind == "payments":
+        return settings.payments_topic, emit_payments
+    return settings.events_topic, emit_lines
+
+
+def _send_lines(source: str, settings: Settings, *, progress: bool, kind: EmitKind = "events"
                 ) -> int:
-    """emit and backfill: validate and send the lines (activity events, or billing changes
-    with `changes`), report rejected lines, exit 1 if any."""
-    topic, noun = (settings.changes_topic, "changes") if changes else (
-        settings.events_topic, "events")
+    """emit and backfill: validate and send the lines (activity events, billing changes or
+    payment outcomes), report rejected lines, exit 1 if any. A payments file that cannot be
+    opened is a usage error (exit 2), as the lifecycle commands' user errors are."""
+    topic, sender = _sender(settings, kind)
 
     def send(lines: Iterable[bytes], producer: KafkaProducer) -> EmitReport:
-        if changes:
-            return emit_change_lines(lines, producer=producer, topic=topic)
-        return emit_lines(lines, producer=producer, topic=topic)
+        return sender(lines, producer=producer, topic=topic)
 
-    handle, size = _open_source(source)
+    handle, size = _open_source(
+        source, unreadable=CliUsageError if kind == "payments" else CliError)
     try:
         ensure_topics(settings.bootstrap_servers, _all_topics(settings),
                       partitions=settings.partitions)
@@ -154,12 +192,13 @@ def _send_lines(source: str, settings: Settings, *, progress: bool, changes: boo
         handle.close()
     for rejected in report.rejected:
         print(f"line {rejected.line}: {rejected.reason}: {rejected.detail}", file=sys.stderr)
-    print(f"sent {report.sent} {noun}; rejected {len(report.rejected)} lines")
+    print(f"sent {report.sent} {kind}; rejected {len(report.rejected)} lines")
     return 1 if report.rejected else 0
 
 
 def emit(args: argparse.Namespace, settings: Settings) -> int:
-    return _send_lines(args.file, settings, progress=False, changes=args.changes)
+    kind: EmitKind = "changes" if args.changes else "payments" if args.payments else "events"
+    return _send_lines(args.file, settings, progress=False, kind=kind)
 
 
 def backfill(args: argparse.Namespace, settings: Settings) -> int:
@@ -199,6 +238,21 @@ def usage(args: argparse.Namespace, settings: Settings) -> int:
         }))
     else:
         print(usage_table(args.team, period, users))
+    return 0
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    """The team's lifecycle state now and whether login is allowed: the answer of
+    GET /v1/teams/{team}/access, as a short table or (`--json`) the same JSON object."""
+    catalog = load_settings_catalog(settings, required=True)
+    if catalog.account(args.team) is None:
+        raise CliUsageError(f"unknown team {args.team!r}: not in the catalog")
+    store = open_ready_store(settings)
+    try:
+        access = read_access(store, catalog, args.team, datetime.now(UTC))
+    finally:
+        store.close()
+    print(json.dumps(access_json(access)) if args.json else access_table(access))
     return 0
 
 

@@ -106,10 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the Faust worker with all agents")
     worker.set_defaults(run=commands.worker)
 
-    emit = sub.add_parser("emit", help="send CloudEvents JSON lines to the events topic")
+    emit = sub.add_parser("emit", help="send CloudEvents JSON lines to the events topic "
+                                       "(or billing changes, or payment outcomes)")
     emit.add_argument("file", help="a file of JSON lines, or - for standard input")
-    emit.add_argument("--changes", action="store_true",
+    kind = emit.add_mutually_exclusive_group()
+    kind.add_argument("--changes", action="store_true",
                       help="the lines are billing changes: send them to METERING_CHANGES_TOPIC")
+    kind.add_argument("--payments", action="store_true",
+                      help="the lines are payment outcomes: send them to "
+                           "METERING_PAYMENTS_TOPIC")
     emit.set_defaults(run=commands.emit)
 
     backfill = sub.add_parser(
@@ -144,13 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "storing and publishing nothing")
     close.set_defaults(run=commands.close)
 
+    status = sub.add_parser(
+        "status", help="a team's lifecycle state and whether login is allowed"
+    )
+    status.add_argument("--team", required=True)
+    status.add_argument("--json", action="store_true",
+                        help="one JSON object, as GET /v1/teams/{team}/access answers")
+    status.set_defaults(run=commands.status)
+
     serve_api = sub.add_parser("serve", help="HTTP read API for dashboards plus /metrics")
     serve_api.add_argument("--host", help="listen address (METERING_API_HOST)")
     serve_api.add_argument("--port", type=port_number,
                            help="listen port, 0 for any free one (METERING_API_PORT)")
     serve_api.set_defaults(run=serve)
 
-    for command in (demo, worker, emit, backfill, usage, close, serve_api):
+    for command in (demo, worker, emit, backfill, usage, close, status, serve_api):
         _add_common(command)
     return parser
 
