@@ -206,8 +206,17 @@ class Catalog(BaseModel):
         return self.dunning.get(name, DEFAULT_DUNNING)
 
     def billing_account(self, name: str) -> list[Account]:
-        """The accounts grouped under billing account `name`, in catalog order."""
-        return [account for account in self.accounts if account.billing_account == name]
+        """The accounts grouped under billing account `name`, in catalog order (from an index
+        built on the first call)."""
+        cached = self.__dict__.get(_GROUP_INDEX)
+        if cached is None or cached[0] is not self.accounts:
+            groups: dict[str, list[Account]] = {}
+            for account in self.accounts:
+                if account.billing_account is not None:
+                    groups.setdefault(account.billing_account, []).append(account)
+            cached = (self.accounts, groups)
+            self.__dict__[_GROUP_INDEX] = cached
+        return list(cached[1].get(name, ()))
 
     def account(self, team: str) -> Account | None:
         """The account of `team`, from a dict of teams built on the first call."""
@@ -232,6 +241,7 @@ def _policy_problem(catalog: Catalog) -> str | None:
     return None
 
 
+_GROUP_INDEX = "_group_index"
 _TEAM_INDEX = "_team_index"  # kept in the instance dict: pydantic ignores keys not fields
 
 
