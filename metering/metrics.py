@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from schemas import CHANGE_REJECT_REASONS, REJECT_REASONS
+from schemas import CHANGE_REJECT_REASONS, PAYMENT_REJECT_REASONS, REJECT_REASONS
 
 CLOSE_OUTCOMES = ("ok", "error")
 # A close rates a few invoices per team: seconds for a handful of teams, minutes for many.
@@ -156,6 +156,42 @@ class ChangeMetrics:
             duplicate=Counter(
                 "metering_changes_duplicate_total",
                 "Billing changes whose (source, id) the history already holds",
+                registry=registry,
+            ),
+            rejected=rejected,
+        )
+
+
+@dataclass(frozen=True)
+class PaymentMetrics:
+    """The `billing-payments` agent: every payment outcome is stored, a repeat, or rejected."""
+
+    received: Counter
+    stored: Counter
+    duplicate: Counter
+    rejected: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> PaymentMetrics:
+        rejected = Counter(
+            "metering_payments_rejected_total",
+            "Payment outcomes sent to the rejected-payments topic, by reason",
+            ["reason"], registry=registry,
+        )
+        for reason in PAYMENT_REJECT_REASONS:
+            rejected.labels(reason=reason)
+        return cls(
+            received=Counter(
+                "metering_payments_received_total", "Payment outcome messages consumed",
+                registry=registry,
+            ),
+            stored=Counter(
+                "metering_payments_stored_total", "Payment outcomes added to the team's payments",
+                registry=registry,
+            ),
+            duplicate=Counter(
+                "metering_payments_duplicate_total",
+                "Payment outcomes whose (source, id) the store already holds",
                 registry=registry,
             ),
             rejected=rejected,

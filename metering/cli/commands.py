@@ -26,7 +26,7 @@ from rich.progress import (
 )
 
 from aggregation import StoredInvoice
-from invoicing import CloseSummary, OnDue, check_change, read_access
+from invoicing import CloseSummary, OnDue, check_change, check_payment, read_access
 from metering.cli.progress import counting, progress_bar, show_progress, team_bar
 from metering.cli.report import (
     INVOICE_HEADER,
@@ -88,6 +88,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     registry = CollectorRegistry()
     check = functools.partial(check_change, catalog=catalog)
     app = create_app(settings, store=store, catalog=catalog, check_change=check,
+                     check_payment=functools.partial(check_payment, catalog=catalog),
                      registry=registry)
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)

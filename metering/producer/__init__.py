@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         LineRejection,
         emit_change_lines,
         emit_lines,
+        emit_payments,
         event_records,
     )
 
@@ -29,11 +30,12 @@ __all__ = [
     "cloud_event",
     "emit_change_lines",
     "emit_lines",
+    "emit_payments",
     "event_records",
 ]
 
 _LINE_NAMES = frozenset({"EmitReport", "LineRejection", "emit_change_lines", "emit_lines",
-                         "event_records"})
+                         "emit_payments", "event_records"})
 
 
 def __getattr__(name: str) -> Any:

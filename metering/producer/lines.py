@@ -1,5 +1,5 @@
 """Validate JSON lines and send the good ones, keyed by team: activity events to the events
-topic, billing changes to the changes topic."""
+topic, billing changes to the changes topic, payment outcomes to the payments topic."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
 from metering.kafka_io import BrokerError
-from schemas import Rejection, decode_change, decode_message
+from schemas import Rejection, decode_change, decode_message, decode_payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,5 +104,19 @@ def emit_change_lines(lines: Iterable[bytes], *, producer: KafkaProducer, topic:
         if isinstance(change, Rejection):
             return [], [(change.reason, change.detail)]
         return [(change.team, raw)], []
+
+    return _emit(lines, producer=producer, topic=topic, decode=decode)
+
+
+def emit_payments(lines: Iterable[bytes], *, producer: KafkaProducer, topic: str) -> EmitReport:
+    """Payment outcomes, one per line, sent as their original bytes keyed by team (their
+    subject). Only the envelope is checked here; the worker checks each against the team's
+    issued invoices."""
+
+    def decode(raw: bytes) -> tuple[Records, Problems]:
+        payment = decode_payment(raw)
+        if isinstance(payment, Rejection):
+            return [], [(payment.reason, payment.detail)]
+        return [(payment.team, raw)], []
 
     return _emit(lines, producer=producer, topic=topic, decode=decode)

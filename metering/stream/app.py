@@ -1,8 +1,8 @@
 """The Faust app: its topics, its agents and timers, and the context they share.
 
-The agents (`activity.count_active_users`, `changes.record_billing_changes`) and the timers
-(`timers`) are module-level functions; what they use reaches them through the app's
-`StreamContext` (see `context`).
+The agents (`activity.count_active_users`, `changes.record_billing_changes`,
+`payments.record_billing_payments`) and the timers (`timers`) are module-level functions;
+what they use reaches them through the app's `StreamContext` (see `context`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from faust.types import TopicT
 from prometheus_client import CollectorRegistry
 
 from aggregation import Store
-from metering.metrics import ChangeMetrics, TeamMetrics, WorkerMetrics
+from metering.metrics import ChangeMetrics, PaymentMetrics, TeamMetrics, WorkerMetrics
 from metering.settings import Settings
 from metering.stream.activity import count_active_users
 from metering.stream.batch import ActivityBatcher
 from metering.stream.changes import record_billing_changes
-from metering.stream.context import ChangeCheck, MeteringApp, StreamContext
+from metering.stream.context import ChangeCheck, MeteringApp, PaymentCheck, StreamContext
 from metering.stream.first_seen import calendars_from_catalog
+from metering.stream.payments import record_billing_payments
 from metering.stream.timers import (
     DEFAULT_LAG_INTERVAL_SECONDS,
     DEFAULT_TOP_TEAMS_INTERVAL_SECONDS,
@@ -34,7 +35,7 @@ __all__ = ["create_app"]
 
 def create_app(
     settings: Settings, *, store: Store, catalog: Catalog, check_change: ChangeCheck,
-    registry: CollectorRegistry,
+    check_payment: PaymentCheck, registry: CollectorRegistry,
 ) -> MeteringApp:
     app = MeteringApp(
         settings.app_id,
@@ -63,14 +64,20 @@ def create_app(
                                 count_teams=settings.top_teams_metric > 0),
         metrics=WorkerMetrics.create(registry),
         change_metrics=ChangeMetrics.create(registry),
+        payment_metrics=PaymentMetrics.create(registry),
         team_metrics=TeamMetrics.create(registry) if settings.top_teams_metric > 0 else None,
         check_change=check_change,
+        check_payment=check_payment,
         rejected_topic=topic(settings.rejected_topic),
         changes_rejected_topic=topic(settings.changes_rejected_topic),
+        payments_rejected_topic=topic(settings.payments_rejected_topic),
     )
     app.agent(topic(settings.events_topic), name="count_active_users")(count_active_users)
     app.agent(topic(settings.changes_topic), name="record_billing_changes")(
         record_billing_changes
+    )
+    app.agent(topic(settings.payments_topic), name="record_billing_payments")(
+        record_billing_payments
     )
     app.on_partitions_revoked.connect(forget_finished)
     app.timer(DEFAULT_LAG_INTERVAL_SECONDS)(refresh_lag)

@@ -41,8 +41,11 @@ def record_change(raw: bytes, *, store: Store, check: ChangeCheck) -> Recorded |
     stored = store.changes(decoded.team)
     if any((c.source, c.change_id) == (decoded.source, decoded.id) for c in stored):
         return "duplicate"
+    # A refund is judged against what was paid for the invoice it credits.
+    payments = ([p.payment() for p in store.payments(decoded.team)]
+                if decoded.type == "refund_requested" else [])
     rejection = check(decoded, raw=raw, stored=[c.change() for c in stored],
-                      issued=store.invoices(decoded.team))
+                      issued=store.invoices(decoded.team), payments=payments)
     if rejection is not None:
         return rejection
     store.add_changes([StoredChange.of(decoded)])

@@ -16,12 +16,12 @@ import faust
 from faust.types import TP, AppT, TopicT
 
 from aggregation import Store, StoredInvoice
-from metering.metrics import ChangeMetrics, TeamMetrics, WorkerMetrics
+from metering.metrics import ChangeMetrics, PaymentMetrics, TeamMetrics, WorkerMetrics
 from metering.settings import Settings
 from metering.stream.batch import ActivityBatcher
-from schemas import BillingChange, Rejection
+from schemas import BillingChange, PaymentEvent, Rejection
 
-__all__ = ["ChangeCheck", "MeteringApp", "StreamContext", "context_of"]
+__all__ = ["ChangeCheck", "MeteringApp", "PaymentCheck", "StreamContext", "context_of"]
 
 
 class ChangeCheck(Protocol):
@@ -29,7 +29,17 @@ class ChangeCheck(Protocol):
     not, or None. Injected, so the stream knows no billing rule."""
 
     def __call__(self, change: BillingChange, *, raw: bytes, stored: Sequence[BillingChange],
-                 issued: Sequence[StoredInvoice]) -> Rejection | None: ...
+                 issued: Sequence[StoredInvoice], payments: Sequence[PaymentEvent] = ()
+                 ) -> Rejection | None: ...
+
+
+class PaymentCheck(Protocol):
+    """The billing rule deciding whether a payment outcome may be stored, given the stored
+    invoice it names (None: none, or it names none): why not, or None. Injected, as
+    `ChangeCheck`."""
+
+    def __call__(self, payment: PaymentEvent, *, raw: bytes,
+                 invoice: StoredInvoice | None) -> Rejection | None: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,10 +53,13 @@ class StreamContext:
     batcher: ActivityBatcher
     metrics: WorkerMetrics
     change_metrics: ChangeMetrics
+    payment_metrics: PaymentMetrics
     team_metrics: TeamMetrics | None  # None unless METERING_TOP_TEAMS_METRIC is set
     check_change: ChangeCheck
+    check_payment: PaymentCheck
     rejected_topic: TopicT
     changes_rejected_topic: TopicT
+    payments_rejected_topic: TopicT
     # Offset after the last message finished per partition of the events topic: what a
     # commit will cover, and so the position the lag is measured from.
     finished: dict[TP, int] = field(default_factory=dict)

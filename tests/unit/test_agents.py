@@ -31,6 +31,7 @@ from metering.stream import MeteringApp, create_app
 from metering.stream.timers import refresh_top_teams
 from schemas.catalog import Catalog
 from schemas.changes import BillingChange
+from schemas.payments import PaymentEvent
 from schemas.periods import DEFAULT_CALENDAR
 from schemas.wire import Rejection
 from tests.builders import change_wire, cloud_event
@@ -78,7 +79,8 @@ class FlakyStore(MemoryStore):
 
 
 def refuse_marked(change: BillingChange, *, raw: bytes, stored: Sequence[BillingChange],
-                  issued: Sequence[StoredInvoice]) -> Rejection | None:
+                  issued: Sequence[StoredInvoice], payments: Sequence[PaymentEvent] = ()
+                  ) -> Rejection | None:
     """The injected billing rule: refuses changes whose id says so."""
     if change.id.startswith("refuse"):
         return Rejection("refused", f"{change.id} is refused", raw)
@@ -118,7 +120,7 @@ async def worker(
     store.ensure_schema()
     registry = CollectorRegistry()
     app = create_app(settings, store=store, catalog=Catalog(), check_change=refuse_marked,
-                     registry=registry)
+                     check_payment=lambda payment, *, raw, invoice: None, registry=registry)
     running = Worker(app=app, store=store, registry=registry)
     context = app.stream_context
     capture(monkeypatch, context.rejected_topic, running.rejected)

@@ -261,7 +261,8 @@ def test_every_example_account_has_a_schedule() -> None:
     scheduled = [account for account in example.accounts
                  if example.plans[account.plan].kind in ("licence", "seat", "tier")]
     assert {account.team for account in scheduled} == {
-        "team-angela", "team-jibble-seats", "team-jootle", "team-org"}
+        "team-agency-a", "team-agency-b", "team-angela", "team-jibble-seats", "team-jootle",
+        "team-org"}
     for account in scheduled:
         items = schedule(account, example, [], until=account.start_date + timedelta(days=400))
         assert items and items[0].invoice_date == account.start_date
