@@ -52,9 +52,10 @@ unit: $(STAMP)
 	$(PYTEST) -n 2 tests/unit
 
 # tests/integration/conftest.py marks every test there; selecting the marker makes a broken
-# hook deselect everything, which exits 5 and fails.
+# hook deselect everything, which exits 5 and fails. Two workers (a file each at a time, so
+# module fixtures start once): the tests mostly wait on services and subprocesses.
 integration: system-deps $(STAMP)
-	$(PYTEST) -m integration tests/integration
+	$(PYTEST) -n 2 --dist loadfile -m integration tests/integration
 
 test: system-deps lint unit integration
 

@@ -6,8 +6,9 @@ default registry, so a process serves exactly the registry it passes around.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -127,75 +128,51 @@ class WorkerMetrics:
 
 
 @dataclass(frozen=True)
-class ChangeMetrics:
-    """The `billing-changes` agent: every change is stored, a repeat, or rejected."""
+class RecordMetrics:
+    """A billing agent's counters (`billing-changes`, `billing-payments`): every message is
+    stored, a repeat, or rejected."""
 
     received: Counter
     stored: Counter
     duplicate: Counter
     rejected: Counter
+
+    @classmethod
+    def _create(cls, registry: CollectorRegistry, *, name: str, what: str, held_in: str,
+                reasons: Sequence[str]) -> Self:
+        rejected = Counter(f"metering_{name}_rejected_total",
+                           f"{what} sent to the rejected-{name} topic, by reason", ["reason"],
+                           registry=registry)
+        for reason in reasons:
+            rejected.labels(reason=reason)
+        return cls(
+            received=Counter(f"metering_{name}_received_total", f"{what} messages consumed",
+                             registry=registry),
+            stored=Counter(f"metering_{name}_stored_total", f"{what} added to {held_in}",
+                           registry=registry),
+            duplicate=Counter(f"metering_{name}_duplicate_total",
+                              f"{what} whose (source, id) {held_in} already holds",
+                              registry=registry),
+            rejected=rejected,
+        )
+
+
+class ChangeMetrics(RecordMetrics):
+    """The `billing-changes` agent."""
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ChangeMetrics:
-        rejected = Counter(
-            "metering_changes_rejected_total",
-            "Billing changes sent to the rejected-changes topic, by reason",
-            ["reason"], registry=registry,
-        )
-        for reason in CHANGE_REJECT_REASONS:
-            rejected.labels(reason=reason)
-        return cls(
-            received=Counter(
-                "metering_changes_received_total", "Billing change messages consumed",
-                registry=registry,
-            ),
-            stored=Counter(
-                "metering_changes_stored_total", "Billing changes added to the team's history",
-                registry=registry,
-            ),
-            duplicate=Counter(
-                "metering_changes_duplicate_total",
-                "Billing changes whose (source, id) the history already holds",
-                registry=registry,
-            ),
-            rejected=rejected,
-        )
+        return cls._create(registry, name="changes", what="Billing changes",
+                           held_in="the team's history", reasons=CHANGE_REJECT_REASONS)
 
 
-@dataclass(frozen=True)
-class PaymentMetrics:
-    """The `billing-payments` agent: every payment outcome is stored, a repeat, or rejected."""
-
-    received: Counter
-    stored: Counter
-    duplicate: Counter
-    rejected: Counter
+class PaymentMetrics(RecordMetrics):
+    """The `billing-payments` agent."""
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PaymentMetrics:
-        rejected = Counter(
-            "metering_payments_rejected_total",
-            "Payment outcomes sent to the rejected-payments topic, by reason",
-            ["reason"], registry=registry,
-        )
-        for reason in PAYMENT_REJECT_REASONS:
-            rejected.labels(reason=reason)
-        return cls(
-            received=Counter(
-                "metering_payments_received_total", "Payment outcome messages consumed",
-                registry=registry,
-            ),
-            stored=Counter(
-                "metering_payments_stored_total", "Payment outcomes added to the team's payments",
-                registry=registry,
-            ),
-            duplicate=Counter(
-                "metering_payments_duplicate_total",
-                "Payment outcomes whose (source, id) the store already holds",
-                registry=registry,
-            ),
-            rejected=rejected,
-        )
+        return cls._create(registry, name="payments", what="Payment outcomes",
+                           held_in="the team's payments", reasons=PAYMENT_REJECT_REASONS)
 
 
 @dataclass(frozen=True)

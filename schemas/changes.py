@@ -23,15 +23,14 @@ so a redelivery changes nothing. Types, by plan kind:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.events import rfc3339_text
-from schemas.limits import date_problem
-from schemas.payments import InvoiceRef
+from schemas.limits import stored_time
+from schemas.payments import InvoiceRef, money_text
 
 __all__ = ["CHANGE_TYPES", "LIFECYCLE_TYPES", "BillingChange", "ChangeData", "ChangeType"]
 
@@ -80,15 +79,7 @@ class ChangeData(BaseModel):
     @field_validator("amount")
     @classmethod
     def _money(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        try:
-            amount = Decimal(value)
-        except InvalidOperation as exc:
-            raise ValueError(f"{value!r} is not a decimal number") from exc
-        if not amount.is_finite() or amount <= 0 or value.strip() != value:
-            raise ValueError(f"{value!r} is not an amount of money > 0")
-        return value
+        return None if value is None else money_text(value, positive=True)
 
 
 class BillingChange(BaseModel):
@@ -114,17 +105,7 @@ class BillingChange(BaseModel):
 
     _rfc3339_time = field_validator("time", mode="before")(rfc3339_text)
 
-    @field_validator("time")
-    @classmethod
-    def _stored_date(cls, value: datetime) -> datetime:
-        try:
-            day = value.astimezone(UTC).date()
-        except OverflowError:  # year 1 or 9999 with an offset: the local date says as much
-            day = value.date()
-        problem = date_problem(day, "effective date")
-        if problem:
-            raise ValueError(problem)
-        return value
+    _stored_time = field_validator("time")(partial(stored_time, what="effective date"))
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> BillingChange:

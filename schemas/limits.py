@@ -36,6 +36,7 @@ __all__ = [
     "TEAM_ID_PATTERN",
     "USER_ID_MAX_CHARS",
     "date_problem",
+    "stored_time",
     "normal_user_id",
     "team_id_problem",
     "user_id_problem",
@@ -103,3 +104,16 @@ def date_problem(day: date, what: str) -> str | None:
 
 # Invoiced billing: "NET n", due n days after the invoice date (seed 000: NET-30 on PO).
 PAYMENT_TERMS_PATTERN: Final = r"^NET [1-9][0-9]{0,2}$"
+
+
+def stored_time(value: datetime, what: str = "time") -> datetime:
+    """`value` (an aware instant) if its UTC date lies within FIRST_DATE..LAST_DATE; else a
+    ValueError saying so (a field validator of billing changes and payment outcomes)."""
+    try:
+        day = value.astimezone(UTC).date()
+    except OverflowError:  # year 1 or 9999 with an offset: the local date says as much
+        day = value.date()
+    problem = date_problem(day, what)
+    if problem:
+        raise ValueError(problem)
+    return value

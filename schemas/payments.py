@@ -19,7 +19,7 @@ new card, which the dunning schedule takes as a reason to retry at once.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
@@ -27,15 +27,29 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from schemas.currency import CURRENCY_EXPONENTS
 from schemas.events import rfc3339_text
-from schemas.limits import date_problem
+from schemas.limits import date_problem, stored_time
 
-__all__ = ["PAYMENT_TYPES", "InvoiceRef", "PaymentData", "PaymentEvent", "PaymentType"]
+__all__ = ["PAYMENT_TYPES", "InvoiceRef", "PaymentData", "PaymentEvent", "PaymentType",
+           "money_text"]
 
 PaymentType = Literal["payment_succeeded", "payment_failed", "payment_method_updated"]
 PAYMENT_TYPES: tuple[PaymentType, ...] = (
     "payment_succeeded", "payment_failed", "payment_method_updated",
 )
 _AMOUNT_CHARS = 32
+
+
+def money_text(value: str, *, positive: bool) -> str:
+    """`value` if it is a decimal amount of money (> 0 when `positive`, else >= 0) written
+    without surrounding spaces; else a ValueError saying so."""
+    try:
+        amount = Decimal(value)
+    except InvalidOperation as exc:
+        raise ValueError(f"{value!r} is not a decimal number") from exc
+    if (not amount.is_finite() or amount < 0 or (positive and amount == 0)
+            or value.strip() != value):
+        raise ValueError(f"{value!r} is not an amount of money {'>' if positive else '>='} 0")
+    return value
 
 
 class InvoiceRef(BaseModel):
@@ -71,15 +85,7 @@ class PaymentData(BaseModel):
     @field_validator("amount")
     @classmethod
     def _decimal(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        try:
-            amount = Decimal(value)
-        except InvalidOperation as exc:
-            raise ValueError(f"amount: {value!r} is not a decimal number") from exc
-        if not amount.is_finite() or amount < 0 or value.strip() != value:
-            raise ValueError(f"amount: {value!r} is not an amount of money >= 0")
-        return value
+        return None if value is None else money_text(value, positive=False)
 
     @field_validator("currency")
     @classmethod
@@ -106,17 +112,7 @@ class PaymentEvent(BaseModel):
 
     _rfc3339_time = field_validator("time", mode="before")(rfc3339_text)
 
-    @field_validator("time")
-    @classmethod
-    def _stored_date(cls, value: datetime) -> datetime:
-        try:
-            day = value.astimezone(UTC).date()
-        except OverflowError:
-            day = value.date()
-        problem = date_problem(day, "time")
-        if problem:
-            raise ValueError(problem)
-        return value
+    _stored_time = field_validator("time")(stored_time)
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> PaymentEvent:

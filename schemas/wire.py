@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -42,6 +42,8 @@ from schemas.events import (
     is_future,
 )
 from schemas.payments import PaymentEvent
+
+_Envelope = TypeVar("_Envelope", BillingChange, PaymentEvent)
 
 __all__ = [
     "CHANGE_REJECT_REASONS",
@@ -247,9 +249,10 @@ def decode_message(
 # --- billing changes ------------------------------------------------------------------------
 
 
-def decode_change(raw: bytes, *, max_bytes: int = DEFAULT_MAX_CHANGE_BYTES
-                  ) -> BillingChange | Rejection:
-    """One billing change, or why it cannot be one."""
+def _decode_one(raw: bytes, model: type[_Envelope], reason: ChangeRejectReason |
+                PaymentRejectReason, max_bytes: int) -> _Envelope | Rejection:
+    """One CloudEvent of `model` (a billing change, a payment outcome), or why it cannot be:
+    size, UTF-8, strict JSON, then the model, whose first error is `reason`."""
     too_large = _too_large(raw, max_bytes)
     if too_large is not None:
         return too_large
@@ -260,24 +263,18 @@ def decode_change(raw: bytes, *, max_bytes: int = DEFAULT_MAX_CHANGE_BYTES
     if isinstance(parsed, Rejection):
         return parsed
     try:
-        return BillingChange.model_validate(parsed)
+        return model.model_validate(parsed)
     except ValidationError as exc:
-        return _reject("invalid_change", _first_error(exc).line, raw)
+        return _reject(reason, _first_error(exc).line, raw)
+
+
+def decode_change(raw: bytes, *, max_bytes: int = DEFAULT_MAX_CHANGE_BYTES
+                  ) -> BillingChange | Rejection:
+    """One billing change, or why it cannot be one."""
+    return _decode_one(raw, BillingChange, "invalid_change", max_bytes)
 
 
 def decode_payment(raw: bytes, *, max_bytes: int = DEFAULT_MAX_CHANGE_BYTES
                    ) -> PaymentEvent | Rejection:
     """One payment outcome, or why it cannot be one (as `decode_change`)."""
-    too_large = _too_large(raw, max_bytes)
-    if too_large is not None:
-        return too_large
-    text = _utf8(raw)
-    if isinstance(text, Rejection):
-        return text
-    parsed = _read_json(text, raw)
-    if isinstance(parsed, Rejection):
-        return parsed
-    try:
-        return PaymentEvent.model_validate(parsed)
-    except ValidationError as exc:
-        return _reject("invalid_payment", _first_error(exc).line, raw)
+    return _decode_one(raw, PaymentEvent, "invalid_payment", max_bytes)

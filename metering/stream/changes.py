@@ -14,23 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import AsyncIterator
-from typing import Literal
 
 from faust.types import StreamT
 
-from aggregation import Store, StoredChange, StoreError
-from metering.stream.agent_io import message_context, send_rejected, until_done
+from aggregation import Store, StoredChange
 from metering.stream.context import ChangeCheck, StreamContext, context_of
+from metering.stream.records import Recorded, record_each
 from schemas import Rejection, decode_change
 
 __all__ = ["record_billing_changes", "record_change"]
-
-
-log = logging.getLogger(__name__)
-
-Recorded = Literal["stored", "duplicate"]
 
 
 def record_change(raw: bytes, *, store: Store, check: ChangeCheck) -> Recorded | Rejection:
@@ -54,26 +47,11 @@ def record_change(raw: bytes, *, store: Store, check: ChangeCheck) -> Recorded |
 
 async def record_billing_changes(stream: StreamT[bytes]) -> AsyncIterator[None]:
     context = context_of(stream.app)
-    metrics = context.change_metrics
-    async for event in stream.events():
-        message = event.message
-        fields = message_context(message)
-        raw = message.value or b""  # a tombstone is an empty, invalid change
-        metrics.received.inc()
-
-        result = await until_done("billing change", functools.partial(record, context, raw),
-                                  (StoreError,), context=fields)
-        if result == "stored":
-            metrics.stored.inc()
-            log.info("billing change stored", extra=fields)
-        elif result == "duplicate":
-            metrics.duplicate.inc()
-        else:
-            metrics.rejected.labels(reason=result.reason).inc()
-            log.info("billing change rejected: %s: %s", result.reason, result.detail,
-                     extra={**fields, "reason": result.reason})
-            await send_rejected(context.changes_rejected_topic, [result], message)
-        yield None
+    async for done in record_each(stream, noun="billing change",
+                                  record=functools.partial(record, context),
+                                  metrics=context.change_metrics,
+                                  rejected_topic=context.changes_rejected_topic):
+        yield done
 
 
 async def record(context: StreamContext, raw: bytes) -> Recorded | Rejection:

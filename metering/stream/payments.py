@@ -14,23 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import AsyncIterator
-from typing import Literal
 
 from faust.types import StreamT
 
-from aggregation import Store, StoredPayment, StoreError
-from metering.stream.agent_io import message_context, send_rejected, until_done
+from aggregation import Store, StoredPayment
 from metering.stream.context import PaymentCheck, StreamContext, context_of
+from metering.stream.records import Recorded, record_each
 from schemas import Rejection, decode_payment
 
 __all__ = ["record_billing_payments", "record_payment"]
-
-
-log = logging.getLogger(__name__)
-
-Recorded = Literal["stored", "duplicate"]
 
 
 def record_payment(raw: bytes, *, store: Store, check: PaymentCheck) -> Recorded | Rejection:
@@ -57,26 +50,11 @@ def record_payment(raw: bytes, *, store: Store, check: PaymentCheck) -> Recorded
 
 async def record_billing_payments(stream: StreamT[bytes]) -> AsyncIterator[None]:
     context = context_of(stream.app)
-    metrics = context.payment_metrics
-    async for event in stream.events():
-        message = event.message
-        fields = message_context(message)
-        raw = message.value or b""  # a tombstone is an empty, invalid outcome
-        metrics.received.inc()
-
-        result = await until_done("payment outcome", functools.partial(record, context, raw),
-                                  (StoreError,), context=fields)
-        if result == "stored":
-            metrics.stored.inc()
-            log.info("payment outcome stored", extra=fields)
-        elif result == "duplicate":
-            metrics.duplicate.inc()
-        else:
-            metrics.rejected.labels(reason=result.reason).inc()
-            log.info("payment outcome rejected: %s: %s", result.reason, result.detail,
-                     extra={**fields, "reason": result.reason})
-            await send_rejected(context.payments_rejected_topic, [result], message)
-        yield None
+    async for done in record_each(stream, noun="payment outcome",
+                                  record=functools.partial(record, context),
+                                  metrics=context.payment_metrics,
+                                  rejected_topic=context.payments_rejected_topic):
+        yield done
 
 
 async def record(context: StreamContext, raw: bytes) -> Recorded | Rejection:
