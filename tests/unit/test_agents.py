@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,18 +84,6 @@ def refuse_marked(change: BillingChange, *, raw: bytes, stored: Sequence[Billing
     if change.id.startswith("refuse"):
         return Rejection("refused", f"{change.id} is refused", raw)
     return None
-
-
-@pytest.fixture
-def unused_broker() -> Iterator[int]:
-    """A port where the broker would be: a connection attempt would wait in its backlog."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        listener.setblocking(False)
-        yield listener.getsockname()[1]
-        with pytest.raises(BlockingIOError):
-            listener.accept()
 
 
 @pytest.fixture

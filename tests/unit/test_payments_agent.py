@@ -7,8 +7,7 @@ broker, no ClickHouse."""
 from __future__ import annotations
 
 import functools
-import socket
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,18 +52,6 @@ class FlakyStore(MemoryStore):
             self.refused += 1
             raise StoreError("store down")
         super().add_payments(payments)
-
-
-@pytest.fixture
-def unused_broker() -> Iterator[int]:
-    """A port where the broker would be: a connection attempt would wait in its backlog."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        listener.setblocking(False)
-        yield listener.getsockname()[1]
-        with pytest.raises(BlockingIOError):
-            listener.accept()
 
 
 @pytest.fixture
