@@ -11,7 +11,7 @@ Dunning (policy: `schemas.DunningPolicy`):
 
 - An invoice is *open* from its first failure until payments of its total have succeeded.
   A card account's first failure is the processor's first `payment_failed`; an account with
-  payment terms (NET 30) has its first failure at its due date's local midnight, unpaid
+  payment terms (NET 30) has its first failure at the end of its due date (local), unpaid
   (a card declined before the due date starts nothing: seed 000's invoiced billing).
 - The first failure of each invoice sends `payment_failed_notice` ("an email asking you to
   update the payment method") and makes an active team `past_due`. The policy's retry days
@@ -212,9 +212,11 @@ class _Replay:
 
     def _window(self, moment: datetime, *, opening: bool) -> None:
         # An invoice dated D arises at D's local midnight: a change at midnight already
-        # counts for D, a change later in the day from D + 1.
+        # counts for D, a change later in the day from D + 1. A subscription that pauses at
+        # its term's end D still settles its pending lines on D's invoice: from D + 1.
         day = self.calendar.local_date(moment)
-        if moment > self.calendar.midnight(day):
+        if moment > self.calendar.midnight(day) or (
+                opening and self.subscription == "paused" and self.dunning == "active"):
             day += timedelta(days=1)
         if opening:
             self.windows.append((day, None))
@@ -249,6 +251,8 @@ class _Replay:
                     partial(self.pause, moment))
 
     def failed(self, payment: PaymentEvent, moment: datetime) -> None:
+        if self.state == "deleted":
+            return  # final
         key = _key_of(payment)
         dunned = self.invoices.get(key)
         if dunned is None or dunned.settled or (dunned.due is not None and moment < dunned.due):
@@ -256,6 +260,8 @@ class _Replay:
         self._fail(moment, key, f"payment failed ({payment.data.failure or 'declined'})")
 
     def due(self, key: InvoiceKey, moment: datetime) -> None:
+        if self.state == "deleted":
+            return  # final
         if not self.invoices[key].settled:
             self._fail(moment, key, "not paid by its due date")
 
@@ -269,6 +275,8 @@ class _Replay:
             self._fail(moment, key, "still not paid")
 
     def method_updated(self, _payment: PaymentEvent, moment: datetime) -> None:
+        if self.state == "deleted":
+            return  # final
         for key, dunned in sorted(self.invoices.items()):
             if dunned.first_failure is not None and not dunned.settled:
                 self.notice("payment_retry_due", moment, "payment method updated: retry the "
@@ -276,6 +284,8 @@ class _Replay:
                             attempt=dunned.failures + 1)
 
     def paid(self, payment: PaymentEvent, moment: datetime) -> None:
+        if self.state == "deleted":
+            return  # final
         key = _key_of(payment)
         if key not in self.invoices:
             return
@@ -305,6 +315,8 @@ class _Replay:
 
     # --- subscription and deletion ---------------------------------------------------------
     def step(self, step: StatusStep, moment: datetime) -> None:
+        if self.state == "deleted":
+            return  # final
         if step.status == "billing_paused":
             self.billing_paused_until = step.until
             return
@@ -356,7 +368,9 @@ def team_lifecycle(
         if invoice.document != "invoice" or Decimal(invoice.total) <= 0:
             continue
         key = (invoice.invoice_date, invoice.reference)
-        due = None if invoice.due_date is None else calendar.midnight(invoice.due_date)
+        # Due on its due date: unpaid at the end of that day (local midnight after it).
+        due = (None if invoice.due_date is None
+               else calendar.midnight(invoice.due_date + timedelta(days=1)))
         dunned[key] = _Open(total=Decimal(invoice.total), due=due)
         if due is not None:
             due_moments.append((due, key))

@@ -19,7 +19,6 @@ from invoicing.credit_notes import (
     credit_note_number,
     credit_note_reference,
     credited_amount,
-    refund_problem,
 )
 from invoicing.errors import BillingRuleError
 from invoicing.payments import paid_by_invoice
@@ -43,6 +42,7 @@ def refund_notes(account: Account, *, changes: Sequence[BillingChange],
     after the team's notes so far. Raises the BillingRuleError of a refund that does not
     apply (the worker refused it before it was stored, so only a catalog edit can)."""
     by_key = {(d.invoice_date, d.reference): d for d in documents}
+    by_reference = {d.reference: d for d in documents if d.document == "credit_note"}
     paid = paid_by_invoice(payments)
     notes = _notes_of(documents)
     out: list[Invoice] = []
@@ -50,7 +50,7 @@ def refund_notes(account: Account, *, changes: Sequence[BillingChange],
         if change.type != "refund_requested":
             continue
         key = (account.calendar.local_date(change.time), credit_note_reference(change))
-        stored = by_key.get(key)
+        stored = by_reference.get(key[1])  # by reference: a zone edit moves no note
         if stored is not None:
             out.append(stored)
             continue
@@ -66,7 +66,7 @@ def refund_notes(account: Account, *, changes: Sequence[BillingChange],
             paid=paid.get((ref.invoice_date, ref.reference), Decimal(0)),
             credited=credited_amount(invoice, notes))
         notes.append(note)
-        by_key[key] = note
+        by_key[key] = by_reference[key[1]] = note
         out.append(note)
     return out
 
@@ -76,36 +76,22 @@ def due_credit_notes(account: Account, *, changes: Sequence[BillingChange],
                      as_of: datetime, grace: timedelta) -> list[Invoice]:
     """The credit notes due by `as_of` (a refund is due at its effective time plus grace, as
     an immediate charge) that `documents` do not hold yet."""
-    held = {(d.invoice_date, d.reference) for d in documents}
+    held = {d.reference for d in documents if d.document == "credit_note"}
     in_effect = [c for c in changes if c.time + grace <= as_of]
     return [note for note in refund_notes(account, changes=in_effect, documents=documents,
                                           payments=payments)
-            if (note.invoice_date, note.reference) not in held]
+            if note.reference not in held]
 
 
 def refund_rejection_detail(change: BillingChange, account: Account, *,
                             stored: Sequence[BillingChange], documents: Sequence[Invoice],
                             payments: Sequence[PaymentEvent]) -> str | None:
-    """Why refund `change` may not join the team's `stored` changes, or None: it is judged
-    after every refund stored before it, as the close will issue them."""
+    """Why refund `change` may not join the team's `stored` changes, or None: every refund,
+    with it, is judged in effect order, as the close will issue them (a whole refund credits
+    what is left, so an earlier one sent late changes the later ones)."""
+    history = sorted([*stored, change], key=lambda c: (int(c.time.timestamp()), c.source, c.id))
     try:
-        notes = refund_notes(account, changes=stored, documents=documents, payments=payments)
+        refund_notes(account, changes=history, documents=documents, payments=payments)
     except BillingRuleError as exc:
         return str(exc)
-    ref = change.data.invoice
-    if ref is None:
-        return "a refund names the invoice it credits"
-    everything = [*documents, *notes]
-    invoice = next((d for d in everything if (d.invoice_date, d.reference)
-                    == (ref.invoice_date, ref.reference) and d.document == "invoice"), None)
-    if invoice is None:
-        named = next((d for d in everything if (d.invoice_date, d.reference)
-                      == (ref.invoice_date, ref.reference)), None)
-        return refund_problem(change, invoice=named, paid=Decimal(0), credited=Decimal(0),
-                              today=account.calendar.local_date(change.time),
-                              anchor_day=account.calendar.anchor_day)
-    paid = paid_by_invoice(payments).get((ref.invoice_date, ref.reference), Decimal(0))
-    return refund_problem(change, invoice=invoice, paid=paid,
-                          credited=credited_amount(invoice, _notes_of(everything)),
-                          today=account.calendar.local_date(change.time),
-                          anchor_day=account.calendar.anchor_day)
+    return None

@@ -111,7 +111,10 @@ def test_payment_terms_start_dunning_at_the_due_date() -> None:
     invoice = _invoice("team-po", date(2026, 8, 4), "66.00", due=date(2026, 9, 3))
     before = _life(datetime(2026, 9, 2, tzinfo=UTC), [], team="team-po", invoices=(invoice,))
     assert before.access.state == "active"
-    due = datetime(2026, 9, 3, tzinfo=UTC)
+    during = _life(datetime(2026, 9, 3, 23, tzinfo=UTC), [], team="team-po",
+                   invoices=(invoice,))
+    assert during.access.state == "active"  # a payment on its due date is on time
+    due = datetime(2026, 9, 4, tzinfo=UTC)  # unpaid at the end of 3 September
     life = _life(due + timedelta(days=7, hours=1), [], team="team-po", invoices=(invoice,))
     assert [(n.type, n.time) for n in life.notices] == [
         ("payment_failed_notice", due),
@@ -157,6 +160,11 @@ def test_delete_requested_takes_effect_after_the_grace() -> None:
     life = _life(datetime(2026, 9, 9, tzinfo=UTC), [paid], changes=(change,))
     assert (life.access.state, life.access.login_allowed) == ("deleted", False)
     assert life.notices[-1].type == "team_deleted"
+    # Deleted is final: a later failure or payment changes nothing.
+    late = [_payment("payment_failed", datetime(2026, 9, 10, tzinfo=UTC), pid="x1"),
+            _payment("payment_succeeded", datetime(2026, 9, 11, tzinfo=UTC), pid="x2")]
+    after = _life(datetime(2026, 10, 1, tzinfo=UTC), [paid, *late], changes=(change,))
+    assert (after.access.state, after.notices) == ("deleted", life.notices)
 
 
 @settings(max_examples=30, deadline=None)

@@ -82,6 +82,14 @@ def test_refunds_stored_before_count_against_the_cap() -> None:
     assert _check(_refund("r2", "16.00"), stored=[first]) is None
 
 
+def test_an_earlier_whole_refund_sent_late_is_judged_in_effect_order() -> None:
+    """A whole refund credits what is left: one effective before a stored partial refund
+    would leave that one nothing, so it is refused rather than stopping the close."""
+    later = _refund("r1", "60.00", at="2026-08-25T10:00:00Z")
+    assert _check(_refund("r2", at="2026-08-20T10:00:00Z"), stored=[later]) is not None
+    assert _check(_refund("r2", at="2026-08-26T10:00:00Z"), stored=[later]) is None
+
+
 def test_nothing_paid_or_no_such_invoice_is_refused() -> None:
     unpaid = _check(_refund("r1", "5.00"), payments=[])
     assert unpaid is not None and unpaid.startswith("refused: ") and "paid" in unpaid
