@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,10 +62,19 @@ def http_answers(url: str, *, body: bytes | None = None, timeout: float = 1.0) -
         return False
 
 
+_RECENT_PORTS: deque[int] = deque(maxlen=512)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, and not handed out by a recent call: a cluster asks for many
+    ports before its servers bind any of them."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _RECENT_PORTS:
+            _RECENT_PORTS.append(port)
+            return port
 
 
 def _die_with_parent() -> None:
@@ -173,6 +184,10 @@ class _Service:
     def stop(self) -> None:
         self.proc.stop()
 
+    def kill(self) -> None:
+        """SIGKILL, no clean shutdown: for fault tests. start() again restarts it."""
+        self.proc.kill()
+
     def __enter__(self) -> _Service:
         return self
 
@@ -241,27 +256,51 @@ def start_broker(
     return broker
 
 
-class LocalClickHouse(_Service):
-    """clickhouse-server with the project config; stop() and start() keep ports and data."""
+_CONFIG_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
-    def __init__(self, *, binary: str, root: Path, database: str = "metering") -> None:
+
+class LocalClickHouse(_Service):
+    """clickhouse-server with the project config; stop() and start() keep ports and data.
+
+    `config_d` maps a name to an XML text (a `<yandex>` document) written to
+    `<root>/config.d/<name>.xml`, which the server merges over config.xml at start."""
+
+    def __init__(
+        self,
+        *,
+        binary: str,
+        root: Path,
+        database: str = "metering",
+        config_d: Mapping[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.database = database
         self.tcp_port = free_port()
         self.http_port = free_port()
+        self.interserver_port = free_port()
         config = (_HERE / "clickhouse-config.xml").read_text().format(
             root=root, tcp_port=self.tcp_port, http_port=self.http_port,
-            interserver_port=free_port(),
+            interserver_port=self.interserver_port,
         )
-        for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
+        for sub in ("data", "tmp", "user_files", "format_schemas", "log", "config.d"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "config.xml").write_text(config)
         shutil.copyfile(_HERE / "clickhouse-users.xml", root / "users.xml")
+        for name, xml in (config_d or {}).items():
+            self.add_config(name, xml)
         self.proc = ManagedProcess(
-            name="clickhouse-server",
+            name=f"clickhouse-server :{self.tcp_port}",
             argv=[binary, f"--config-file={root / 'config.xml'}"],
             log_path=root / "log" / "stdout.log",
         )
+
+    def add_config(self, name: str, xml: str) -> Path:
+        """Write `xml` to `<root>/config.d/<name>.xml`: read at the next (re)start."""
+        if not _CONFIG_NAME.fullmatch(name):
+            raise ServiceError(f"bad config.d name {name!r}: letters, digits, '_', '.', '-'")
+        path = self.root / "config.d" / f"{name}.xml"
+        path.write_text(xml)
+        return path
 
     @property
     def url(self) -> str:
@@ -271,7 +310,14 @@ class LocalClickHouse(_Service):
         return http_answers(f"http://127.0.0.1:{self.http_port}/ping", body=b"Ok.")
 
     def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process without waiting: start many, then wait_ready() on each."""
         self.proc.spawn()
+
+    def wait_ready(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
         _wait_until(self.ping, self.proc, timeout)
 
     def __enter__(self) -> LocalClickHouse:
@@ -289,9 +335,13 @@ def clickhouse_binary() -> str:
 
 
 def start_clickhouse(
-    root: Path, *, binary: str | None = None, timeout: float = DEFAULT_START_TIMEOUT
+    root: Path,
+    *,
+    binary: str | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT,
+    config_d: Mapping[str, str] | None = None,
 ) -> LocalClickHouse:
-    server = LocalClickHouse(binary=binary or clickhouse_binary(), root=root)
+    server = LocalClickHouse(binary=binary or clickhouse_binary(), root=root, config_d=config_d)
     server.start(timeout)
     return server
 
