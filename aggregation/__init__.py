@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
+from aggregation._cluster import ClusterStore, check_cluster
 from aggregation._server import (
     DEFAULT_STORE_CONNECT_TIMEOUT_SECONDS,
     DEFAULT_STORE_POOL_SIZE,
@@ -82,13 +83,14 @@ def redact_url(url: str) -> str:
 
 
 def open_store(url: str, options: ServerOptions | None = None) -> Store:
-    """Open `clickhouse://[user[:password]@]host[:port][/db]` (waiting and pooling as
+    """Open `clickhouse://[user[:password]@]host[:port][/db][?cluster=NAME]` (with a cluster:
+    the Distributed tables over that cluster of the server's config; waiting and pooling as
     `options` say, the defaults without) or `chdb:///abs/path`; or, for `memory://`, a new
     empty MemoryStore whose data lives as long as the object (one process only: a worker and
     a close in two processes do not share it)."""
     parts = urlsplit(url)
     shown = repr(redact_url(url))
-    if parts.query or parts.fragment:
+    if parts.fragment or (parts.query and parts.scheme != "clickhouse"):
         raise ValueError(f"store URL {shown} must not have a query or fragment")
     if url == "memory://":
         return MemoryStore()
@@ -97,6 +99,25 @@ def open_store(url: str, options: ServerOptions | None = None) -> Store:
     if parts.scheme == "chdb":
         return _open_chdb(parts, shown)
     raise ValueError(f"store URL {shown} must start with clickhouse:// or chdb:///")
+
+
+def _cluster_name(parts: SplitResult, shown: str) -> str | None:
+    """The `cluster` of a server URL's query (None without a query); ValueError for any
+    other key, a repeated or empty one, or a name that is not an identifier."""
+    if not parts.query:
+        return None
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise ValueError(f"store URL {shown}: cannot read its query") from None
+    keys = [key for key, _ in pairs]
+    if keys != ["cluster"]:
+        raise ValueError(f"store URL {shown}: the query takes one key, cluster=NAME "
+                         f"(got {', '.join(keys)})")
+    try:
+        return check_cluster(pairs[0][1])
+    except ValueError as exc:
+        raise ValueError(f"store URL {shown}: {exc}") from None
 
 
 def with_timeout(store: Store, seconds: float) -> Store:
@@ -117,14 +138,14 @@ def _open_server(parts: SplitResult, shown: str, options: ServerOptions | None) 
         check_database(database)
     except ValueError as exc:
         raise ValueError(f"store URL {shown}: {exc}") from None
-    return ServerStore(
-        parts.hostname,
-        port,
-        database,
-        user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        options=options,
-    )
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    cluster = _cluster_name(parts, shown)
+    if cluster is not None:
+        return ClusterStore(parts.hostname, port, database, cluster, user=user,
+                            password=password, options=options)
+    return ServerStore(parts.hostname, port, database, user=user, password=password,
+                       options=options)
 
 
 def _open_chdb(parts: SplitResult, shown: str) -> Store:

@@ -32,6 +32,7 @@ from aggregation.store import StoreError
 
 DATABASE = "metering"
 _ROWS_PER_INSERT = 1000
+_NO_PARTITION_LIMIT = "SET max_partitions_per_insert_block = 0"
 _LOCK_FILE = "metering.lock"
 _ENGINE_STATUS_FILE = "status"  # the engine writes "PID: N" and more into it
 _PID = re.compile(rb"(?:PID: )?(\d+)")
@@ -169,6 +170,8 @@ class ChdbStore(SqlStore):
             raise StoreError(f"chdb {self.path}: {exc.strerror or exc}") from exc
         try:
             self._session: _Session | None = _open_session(str(self.path))
+            # Tables are partitioned by month: a backfill's batch may span any number.
+            self._session.query(_NO_PARTITION_LIMIT, "JSONCompact")
         except RuntimeError as exc:
             _PATHS.give_back(self._owned)
             raise StoreError(f"chdb {self.path}: {_one_line(exc)}") from exc

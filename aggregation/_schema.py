@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from aggregation._sql import (
     CREATE_INVOICES,
+    DROP_EVENT_MONTH,
     SELECT_INVOICE_COLUMNS,
     SELECT_OLD_INVOICES,
     USAGE_TABLES,
@@ -493,6 +494,14 @@ class SqlStore(ABC):
         # teams asked about: two parameters for any number of teams.
         rows = self._select(self._sql.notice_ids, {"first": min(wanted), "last": max(wanted)})
         return {(str(team), str(notice_id)) for team, notice_id in rows if team in wanted}
+
+    def event_periods(self, before: date) -> list[tuple[str, date]]:
+        rows = self._select(self._sql.event_periods, {"before": before})
+        return [(str(team), date.fromisoformat(start)) for team, start in rows]
+
+    def drop_event_months(self, months: Sequence[int]) -> None:
+        for month in months:
+            self._execute(DROP_EVENT_MONTH.format(db=self.database, month=int(month)))
 
     def delete_usage(self, team: str) -> int:
         counts = [int(self._select(sql, {"team": team})[0][0])

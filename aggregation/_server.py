@@ -143,11 +143,13 @@ class ServerStore(SqlStore):
         user: str | None = None,
         password: str | None = None,
         options: ServerOptions | None = None,
+        settings: Mapping[str, str | int] | None = None,
     ) -> None:
         super().__init__(database)
         self.host = host
         self.port = port
         self.user = user or "default"
+        self._password = password or ""
         self.options = options = options or ServerOptions()
         # No database on the connections: it may not exist until ensure_schema.
         self._pool = _Pool(
@@ -155,10 +157,12 @@ class ServerStore(SqlStore):
                 host=host,
                 port=port,
                 user=self.user,
-                password=password or "",
+                password=self._password,
                 connect_timeout=options.connect_timeout,
                 send_receive_timeout=options.connect_timeout,
                 sync_request_timeout=options.connect_timeout,
+                # ClickHouse settings sent with every statement
+                settings=dict(settings or {}),
             ),
             size=options.pool_size,
             wait=options.connect_timeout,

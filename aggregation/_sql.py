@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS {db}.active_users (
     event_type String,
     inserted_at DateTime('UTC') DEFAULT now()
 ) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(period_start)
 ORDER BY (team, period_start, user_id, first_time, event_id, source, event_type)
 """
 
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS {db}.events (
     time DateTime('UTC'),
     inserted_at DateTime('UTC') DEFAULT now()
 ) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(period_start)
 ORDER BY (team, period_start, source, event_id, day, event_type, user_id, time)
 """
 
@@ -60,7 +62,8 @@ CREATE TABLE IF NOT EXISTS {db}.invoices (
     usage String DEFAULT '',
     batch String DEFAULT '',
     issued_at DateTime('UTC') DEFAULT now()
-) ENGINE = ReplacingMergeTree() ORDER BY (team, invoice_date, reference, body, batch)
+) ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(invoice_date)
+ORDER BY (team, invoice_date, reference, body, batch)
 """
 
 # The close lease: each holder appends rows with a rising `seq`; its latest row says until
@@ -130,6 +133,8 @@ CREATE TABLE IF NOT EXISTS {db}.void_batches (
 ) ENGINE = ReplacingMergeTree() ORDER BY batch
 """
 
+SELECT_VOID_BATCHES = "SELECT DISTINCT batch FROM {db}.void_batches"
+
 INSERT_VOID_BATCH = """
 INSERT INTO {db}.void_batches (batch) SELECT %(batch)s
 """
@@ -171,6 +176,18 @@ COUNT_PENDING_MUTATIONS = """
 SELECT count() FROM system.mutations
 WHERE database = %(database)s AND table = %(table)s AND is_done = 0
 """
+
+# The (team, period) pairs holding raw events in periods begun before a day: what dropping
+# the months before it would remove.
+SELECT_EVENT_PERIODS = """
+SELECT team, toString(period_start) FROM {db}.events
+WHERE period_start < %(before)s
+GROUP BY team, period_start
+ORDER BY team, period_start
+"""
+
+# Events are partitioned by the month of their period's start (YYYYMM).
+DROP_EVENT_MONTH = "ALTER TABLE {db}.events DROP PARTITION {month}"
 
 SELECT_MAU = """
 SELECT uniqExact(user_id) FROM {db}.active_users
@@ -319,15 +336,70 @@ def check_database(name: str) -> str:
     return name
 
 
+_TABLES = (
+    CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES, CREATE_CHANGES, CREATE_LEASES,
+    CREATE_VOID_BATCHES, CREATE_PAYMENTS, CREATE_NOTICES,
+)
+
+
 def schema_statements(database: str) -> list[str]:
     db = check_database(database)
-    return [
-        sql.format(db=db)
-        for sql in (
-            CREATE_DATABASE, CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES, CREATE_CHANGES,
-            CREATE_LEASES, CREATE_VOID_BATCHES, CREATE_PAYMENTS, CREATE_NOTICES,
+    return [sql.format(db=db) for sql in (CREATE_DATABASE, *_TABLES)]
+
+
+# In a cluster, each table is a replicated local table `<name>_local` on every node (its
+# replicas find each other in ZooKeeper under the shard's path) and a Distributed table
+# `<name>` over them, which every statement above reads and writes unchanged. Rows go to the
+# shard of their team (a lease to its name's, a void batch to its name's), so every per-team
+# read finds all of a team's rows on one shard.
+_SHARD_KEYS = {"leases": "name", "void_batches": "batch"}
+_TABLE_HEAD = re.compile(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+) \(")
+LOCAL_SUFFIX = "_local"
+
+# The cluster's nodes as the node connected to sees them.
+SELECT_CLUSTER_NODES = """
+SELECT shard_num, replica_num, host_address, port FROM system.clusters
+WHERE cluster = %(cluster)s
+ORDER BY shard_num, replica_num
+"""
+
+SELECT_MACROS = "SELECT macro, substitution FROM system.macros"
+
+
+def table_names() -> list[str]:
+    """The store's tables, in the order they are created."""
+    return [_table_name(sql) for sql in _TABLES]
+
+
+def _table_name(sql: str) -> str:
+    found = _TABLE_HEAD.search(sql)
+    if found is None:
+        raise AssertionError(f"not a CREATE TABLE statement: {sql[:60]!r}")
+    return found.group(1)
+
+
+def cluster_schema_statements(database: str, cluster: str) -> list[str]:
+    """What each node of `cluster` runs, in order: the database, then per table its
+    replicated local table and the Distributed table over the cluster's local tables."""
+    db = check_database(database)
+    name_of_cluster = check_database(cluster)
+    statements = [CREATE_DATABASE.format(db=db)]
+    for sql in _TABLES:
+        table = _table_name(sql)
+        local = f"{table}{LOCAL_SUFFIX}"
+        replicated = (f"ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{db}/{table}', "
+                      "'{replica}')")
+        statements.append(
+            sql.format(db=db)
+            .replace(f"{db}.{table} (", f"{db}.{local} (", 1)
+            .replace("ReplacingMergeTree()", replicated, 1)
         )
-    ]
+        key = _SHARD_KEYS.get(table, "team")
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {db}.{table} AS {db}.{local}\n"
+            f"ENGINE = Distributed({name_of_cluster}, {db}, {local}, cityHash64({key}))"
+        )
+    return statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +436,7 @@ class Statements:
     count_team_rows: tuple[str, ...]
     delete_team_rows: tuple[str, ...]
     pending_mutations: str
+    event_periods: str
 
     @classmethod
     def for_database(cls, database: str) -> Statements:
@@ -400,4 +473,5 @@ class Statements:
             delete_team_rows=tuple(DELETE_TEAM_ROWS.format(db=db, table=table)
                                    for table in USAGE_TABLES),
             pending_mutations=COUNT_PENDING_MUTATIONS,
+            event_periods=SELECT_EVENT_PERIODS.format(db=db),
         )

@@ -317,6 +317,20 @@ class MemoryStore:
             return {(team, notice_id) for team in set(teams)
                     for notice_id in self._notices.get(team, {})}
 
+    def event_periods(self, before: date) -> list[tuple[str, date]]:
+        with self._lock:
+            self._check_schema()
+            return sorted((team, start) for (team, start), rows in self._events.items()
+                          if rows and start < before)
+
+    def drop_event_months(self, months: Sequence[int]) -> None:
+        wanted = {int(month) for month in months}
+        with self._lock:
+            self._check_schema()
+            for key in [key for key in self._events
+                        if key[1].year * 100 + key[1].month in wanted]:
+                del self._events[key]
+
     def delete_usage(self, team: str) -> int:
         with self._lock:
             self._check_schema()

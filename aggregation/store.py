@@ -379,6 +379,14 @@ class Store(Protocol):
     def notice_ids(self, teams: Sequence[str]) -> set[tuple[str, str]]:
         """The (team, notice id) pairs recorded for `teams` (none for no teams)."""
 
+    def event_periods(self, before: date) -> list[tuple[str, date]]:
+        """The (team, period start) pairs with raw events in periods that start before
+        `before`, ordered."""
+
+    def drop_event_months(self, months: Sequence[int]) -> None:
+        """Drop the raw events of the periods that start in `months` (YYYYMM), whole
+        partitions at once; first-seen users, invoices and the rest stay."""
+
     def delete_usage(self, team: str) -> int:
         """Remove every row of `team` from the events and the active users (the user ids
         and raw activity) and return how many rows the store held there; once it returns,

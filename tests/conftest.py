@@ -13,6 +13,7 @@ import pytest
 
 from aggregation import open_store
 from aggregation.store import Store
+from metering.local.cluster import LocalCluster, start_cluster
 from metering.local.services import LocalBroker, LocalClickHouse, start_broker, start_clickhouse
 
 
@@ -34,17 +35,36 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
         running.stop()
 
 
+@pytest.fixture(scope="session")
+def clickhouse_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """ZooKeeper and 2 shards x 2 replicas of clickhouse-server, for the whole session."""
+    running = start_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def cluster_url(cluster: LocalCluster, database: str) -> str:
+    """The store URL of `database` on `cluster`, entered through its first node."""
+    first = cluster.node(0, 0)
+    return f"clickhouse://127.0.0.1:{first.tcp_port}/{database}?cluster={cluster.name}"
+
+
 @pytest.fixture
 def chdb_path(tmp_path: Path) -> Path:
     return tmp_path / "chdb"
 
 
-@pytest.fixture(params=["server", "chdb"])
+@pytest.fixture(params=["server", "cluster", "chdb"])
 def bare_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
     """Each engine in turn, a fresh database whose schema does not exist yet."""
     if request.param == "server":
         server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
         url = f"clickhouse://127.0.0.1:{server.tcp_port}/test_{uuid.uuid4().hex}"
+    elif request.param == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("clickhouse_cluster")
+        url = cluster_url(cluster, f"test_{uuid.uuid4().hex}")
     else:
         url = f"chdb://{chdb_path}"
     store = open_store(url)

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from aggregation import ServerOptions, open_store
 from aggregation._chdb import ChdbStore
+from aggregation._cluster import ClusterStore
 from aggregation._server import ServerStore
 from metering.settings import Settings
 
@@ -62,7 +63,13 @@ def test_chdb_url_opens_the_path(tmp_path: Path) -> None:
         ("clickhouse://h/db;drop", "invalid database name"),
         ("clickhouse://h/a/b", "invalid database name"),
         ("clickhouse://h/1db", "invalid database name"),
-        ("clickhouse://h/db?secure=1", "must not have a query or fragment"),
+        ("clickhouse://h/db?secure=1", "the query takes one key, cluster=NAME (got secure)"),
+        ("clickhouse://h/db?cluster=a&cluster=b", "the query takes one key"),
+        ("clickhouse://h/db?cluster=", "invalid cluster name ''"),
+        ("clickhouse://h/db?cluster=a-b", "invalid cluster name 'a-b'"),
+        ("clickhouse://h/db?cluster", "cannot read its query"),
+        ("clickhouse://h/db#frag", "must not have a query or fragment"),
+        ("chdb:///tmp/x?cluster=a", "must not have a query or fragment"),
         ("chdb://relative/path", "absolute path"),
         ("chdb:///", "absolute path"),
         ("chdb:", "absolute path"),
@@ -73,6 +80,16 @@ def test_bad_urls_are_value_errors(url: str, problem: str) -> None:
     with pytest.raises(ValueError, match="^[^\n]*$") as info:
         open_store(url)
     assert problem in str(info.value)
+
+
+def test_a_cluster_url_opens_the_cluster_store() -> None:
+    store = open_store("clickhouse://u:p@h:9001/db?cluster=metering")
+    try:
+        assert isinstance(store, ClusterStore)
+        assert (store.host, store.port, store.database, store.cluster, store.user) == (
+            "h", 9001, "db", "metering", "u")
+    finally:
+        store.close()
 
 
 def test_password_is_not_echoed_in_errors() -> None:
