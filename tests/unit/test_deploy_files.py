@@ -3,7 +3,8 @@
 docker-compose.yml, the Prometheus scrape config and the Grafana provisioning and dashboard
 are only ever exercised by users with Docker, so these tests check what would break there:
 unpinned images, missing mounted files, wiring between services, and dashboard queries on
-metric names the code does not expose.
+metric names the code does not expose. The `cluster` profile's ClickHouse cluster is checked
+the same way: its XML configs parse and agree with each other and with the services.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import json
 import re
 import shlex
 import tomllib
+import xml.etree.ElementTree as ET
+from collections import Counter
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -35,11 +39,19 @@ GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "metering.json"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "metering.yml"
+CLUSTER_DIR = ROOT / "deploy" / "clickhouse-cluster"
 
 SERVICES = {"kafka", "clickhouse", "worker", "api", "prometheus", "grafana"}
 PUBLISHED = {"kafka": {9092}, "clickhouse": {8123, 9000}, "api": {8080},
              "prometheus": {9090}, "grafana": {3000}}
 METERING_SERVICES = ("worker", "api")
+# Profile `cluster`: the metering services on the cluster, each standing in for one above
+CLUSTER_PROFILE = "cluster"
+CLUSTER_METERING = {"worker-cluster": "worker", "api-cluster": "api"}
+SERVER_CONFIG_DIR = "/etc/clickhouse-server/config.d/"
+KEEPER_CONFIG = "/etc/clickhouse-keeper/keeper_config.xml"
+KEEPER_IMAGE = "clickhouse/clickhouse-keeper"
+SERVER_TCP_PORT = 9000
 # `${NAME:?message}`: compose refuses to start when NAME is unset, and no value is committed
 REQUIRED_VARIABLE = re.compile(r"^\$\{(?P<name>[A-Z_][A-Z0-9_]*):?\?[^}]*\}$")
 SECRET_KEY = re.compile(r"TOKEN|PASSWORD|SECRET|API_KEY", re.IGNORECASE)
@@ -150,7 +162,7 @@ def _extras_closure(extras: set[str]) -> set[str]:
 
 def _image_extras() -> set[str]:
     """The extras the image's `pip install` of the copied checkout asks for."""
-    installs = []
+    installs: list[re.Match[str]] = []
     for keyword, arguments in _dockerfile_instructions():
         words = shlex.split(arguments) if keyword == "RUN" else []
         if words[:2] == ["pip", "install"]:
@@ -435,3 +447,240 @@ def test_example_catalog_loads() -> None:
     power = catalog.plans["power"]
     assert isinstance(power, MauPlan)
     assert power.included_users == 5
+
+
+# --- Profile `cluster`: 2 shards x 2 replicas of clickhouse-server and ClickHouse Keeper ---
+
+
+def _profiles(name: str) -> list[str]:
+    profiles: list[str] = _services()[name].get("profiles", [])
+    return profiles
+
+
+def _cluster_services() -> list[str]:
+    return [name for name in _services() if CLUSTER_PROFILE in _profiles(name)]
+
+
+def _nodes() -> list[str]:
+    """The cluster's clickhouse-server services."""
+    image = _services()["clickhouse"]["image"]
+    return [name for name in _cluster_services() if _services()[name]["image"] == image]
+
+
+def _keepers() -> list[str]:
+    return [name for name in _cluster_services()
+            if _services()[name]["image"].startswith(f"{KEEPER_IMAGE}:")]
+
+
+def _version(image: str) -> str:
+    """`24.8.14.39` of `repo:24.8.14.39-alpine`: the release, without the variant."""
+    return _image_tag(image).split("-", 1)[0]
+
+
+@cache
+def _xml(path: Path) -> ET.Element:
+    return ET.parse(path).getroot()  # noqa: S314 - the repository's own files
+
+
+def _text(root: ET.Element, path: str) -> str:
+    element = root.find(path)
+    assert element is not None and element.text and element.text.strip(), f"no <{path}>"
+    return element.text.strip()
+
+
+def _node_config(node: str) -> ET.Element:
+    """The node's config.d files merged at the top level; a section in two files fails, as
+    the servers' merge of repeated sections is not what a reader of one file expects."""
+    merged = ET.Element("clickhouse")
+    sections: dict[str, str] = {}
+    for source, target in _bind_mounts(_services()[node]):
+        if not target.startswith(SERVER_CONFIG_DIR):
+            continue
+        assert target.endswith(".xml"), f"{node}: {target} is not read as config"
+        root = _xml(ROOT / source)
+        assert root.tag == "clickhouse", f"{source}: root <{root.tag}>"
+        for section in root:
+            assert section.tag not in sections, (
+                f"{node}: <{section.tag}> in {sections[section.tag]} and {source}")
+            sections[section.tag] = source
+            merged.append(section)
+    return merged
+
+
+def _remote_shards(node: str) -> list[list[tuple[str, int]]]:
+    """(host, port) of each replica of each shard of the cluster named in the store URLs."""
+    cluster = _node_config(node).find(f"remote_servers/{_store_cluster()}")
+    assert cluster is not None, f"{node}: no cluster {_store_cluster()!r} in remote_servers"
+    shards = []
+    for shard in cluster.findall("shard"):
+        assert _text(shard, "internal_replication") == "true", f"{node}: a shard replicates itself"
+        shards.append([(_text(replica, "host"), int(_text(replica, "port")))
+                       for replica in shard.findall("replica")])
+    return shards
+
+
+def _store_urls() -> dict[str, SplitResult]:
+    return {name: urlsplit(_env(name)["METERING_STORE_URL"]) for name in CLUSTER_METERING}
+
+
+def _store_cluster() -> str:
+    clusters: set[str] = set()
+    for name, url in _store_urls().items():
+        query = parse_qs(url.query, strict_parsing=True)
+        assert list(query) == ["cluster"] and len(query["cluster"]) == 1, f"{name}: {url.query}"
+        clusters.add(query["cluster"][0])
+    assert len(clusters) == 1, f"the cluster metering services name clusters {clusters}"
+    return clusters.pop()
+
+
+def _keeper_config() -> ET.Element:
+    sources = {source for name in _keepers()
+               for source, target in _bind_mounts(_services()[name]) if target == KEEPER_CONFIG}
+    assert len(sources) == 1, f"the keepers mount {sources} as {KEEPER_CONFIG}: one file for all"
+    return _xml(ROOT / sources.pop())
+
+
+def _keeper_server_id(name: str) -> int:
+    """The keeper's server_id, resolving from_env against the service's environment."""
+    element = _keeper_config().find("keeper_server/server_id")
+    assert element is not None, "keeper config: no <keeper_server><server_id>"
+    variable = element.get("from_env")
+    value = _env(name)[variable] if variable else element.text
+    return int(str(value))
+
+
+def _data_volume(name: str, target: str) -> str:
+    volumes = [volume.split(":")[0] for volume in _services()[name].get("volumes", [])
+               if isinstance(volume, str) and volume.split(":")[1] == target]
+    assert len(volumes) == 1 and volumes[0] in _compose()["volumes"], f"{name}: {target}"
+    return volumes[0]
+
+
+def test_default_services_have_no_profile() -> None:
+    # `docker compose up` starts exactly the single-node stack
+    for name in SERVICES:
+        assert not _profiles(name), f"{name} is in profiles {_profiles(name)}"
+
+
+def test_cluster_services_are_in_the_cluster_profile_only() -> None:
+    for name in set(_services()) - SERVICES:
+        assert _profiles(name) == [CLUSTER_PROFILE], f"{name}: profiles {_profiles(name)}"
+    assert len(_nodes()) == 4
+    assert len(_keepers()) == 3
+    assert set(_cluster_services()) == {*_nodes(), *_keepers(), *CLUSTER_METERING}
+
+
+def test_cluster_runs_the_single_node_clickhouse_release() -> None:
+    single = _services()["clickhouse"]["image"]
+    for name in _nodes():
+        assert _services()[name]["image"] == single, name
+    for name in _keepers():
+        image = _services()[name]["image"]
+        assert _version(image) == _version(single), f"{name}: {image} against {single}"
+
+
+def test_cluster_services_have_healthchecks() -> None:
+    # Long-running, and waited on: keepers by the nodes, nodes by the metering services
+    for name in _cluster_services():
+        assert "test" in _services()[name].get("healthcheck", {}), f"{name}: no healthcheck"
+
+
+def test_every_node_lists_the_same_two_shards_of_two_replicas() -> None:
+    nodes = _nodes()
+    for node in nodes:
+        shards = _remote_shards(node)
+        assert shards == _remote_shards(nodes[0]), f"{node} and {nodes[0]} list other replicas"
+        assert [len(replicas) for replicas in shards] == [2, 2], f"{node}: {shards}"
+        hosts = [host for replicas in shards for host, _ in replicas]
+        assert sorted(hosts) == sorted(nodes), f"{node}: remote_servers lists {hosts}"
+        assert {port for replicas in shards for _, port in replicas} == {SERVER_TCP_PORT}
+
+
+def test_node_macros_match_the_shard_listing_the_node() -> None:
+    shard_of = {host: index for index, replicas in enumerate(_remote_shards(_nodes()[0]))
+                for host, _ in replicas}
+    macros = {node: (_text(_node_config(node), "macros/shard"),
+                     _text(_node_config(node), "macros/replica")) for node in _nodes()}
+    # One shard macro per listed shard, so each shard has its own Keeper path
+    shard_macros: dict[int, set[str]] = {shard_of[node]: set() for node in macros}
+    for node, (shard, _) in macros.items():
+        shard_macros[shard_of[node]].add(shard)
+    assert all(len(values) == 1 for values in shard_macros.values()), shard_macros
+    assert len({values.pop() for values in shard_macros.values()}) == len(shard_macros)
+    replicas = Counter(replica for _, replica in macros.values())
+    assert all(count == 1 for count in replicas.values()), f"replica macros repeat: {replicas}"
+
+
+def test_nodes_announce_their_own_interserver_host() -> None:
+    for node in _nodes():
+        assert _text(_node_config(node), "interserver_http_host") == node
+
+
+def test_nodes_use_the_keeper_services() -> None:
+    client_port = int(_text(_keeper_config(), "keeper_server/tcp_port"))
+    for node in _nodes():
+        config = _node_config(node)
+        zookeeper = [(_text(entry, "host"), int(_text(entry, "port")))
+                     for entry in config.findall("zookeeper/node")]
+        assert sorted(zookeeper) == sorted((name, client_port) for name in _keepers()), node
+        assert _text(config, "distributed_ddl/path").startswith("/"), node
+        depends = _services()[node]["depends_on"]
+        for keeper in _keepers():
+            assert depends[keeper]["condition"] == "service_healthy", f"{node} on {keeper}"
+
+
+def test_keepers_form_one_raft_group() -> None:
+    config = _keeper_config()
+    raft = {int(_text(server, "id")): _text(server, "hostname")
+            for server in config.findall("keeper_server/raft_configuration/server")}
+    ids = {name: _keeper_server_id(name) for name in _keepers()}
+    assert sorted(ids.values()) == sorted(raft), f"server ids {ids} against raft {raft}"
+    for name, server_id in ids.items():
+        assert raft[server_id] == name, f"{name} has the id of {raft[server_id]}"
+    # The healthcheck asks the readiness endpoint the config serves
+    port = _text(config, "keeper_server/http_control/port")
+    endpoint = config.findtext("keeper_server/http_control/readiness/endpoint", "/ready")
+    for name in _keepers():
+        test = " ".join(_services()[name]["healthcheck"]["test"])
+        assert f":{port}{endpoint}" in test, f"{name}: healthcheck {test!r}"
+
+
+def test_every_cluster_member_keeps_its_own_data_volume() -> None:
+    volumes = [_data_volume(name, "/var/lib/clickhouse") for name in [*_nodes(), *_keepers()]]
+    assert len(set(volumes)) == len(volumes), f"shared data volumes: {volumes}"
+    assert _data_volume("clickhouse", "/var/lib/clickhouse") not in volumes
+
+
+def test_cluster_configs_are_all_mounted() -> None:
+    mounted = {(ROOT / source).resolve() for name in _cluster_services()
+               for source, _ in _bind_mounts(_services()[name])}
+    for path in CLUSTER_DIR.rglob("*.xml"):
+        assert path.resolve() in mounted, f"{path.relative_to(ROOT)} is mounted by no service"
+
+
+def test_cluster_metering_services_open_the_cluster() -> None:
+    nodes = _nodes()
+    for name, url in _store_urls().items():
+        assert url.scheme == "clickhouse", name
+        assert url.hostname in nodes and (url.port or SERVER_TCP_PORT) == SERVER_TCP_PORT, name
+        database = url.path.removeprefix("/")
+        for node in nodes:
+            assert database == _env(node)["CLICKHOUSE_DB"], f"{name}: database on {node}"
+            assert _node_config(node).find(f"remote_servers/{_store_cluster()}") is not None
+        depends = _services()[name]["depends_on"]
+        for service in ("kafka", *nodes):
+            assert depends[service]["condition"] == "service_healthy", f"{name} on {service}"
+        assert "clickhouse" not in depends, f"{name} waits on the single node"
+
+
+def test_cluster_metering_services_mirror_the_single_node_ones() -> None:
+    # The same processes, only on the cluster, and found by Prometheus under the same name
+    for name, single in CLUSTER_METERING.items():
+        service, original = _services()[name], _services()[single]
+        for key in ("image", "command", "volumes", "healthcheck", "deploy", "ports"):
+            assert service.get(key) == original.get(key), f"{name}: {key} differs from {single}"
+        env, single_env = _env(name), _env(single)
+        assert {key: value for key, value in env.items() if key != "METERING_STORE_URL"} == {
+            key: value for key, value in single_env.items() if key != "METERING_STORE_URL"
+        }, name
+        assert service["networks"]["default"]["aliases"] == [single], name
