@@ -38,6 +38,17 @@ from invoicing.lifecycle import Access, Lifecycle, team_lifecycle
 from invoicing.migration import Segment, check_migration, segments
 from invoicing.payments import check_payment, paid_by_invoice
 from invoicing.refunds import due_credit_notes, refund_notes
+from invoicing.retention import (
+    MonthDrop,
+    PruneRefused,
+    Settlement,
+    Unsettled,
+    first_unsettled,
+    month_number,
+    month_text,
+    months_to_drop,
+    prune_cutoff,
+)
 from invoicing.schedule import TierStatus, tier_timeline
 
 __all__ = [
@@ -53,12 +64,16 @@ __all__ = [
     "DowngradeRefused",
     "Lifecycle",
     "LifecycleLog",
+    "MonthDrop",
     "NotApplicable",
     "NotInvoiced",
     "OnDue",
     "OwnerOnly",
+    "PruneRefused",
     "Segment",
+    "Settlement",
     "TierStatus",
+    "Unsettled",
     "check_change",
     "check_migration",
     "check_payment",
@@ -70,8 +85,13 @@ __all__ = [
     "due_credit_notes",
     "due_dates",
     "estimate",
+    "first_unsettled",
     "in_effect_order",
+    "month_number",
+    "month_text",
+    "months_to_drop",
     "paid_by_invoice",
+    "prune_cutoff",
     "read_access",
     "read_lifecycle",
     "refund_notes",

@@ -26,7 +26,15 @@ from rich.progress import (
 )
 
 from aggregation import StoredInvoice
-from invoicing import CloseSummary, OnDue, check_change, check_payment, read_access
+from invoicing import (
+    CloseSummary,
+    OnDue,
+    PruneRefused,
+    check_change,
+    check_payment,
+    prune_cutoff,
+    read_access,
+)
 from metering.cli.progress import counting, progress_bar, show_progress, team_bar
 from metering.cli.report import (
     INVOICE_HEADER,
@@ -40,6 +48,7 @@ from metering.closing import ahead_problem, rehearse_close, run_close
 from metering.kafka_io import ensure_topics, make_producer
 from metering.logs import logging_config
 from metering.producer import EmitReport, emit_change_lines, emit_lines, emit_payments
+from metering.prune import run_prune
 from metering.runtime import load_settings_catalog, open_ready_store
 from metering.settings import Settings
 from schemas import DEFAULT_CALENDAR, Invoice
@@ -51,6 +60,7 @@ __all__ = [
     "close",
     "demo",
     "emit",
+    "prune",
     "status",
     "usage",
     "worker",
@@ -320,6 +330,33 @@ def close(args: argparse.Namespace, settings: Settings) -> int:
               if args.rehearsal else f"issued {summary.issued}")
     print(f"{issued} new invoices; {summary.due} due as of {args.as_of.isoformat()}; "
           f"{summary.teams} teams in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def prune(args: argparse.Namespace, settings: Settings) -> int:
+    """Drop the raw events of whole months before `--before`'s month, all of whose periods
+    are invoiced (all or nothing): one line per month, or (`--json`) one object."""
+    catalog = load_settings_catalog(settings, required=True)
+    try:
+        report = run_prune(settings, catalog=catalog, before=args.before, dry_run=args.dry_run,
+                           on_wait=_waiting)
+    except PruneRefused as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps({
+            "before": report.before.isoformat(),
+            "months": [{"month": month.label, "teams": month.teams, "periods": month.periods}
+                       for month in report.months],
+            "dry_run": report.dry_run,
+        }))
+    elif not report.months:
+        print(f"nothing to drop: no events of periods before "
+              f"{prune_cutoff(report.before).isoformat()}")
+    else:
+        verb = "would drop" if report.dry_run else "dropped"
+        for month in report.months:
+            print(f"{verb} events of {month.label}: {month.teams:,} teams, "
+                  f"{month.periods:,} periods")
     return 0
 
 

@@ -70,6 +70,16 @@ def parse_moment(text: str) -> datetime:
     return moment
 
 
+def parse_day(text: str) -> date:
+    """An ISO date within FIRST_DATE..LAST_DATE (schemas.limits)."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date (2026-08-04)") from exc
+    _range_error(day, "date")
+    return day
+
+
 def build_settings(args: argparse.Namespace) -> Settings:
     overrides = {
         key: value
@@ -157,13 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one JSON object, as GET /v1/teams/{team}/access answers")
     status.set_defaults(run=commands.status)
 
+    prune = sub.add_parser(
+        "prune", help="drop the raw events of whole months before a date, once invoiced"
+    )
+    prune.add_argument("--before", type=parse_day, required=True,
+                       help="drop the months wholly before this date's month, all of whose "
+                            f"periods are invoiced ({FIRST_DATE}..{LAST_DATE})")
+    prune.add_argument("--dry-run", dest="dry_run", action="store_true",
+                       help="print what would be dropped, dropping nothing")
+    prune.add_argument("--json", action="store_true",
+                       help='one JSON object {"before", "months", "dry_run"}')
+    prune.set_defaults(run=commands.prune)
+
     serve_api = sub.add_parser("serve", help="HTTP read API for dashboards plus /metrics")
     serve_api.add_argument("--host", help="listen address (METERING_API_HOST)")
     serve_api.add_argument("--port", type=port_number,
                            help="listen port, 0 for any free one (METERING_API_PORT)")
     serve_api.set_defaults(run=serve)
 
-    for command in (demo, worker, emit, backfill, usage, close, status, serve_api):
+    for command in (demo, worker, emit, backfill, usage, close, status, prune, serve_api):
         _add_common(command)
     return parser
 
