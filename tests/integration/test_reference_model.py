@@ -1,6 +1,7 @@
 """The real pipeline agrees with the reference model (tests/reference.py), property by property.
 
-Real broker, real `metering worker` subprocesses, real clickhouse-server; only external
+Real broker, real `metering worker` subprocesses, a real clickhouse-server and a real 2 x 2
+ClickHouse cluster (the pair writes to the cluster); only external
 behaviour is used: messages are produced to the events topic, results are read through
 `open_store(url).mau / .active_users`.
 
@@ -33,7 +34,7 @@ import os
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -46,8 +47,10 @@ from kafka import KafkaProducer
 
 from aggregation import Store, open_store
 from metering.kafka_io import BrokerError, ensure_topics, wait_for_lag_zero
+from metering.local.cluster import LocalCluster
 from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess, free_port
 from tests.builders import account, catalog_yaml, cloud_event
+from tests.conftest import cluster_url
 from tests.reference import UNKNOWN_TEAM_CLOCK, Clock, FirstEvent, meter, parse_time
 
 METERING = str(Path(sys.executable).with_name("metering"))
@@ -434,12 +437,14 @@ class Pipeline:
 
 
 def _deploy(
-    name: str, *, workers: int, broker: LocalBroker, clickhouse: LocalClickHouse,
+    name: str, *, workers: int, broker: LocalBroker, store_url: Callable[[str], str],
     catalog: Path, tmp: Path,
 ) -> Deployment:
+    """`workers` worker processes of one group on their own topic, writing the database
+    `store_url` names for a database name."""
     tag = uuid.uuid4().hex[:8]
     topic, group = f"ref-{name}-events-{tag}", f"ref-{name}-{tag}"
-    store_url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/ref_{name}_{tag}"
+    store_url = store_url(f"ref_{name}_{tag}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
     env.update({
         "METERING_BROKER_URL": broker.url,
@@ -472,18 +477,24 @@ def _deploy(
 
 @pytest.fixture(scope="module")
 def pipeline(
-    broker: LocalBroker, clickhouse_server: LocalClickHouse,
+    broker: LocalBroker, clickhouse_server: LocalClickHouse, clickhouse_cluster: LocalCluster,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
+    """The pair writes to the 2 x 2 cluster, the single worker to the server: every property
+    holds through the cluster, and the pair's counts equal the single server's."""
     tmp = tmp_path_factory.mktemp("reference")
     catalog = tmp / "catalog.yaml"
     catalog.write_text(slot_catalog())
     deployments: list[Deployment] = []
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
     try:
-        for name, workers in (("pair", 2), ("single", 1)):
+        engines: tuple[tuple[str, int, Callable[[str], str]], ...] = (
+            ("pair", 2, functools.partial(cluster_url, clickhouse_cluster)),
+            ("single", 1, lambda db: f"clickhouse://127.0.0.1:{clickhouse_server.tcp_port}/{db}"),
+        )
+        for name, workers, store_url in engines:
             deployments.append(_deploy(name, workers=workers, broker=broker,
-                                       clickhouse=clickhouse_server, catalog=catalog, tmp=tmp))
+                                       store_url=store_url, catalog=catalog, tmp=tmp))
         yield Pipeline(deployments[0], deployments[1], producer, itertools.count())
         for deployment in deployments:
             assert deployment.healthy(), f"{deployment.name} worker crashed or exited"

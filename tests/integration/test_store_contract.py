@@ -9,12 +9,11 @@ import uuid
 import pytest
 
 from aggregation import Store, StoreError
-from aggregation._cluster import ClusterStore
 from aggregation._schema import SqlStore
 from aggregation._server import ServerStore
 from metering.local.services import LocalClickHouse
 from tests.store_contract import *  # noqa: F403
-from tests.store_contract import JAN, Merge, user_columns, user_row
+from tests.store_contract import JAN, Merge, optimize, user_columns, user_row
 
 pytestmark = pytest.mark.integration
 
@@ -26,25 +25,9 @@ def merge(store: Store) -> Merge:
 
     def merge_everything() -> None:
         for table in ("active_users", "events", "invoices", "billing_changes"):
-            if isinstance(store, ClusterStore):  # each shard's local table
-                _optimize_cluster_table(store, table)
-            else:
-                store._execute(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
+            optimize(store, table)
 
     return merge_everything
-
-
-def _optimize_cluster_table(store: ClusterStore, table: str) -> None:
-    """OPTIMIZE ... FINAL on the first replica of each shard that holds parts of `table`
-    (ClickHouse 18.16 refuses it on an empty replicated table: "Unknown log entry type")."""
-    local = f"{table}_local"
-    for node in store.nodes():
-        replica = store._node(node)  # noqa: SLF001
-        if node.replica == 1 and replica._select(  # noqa: SLF001
-            "SELECT count() FROM system.parts WHERE database = %(db)s AND table = %(table)s "
-            "AND active", {"db": store.database, "table": local},
-        )[0][0]:
-            replica._execute(f"OPTIMIZE TABLE {store.database}.{local} FINAL")  # noqa: SLF001
 
 
 def test_server_store_fails_while_down_and_recovers(clickhouse_server: LocalClickHouse) -> None:

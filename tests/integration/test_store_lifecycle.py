@@ -23,6 +23,8 @@ from aggregation import (
 from aggregation._schema import SqlStore
 from aggregation.store import day_number
 from metering.local.services import LocalClickHouse
+from tests.conftest import cluster_url
+from tests.store_contract import optimize
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +32,17 @@ JAN = date(2026, 1, 4)
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module", params=["server", "chdb"])
+@pytest.fixture(scope="module", params=["server", "cluster", "chdb"])
 def store(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqlStore]:
-    """One store per engine for the whole module (the server is the session's)."""
+    """One store per engine for the whole module (the server and cluster are the
+    session's)."""
     if request.param == "server":
         server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
         url = f"clickhouse://127.0.0.1:{server.tcp_port}/lifecycle_{uuid.uuid4().hex}"
+    elif request.param == "cluster":
+        url = cluster_url(request.getfixturevalue("clickhouse_cluster"),
+                          f"lifecycle_{uuid.uuid4().hex}")
     else:
         url = f"chdb://{tmp_path_factory.mktemp('lifecycle')}/chdb"
     opened = open_store(url)
@@ -49,7 +55,7 @@ def store(request: pytest.FixtureRequest,
 
 
 def merge(store: SqlStore, table: str) -> None:
-    store._execute(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
+    optimize(store, table)
 
 
 def usage(store: SqlStore, team: str, users: list[str]) -> None:
