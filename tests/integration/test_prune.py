@@ -1,7 +1,7 @@
-"""`metering prune --before DATE` as a real process, on a ClickHouse server and on chdb: raw
-events of invoiced months go, whole partitions at once; first-seen users and invoices stay;
-a month holding a period not invoiced yet refuses the prune (one line, exit 1, nothing
-dropped); a dry run drops nothing."""
+"""`metering prune --before DATE` as a real process, on a ClickHouse server, the 2 x 2 cluster
+and chdb: raw events of invoiced months go, whole partitions at once; first-seen users and
+invoices stay; a month holding a period not invoiced yet refuses the prune (one line, exit 1,
+nothing dropped); a dry run drops nothing."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from aggregation import ActiveUserRow, EventRow, Store, StoredInvoice, open_stor
 from metering.local.services import LocalClickHouse, free_port
 from schemas import Invoice, InvoiceLine, UsageRecord
 from tests.builders import account, catalog_yaml
+from tests.conftest import cluster_url
 from tests.integration.pipeline import METERING
 
 # acme bills MAU monthly from the 1st; beta's periods start on the 15th, and its invoices
@@ -84,12 +85,15 @@ def _run(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[st
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-@pytest.fixture(params=["server", "chdb"])
+@pytest.fixture(params=["server", "cluster", "chdb"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path, chdb_path: Path) -> str:
     """A store of each engine holding PERIODS' events and users and INVOICES."""
     if request.param == "server":
         server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
         url = f"clickhouse://127.0.0.1:{server.tcp_port}/test_{uuid.uuid4().hex}"
+    elif request.param == "cluster":
+        url = cluster_url(request.getfixturevalue("clickhouse_cluster"),
+                          f"test_{uuid.uuid4().hex}")
     else:
         url = f"chdb://{chdb_path}"
     store = open_store(url)
