@@ -35,6 +35,7 @@ from aggregation._server import ServerOptions, ServerStore
 from aggregation._sql import (
     LOCAL_SUFFIX,
     SELECT_CLUSTER_NODES,
+    SELECT_DATABASE_EXISTS,
     SELECT_MACROS,
     SELECT_VOID_BATCHES,
     USAGE_TABLES,
@@ -117,11 +118,13 @@ class ClusterStore(ServerStore):
             return store.with_timeout(self.timeout)
 
     def ensure_schema(self) -> None:
-        """Check every node first (reachable, the same cluster, its macros set and
-        consistent), then create the database and tables on each: nothing is created unless
-        every node can take it. Idempotent."""
+        """Check every node first (the same cluster, its macros set and consistent), then
+        create the database and tables on each: nothing is created unless every node can
+        take it. A replica that cannot be reached is passed over only when another replica
+        of its shard answers and every node that answers has the database already (a
+        restart during a replica's outage); a new schema needs every node. Idempotent."""
         nodes = self.nodes()
-        self._check_nodes(nodes)
+        reachable = self._check_nodes(nodes)
         statements = cluster_schema_statements(self.database, self.cluster)
 
         def create(node: Node) -> None:
@@ -130,11 +133,14 @@ class ClusterStore(ServerStore):
                 store._execute(statement)  # noqa: SLF001 - the same class family
 
         # Node by node, the nodes at once: a replicated table waits on ZooKeeper.
-        with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-            list(pool.map(create, nodes))
+        with ThreadPoolExecutor(max_workers=len(reachable)) as pool:
+            list(pool.map(create, reachable))
 
-    def _check_nodes(self, nodes: list[Node]) -> None:
+    def _check_nodes(self, nodes: list[Node]) -> list[Node]:
+        """The nodes to create the schema on; StoreError if that is not every node and the
+        rules above do not allow it, or if a node disagrees about the cluster or macros."""
         macros: dict[Node, dict[str, str]] = {}
+        unreachable: dict[Node, str] = {}
         for node in nodes:
             store = self._node(node)
             try:
@@ -142,7 +148,8 @@ class ClusterStore(ServerStore):
                                             {"cluster": self.cluster}))
                 rows = store._select(SELECT_MACROS, {})  # noqa: SLF001
             except StoreError as exc:
-                raise StoreError(f"{self._where()}: {node} cannot be reached: {exc}") from None
+                unreachable[node] = f"{node} cannot be reached: {exc}"
+                continue
             if seen != nodes:
                 raise StoreError(f"{self._where()}: {node} lists other nodes for the cluster "
                                  f"({len(seen)} against {len(nodes)}): give every node the same "
@@ -153,6 +160,24 @@ class ClusterStore(ServerStore):
                 raise StoreError(f"{self._where()}: {node} has no macro {' or '.join(missing)} "
                                  "(<macros> in its config)")
         _check_macros(self._where(), macros)
+        if unreachable:
+            self._check_outage(nodes, list(macros), unreachable)
+        return list(macros)
+
+    def _check_outage(self, nodes: list[Node], reachable: list[Node],
+                      unreachable: Mapping[Node, str]) -> None:
+        """StoreError unless every shard has a replica that answers and each of them holds
+        the database already."""
+        first = next(iter(unreachable.values()))
+        shards_up = {node.shard for node in reachable}
+        for node in nodes:
+            if node.shard not in shards_up:
+                raise StoreError(f"{self._where()}: no replica of shard {node.shard} answers: "
+                                 f"{unreachable[node]}")
+        for node in reachable:
+            if not int(self._node(node)._select(  # noqa: SLF001
+                    SELECT_DATABASE_EXISTS, {"database": self.database})[0][0]):
+                raise StoreError(f"{self._where()}: {first}; a new schema needs every node")
 
     def _on_each_shard(self, sql: str) -> None:
         """Run `sql` on the first replica of each shard that takes it."""

@@ -365,6 +365,8 @@ ORDER BY shard_num, replica_num
 
 SELECT_MACROS = "SELECT macro, substitution FROM system.macros"
 
+SELECT_DATABASE_EXISTS = "SELECT count() FROM system.databases WHERE name = %(database)s"
+
 
 def table_names() -> list[str]:
     """The store's tables, in the order they are created."""

@@ -83,3 +83,28 @@ def test_a_node_without_macros_is_refused_and_nothing_is_created(
         assert db not in databases(node)
     finally:
         node.stop()
+
+
+def test_a_replica_down_at_restart_is_passed_over_but_a_new_schema_needs_every_node(
+    tmp_path: Path, clickhouse_cluster: LocalCluster
+) -> None:
+    """A worker restarting while one replica is down goes on (its shard's other replica
+    answers and the schema exists); a schema made now would miss that replica: refused."""
+    entry, down = clickhouse_cluster.node(0, 0), clickhouse_cluster.node(1, 1)
+    old, new = (f"{name}_{uuid.uuid4().hex[:8]}" for name in ("old", "new"))
+
+    def url(db: str) -> str:
+        return f"clickhouse://127.0.0.1:{entry.tcp_port}/{db}?cluster={clickhouse_cluster.name}"
+
+    assert usage(tmp_path, url(old)).returncode == 0
+    down.stop()
+    try:
+        result = usage(tmp_path, url(old))
+        assert result.returncode == 0, result.stderr
+        one_line_error(usage(tmp_path, url(new)), f"shard 2 replica 2 (127.0.0.1:{down.tcp_port})",
+                       "cannot be reached", "a new schema needs every node")
+        assert all(new not in databases(node) for node in clickhouse_cluster.all_nodes
+                   if node is not down)
+    finally:
+        down.start()
+    assert new not in databases(down)
