@@ -56,9 +56,10 @@ def chdb_path(tmp_path: Path) -> Path:
     return tmp_path / "chdb"
 
 
-@pytest.fixture(params=["server", "cluster", "chdb"])
+@pytest.fixture(params=["server", "chdb"])
 def bare_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
-    """Each engine in turn, a fresh database whose schema does not exist yet."""
+    """Each engine in turn, a fresh database whose schema does not exist yet (the cluster's
+    own file asks for "cluster")."""
     if request.param == "server":
         server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
         url = f"clickhouse://127.0.0.1:{server.tcp_port}/test_{uuid.uuid4().hex}"
