@@ -14,9 +14,11 @@ a local spool that a crash would lose), and ClickHouse alone decides which shard
 on (no hash of ours to keep equal to `cityHash64`). A shard down fails the write, and the
 caller retries it; rows written twice collapse as on a single server.
 
-Reads and writes prefer the first replica of each shard that answers (`in_order`), so a
-write is read back from the replica that took it; while that replica is down both go to the
-next one. Mutations (deleting a team's usage, purging void invoices) and partition drops run
+Reads and writes prefer the first replica of each shard that answers (`in_order`; the node
+connected to serves its own shard itself), so a write is read back from the replica that
+took it. When that replica fails both move to the next one, and on ClickHouse 18.16 they
+stay there after it returns (the node keeps counting its past errors): the choice stays the
+same for reads and writes, which is what matters. Mutations (deleting a team's usage, purging void invoices) and partition drops run
 on one replica of each shard's local table (its replicas share them through ZooKeeper), and a
 deletion returns once every replica has finished it.
 """

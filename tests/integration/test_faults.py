@@ -27,7 +27,7 @@ from kafka import KafkaProducer
 
 from aggregation import StoreError, open_store
 from aggregation.store import ActiveUserRow
-from metering.kafka_io import BrokerError, group_lag, wait_for_lag_zero
+from metering.kafka_io import BrokerError, ensure_topics, group_lag, wait_for_lag_zero
 from metering.local.services import (
     LocalBroker,
     LocalClickHouse,
@@ -138,6 +138,8 @@ def pipelines(broker: LocalBroker, tmp_path: Path) -> Iterator[Callable[[str, in
         })
         run = Pipeline(broker=broker, env=env, topic=topic,
                        store_url=env["METERING_STORE_URL"], tmp=tmp_path / name)
+        # before any send: a first send would make the topic with the broker's own count
+        ensure_topics(broker.bootstrap, [topic], partitions=PARTITIONS)
         made.append(run)
         return run
 
