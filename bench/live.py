@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -57,8 +57,12 @@ class Arrival:
 class MarkerWatch:
     """Polls the server store every `POLL_SECONDS` for the markers not yet seen."""
 
-    def __init__(self, server: LocalClickHouse, database: str, period_start: date) -> None:
-        self._client = Client(host="127.0.0.1", port=server.tcp_port, send_receive_timeout=30)
+    def __init__(
+        self, server: LocalClickHouse, database: str, period_start: date,
+        *, settings: Mapping[str, str | int] | None = None,
+    ) -> None:
+        self._client = Client(host="127.0.0.1", port=server.tcp_port, send_receive_timeout=30,
+                              settings=dict(settings or {}))
         self._sql = (f"SELECT DISTINCT user_id FROM {database}.active_users "  # noqa: S608
                      "WHERE team IN %(teams)s AND period_start = %(period_start)s "
                      "AND user_id IN %(users)s")

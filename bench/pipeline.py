@@ -37,6 +37,10 @@ POLL_SECONDS = 0.25
 START_POLL_SECONDS = 0.05
 LIVE_DRAIN_TIMEOUT = 300.0
 MARKER_WAIT_SECONDS = 10.0  # after the group's lag is zero, for the last poll to see them
+CLUSTER_NAME = "metering"  # the cluster `--store cluster` starts (bench/throughput.py)
+# Reads of the cluster's Distributed tables go, as the store's own do, to the first replica
+# of each shard that answers: the one that took the writes, not one still copying them.
+CLUSTER_READ_SETTINGS: dict[str, str | int] = {"load_balancing": "in_order"}
 
 
 def _status_kib(pid: int, field_name: str) -> int:
@@ -106,7 +110,7 @@ class WorkerOptions:
     """How the workers run and how the live stream is paced, from the command line."""
 
     mode: str
-    store: str  # "server" or "chdb"
+    store: str  # "server", "cluster" or "chdb"
     workers: int
     partitions: int
     batch_events: int | None
@@ -285,11 +289,16 @@ def measure_worker(
 ) -> WorkerRun:
     """The backlog already on `topic`, then the live stream, then what the store holds.
 
-    `clickhouse` is the server to store into; None stores into chdb under `root`."""
+    `clickhouse` is the server to store into (with `--store cluster`, the first node of
+    cluster `CLUSTER_NAME`: the workers write its Distributed tables, the bench reads them
+    there); None stores into chdb under `root`."""
     database = f"bench_{tag}"
     chdb_path = (root / "chdb").resolve()
+    settings = CLUSTER_READ_SETTINGS if options.store == "cluster" else None
     if clickhouse is not None:
         store_url = f"clickhouse://127.0.0.1:{clickhouse.tcp_port}/{database}"
+        if options.store == "cluster":
+            store_url += f"?cluster={CLUSTER_NAME}"
     else:
         store_url = chdb_url(chdb_path)
     stage(f"metering worker x{options.workers} ({store_url})")
@@ -320,7 +329,7 @@ def measure_worker(
               f"a marker every {options.sample_every}")
         watch = None
         if clickhouse is not None:
-            watch = MarkerWatch(clickhouse, database, period_start)
+            watch = MarkerWatch(clickhouse, database, period_start, settings=settings)
             stack.callback(watch.close)
             watch.start()
         live = run_live(broker.bootstrap, topic, stream, mode=options.mode, rate=live_rate,
@@ -338,7 +347,7 @@ def measure_worker(
 
         stage("checking the store")
         if clickhouse is not None:
-            counts = read_server_store(clickhouse, database, period_start)
+            counts = read_server_store(clickhouse, database, period_start, settings=settings)
         else:
             counts = read_chdb_store(chdb_path, period_start)
     return WorkerRun(backlog, live, live_drain, counts, arrivals)

@@ -12,7 +12,7 @@ for 100,000 teams is minutes; the aggregate query reads the same table once.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -74,8 +74,14 @@ def _counts(mau: list[list[object]], distinct: list[list[object]],
     )
 
 
-def read_server_store(server: LocalClickHouse, database: str, period_start: date) -> StoreCounts:
-    client = Client(host="127.0.0.1", port=server.tcp_port, send_receive_timeout=300)
+def read_server_store(
+    server: LocalClickHouse, database: str, period_start: date,
+    *, settings: Mapping[str, str | int] | None = None,
+) -> StoreCounts:
+    """Read `database` on `server` (a cluster's node: its Distributed tables, with the
+    `settings` given)."""
+    client = Client(host="127.0.0.1", port=server.tcp_port, send_receive_timeout=300,
+                    settings=dict(settings or {}))
     try:
         rows = [[list(row) for row in client.execute(sql)]
                 for sql in _queries(database, period_start)]

@@ -9,8 +9,13 @@ byte for byte a little later (producer retries). `--mode batch` (default) sends 
 sends one event per message, keyed by team.
 
 `--store server` (default) runs the worker against the local clickhouse-server;
-`--store chdb` gives it `METERING_STORE_URL=chdb:///<run folder>/chdb`, the embedded engine
-inside the worker process (no server is started).
+`--store cluster` starts a local cluster of 2 shards x 2 replicas (ZooKeeper and four
+clickhouse-servers, metering/local/cluster.py) and gives the worker
+`clickhouse://127.0.0.1:<first node>/<db>?cluster=metering` (replicated local tables behind
+Distributed tables sharded by team; the bench reads the Distributed tables on that node with
+`load_balancing = 'in_order'`, as the store does); `--store chdb` gives it
+`METERING_STORE_URL=chdb:///<run folder>/chdb`, the embedded engine inside the worker process
+(no server is started).
 
 Stages, all in one run:
 1. produce the stream (a backlog), then count the topic's messages;
@@ -27,11 +32,11 @@ Stages, all in one run:
 4. latency: with the workers still running, a live stream is produced at a paced rate
    (default half the measured steady rate, `--live-rate` to override) for `--live-seconds`;
    every `--sample-every`-th event is a marker with a user of its own, timed from the
-   moment it is handed to the producer (or emitter). With the server the bench polls the
-   store every 50 ms for the markers not yet seen and takes the end of the first poll that
-   returns one: an upper bound, at most one poll interval plus two query durations above
-   the true value (typically 60-110 ms on 2 busy cores, longer when a poll stalls; the
-   run's widest is printed as `latency_resolution_s`).
+   moment it is handed to the producer (or emitter). With a server (or the cluster) the
+   bench polls the store every 50 ms for the markers not yet seen and takes the end of the
+   first poll that returns one: an upper bound, at most one poll interval plus two query
+   durations above the true value (typically 60-110 ms on 2 busy cores, longer when a poll
+   stalls; the run's widest is printed as `latency_resolution_s`).
    chdb cannot be read while the worker holds it (one engine per process, bound to its
    path), so with chdb the markers' `inserted_at` (whole seconds) is read after the worker
    stops, and `inserted_at + 1 s - send time` is reported: an upper bound with 1 s
@@ -57,7 +62,7 @@ with ~1.13M keys (about 1.1 GiB in this process to generate; several minutes):
 Nothing is asserted about speed: the figures are printed (text, or one JSON object with
 --json). Exit status 1 when the counts do not match or a stage fails.
 
-    .venv/bin/python bench/throughput.py [--mode batch|single] [--store server|chdb]
+    .venv/bin/python bench/throughput.py [--mode batch|single] [--store server|cluster|chdb]
         [--workers N] [--events N] [--teams T] [--users U] [--duplicates 0.1]
         [--burst-mean 30] [--partitions 8] [--live-seconds 30] [--live-rate R]
         [--sample-every 1000] [--worker-batch-events N] [--worker-batch-bytes N]
@@ -97,13 +102,19 @@ from pathlib import Path
 from aiokafka.errors import KafkaError as AIOKafkaError
 from baseline import BenchError, bare_consume
 from kafka.errors import KafkaError
-from pipeline import WorkerOptions, measure_worker
+from pipeline import CLUSTER_NAME, WorkerOptions, measure_worker
 from report import Report, build_report, render
 from workload import Population, Stream, generate, produce
 
 from aggregation import StoreError
 from metering.kafka_io import BrokerError, ensure_topics, group_lag
-from metering.local import ServiceError, start_broker, start_clickhouse
+from metering.local import (
+    LocalClickHouse,
+    ServiceError,
+    start_broker,
+    start_clickhouse,
+    start_cluster,
+)
 
 DEFAULT_EVENTS = {"batch": 1_200_000, "single": 200_000}
 DEFAULT_TEAMS = 100_000
@@ -114,6 +125,8 @@ DEFAULT_PARTITIONS = 8
 DEFAULT_LIVE_SECONDS = 30.0
 DEFAULT_SAMPLE_EVERY = 1000
 DEFAULT_SEED = 20260704
+CLUSTER_SHARDS = 2
+CLUSTER_REPLICAS = 2
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -135,8 +148,7 @@ def run(args: argparse.Namespace) -> Report:
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="metering-bench-")))
         broker = stack.enter_context(start_broker(root / "broker"))
-        clickhouse = (stack.enter_context(start_clickhouse(root / "clickhouse"))
-                      if args.store == "server" else None)
+        clickhouse = _start_store(stack, root, args.store)
         ensure_topics(broker.bootstrap, [topic], partitions=args.partitions)
 
         _stage(f"producing to {topic} ({args.partitions} partitions, {args.mode} mode, "
@@ -158,6 +170,21 @@ def run(args: argparse.Namespace) -> Report:
             stream=stream, total_events=events_total, options=options, stage=_stage,
         )
     return build_report(population, work, produced, bare, worker, options)
+
+
+def _start_store(stack: contextlib.ExitStack, root: Path, store: str) -> LocalClickHouse | None:
+    """The server the workers store into (with `cluster`: the first node of a local 2x2
+    cluster, stopped with the stack); None for chdb, which the worker embeds."""
+    if store == "server":
+        return stack.enter_context(start_clickhouse(root / "clickhouse"))
+    if store == "cluster":
+        _stage(f"starting a {CLUSTER_SHARDS}x{CLUSTER_REPLICAS} ClickHouse cluster "
+               "(ZooKeeper and 4 servers)")
+        cluster = stack.enter_context(start_cluster(
+            root / "cluster", name=CLUSTER_NAME, shards=CLUSTER_SHARDS,
+            replicas=CLUSTER_REPLICAS))
+        return cluster.node(0, 0)
+    return None
 
 
 def _stage(message: str) -> None:
@@ -214,10 +241,11 @@ def main() -> int:
                         help="events/s of the live stream (default half the steady rate)")
     parser.add_argument("--sample-every", type=_positive, default=DEFAULT_SAMPLE_EVERY,
                         help="every Nth live event is a latency marker")
-    parser.add_argument("--store", choices=("server", "chdb"), default="server",
-                        help="the worker's store: local clickhouse-server, or embedded chdb")
+    parser.add_argument("--store", choices=("server", "cluster", "chdb"), default="server",
+                        help="the worker's store: local clickhouse-server, a local 2x2 "
+                             "cluster of them, or embedded chdb")
     parser.add_argument("--workers", type=_positive, default=1,
-                        help="worker processes in one consumer group (server store only)")
+                        help="worker processes in one consumer group (server stores only)")
     parser.add_argument("--worker-batch-events", type=_positive,
                         help="METERING_BATCH_EVENTS for the worker (events per batch)")
     parser.add_argument("--worker-batch-bytes", type=_positive,
