@@ -18,9 +18,10 @@ Reads and writes prefer the first replica of each shard that answers (`in_order`
 connected to serves its own shard itself), so a write is read back from the replica that
 took it. When that replica fails both move to the next one, and on ClickHouse 18.16 they
 stay there after it returns (the node keeps counting its past errors): the choice stays the
-same for reads and writes, which is what matters. Mutations (deleting a team's usage, purging void invoices) and partition drops run
-on one replica of each shard's local table (its replicas share them through ZooKeeper), and a
-deletion returns once every replica has finished it.
+same for reads and writes, which is what matters. Mutations (deleting a team's usage,
+purging void invoices) and partition drops run on one replica of each shard's local table
+(its replicas share them through ZooKeeper), and a deletion returns once every replica has
+finished it.
 """
 
 from __future__ import annotations

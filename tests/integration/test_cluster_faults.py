@@ -17,26 +17,25 @@ import pytest
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
 
-from aggregation import StoreError
 from metering.local.cluster import LocalCluster, start_cluster
 from metering.local.services import LocalClickHouse
 from tests.conftest import cluster_url
 from tests.integration import test_faults as faults
-from tests.integration.pipeline import scrape
 from tests.integration.test_faults import (
     MAX_PACED_EVENTS,
     PERIOD,
     TIMEOUT,
     PacedProducer,
     Pipeline,
-    Worker,
     assert_no_traceback,
     expected_mau,
     make_events,
+    outage_while_events_flow,
     produce,
     store_mau,
     store_rows,
     wait_until,
+    writes_flow,
 )
 
 # The fixture of test_faults, reused here: pipelines on a ClickHouse port (see on_cluster).
@@ -46,7 +45,6 @@ CLUSTER = "faults"
 REPLICA_DOWN_SECONDS = 5.0
 SHARD_DOWN_SECONDS = 20.0
 ZOOKEEPER_DOWN_SECONDS = 15.0
-PRODUCE_INTO_OUTAGE_SECONDS = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +131,6 @@ def assert_replicas_hold(cluster: LocalCluster, database: str, expected: dict[st
                 f"last per [shard][replica]: {seen}; expected: {want}")
 
 
-def writes_flow(worker: Worker) -> Callable[[], bool]:
-    """A check that the worker wrote rows since it was made."""
-    written = worker.metric("metering_active_user_rows_written_total")
-    return lambda: worker.metric("metering_active_user_rows_written_total") > written
-
-
 def test_sigkill_the_replica_taking_a_shards_writes(
     on_cluster: Callable[[str], Pipeline], healed: LocalCluster
 ) -> None:
@@ -184,99 +176,33 @@ def test_a_whole_shard_down_while_events_flow(
 ) -> None:
     run = on_cluster("shard")
     shard = healed.nodes[1]
-    head = make_events(seed=21, count=600)
-    # New users throughout, so that events produced during the outage need writes.
-    paced = make_events(seed=22, count=MAX_PACED_EVENTS, user_prefix="late", max_users=400)
-    tail = make_events(seed=23, count=300, user_prefix="after")
-    worker = run.start_worker("w")
-    produce(run.broker.bootstrap, run.topic, head)
-    wait_until("rows to be written", writes_flow(worker), healthy=worker.healthy)
 
-    flow = PacedProducer(run.broker.bootstrap, run.topic, paced)
-    try:
-        wait_until("the worker to write flowing events", writes_flow(worker),
-                   healthy=worker.healthy)
+    def stop() -> None:
         for node in shard:
             node.stop()
-        down_since = time.monotonic()
-        wait_until("the worker to notice the shard is down",
-                   lambda: worker.metric("metering_store_up") == 0.0
-                   and worker.metric("metering_store_write_retries_total") > 0,
-                   healthy=worker.healthy)
-        time.sleep(max(0.0, PRODUCE_INTO_OUTAGE_SECONDS - (time.monotonic() - down_since)))
-    finally:
-        sent = flow.finish()
-    assert len(sent) < len(paced), "the stream ended before the outage"
 
-    while time.monotonic() - down_since < SHARD_DOWN_SECONDS:
-        assert worker.healthy(), worker.log[-4000:]
-        assert run.lag() > 0, "offsets were committed for rows the shard never got"
-        time.sleep(2)
-    samples = scrape(worker.metrics_port)
-    assert samples["metering_store_up"] == 0.0
-    assert samples["metering_store_write_retries_total"] > 0
-    with pytest.raises(StoreError):
-        store_mau(run.store_url)  # the outage is real: no replica of shard 2 answers
+    def start() -> None:
+        for node in shard:
+            node.spawn()
+        for node in shard:
+            node.wait_ready()
 
-    for node in shard:
-        node.spawn()
-    for node in shard:
-        node.wait_ready()
-    produce(run.broker.bootstrap, run.topic, tail)
-    run.wait_caught_up(worker)
-
-    expected = expected_mau(head + sent + tail)
-    assert worker.metric("metering_store_up") == 1.0
-    assert store_mau(run.store_url) == expected
-    assert_replicas_hold(healed, database_of(run), expected)
-    assert worker.healthy()
-    worker.proc.stop()
-    assert_no_traceback(worker)
+    # no replica of shard 2 answers: reads fail too
+    produced = outage_while_events_flow(run, seed=21, stop=stop, start=start,
+                                        seconds=SHARD_DOWN_SECONDS)
+    assert_replicas_hold(healed, database_of(run), expected_mau(produced))
 
 
 def test_zookeeper_down_while_events_flow(
     on_cluster: Callable[[str], Pipeline], healed: LocalCluster
 ) -> None:
+    """Replicated tables turn read-only once their ZooKeeper session expires: writes fail and
+    are retried; reads need no ZooKeeper."""
     run = on_cluster("zookeeper")
-    head = make_events(seed=31, count=600)
-    paced = make_events(seed=32, count=MAX_PACED_EVENTS, user_prefix="late", max_users=400)
-    tail = make_events(seed=33, count=300, user_prefix="after")
-    worker = run.start_worker("w")
-    produce(run.broker.bootstrap, run.topic, head)
-    wait_until("rows to be written", writes_flow(worker), healthy=worker.healthy)
-
-    flow = PacedProducer(run.broker.bootstrap, run.topic, paced)
-    try:
-        wait_until("the worker to write flowing events", writes_flow(worker),
-                   healthy=worker.healthy)
-        healed.zookeeper.stop()
-        down_since = time.monotonic()
-        # Replicated tables turn read-only once their ZooKeeper session expires.
-        wait_until("writes to fail and be retried",
-                   lambda: worker.metric("metering_store_write_retries_total") > 0,
-                   healthy=worker.healthy)
-        time.sleep(max(0.0, PRODUCE_INTO_OUTAGE_SECONDS - (time.monotonic() - down_since)))
-    finally:
-        sent = flow.finish()
-    assert len(sent) < len(paced), "the stream ended before the outage"
-
-    while time.monotonic() - down_since < ZOOKEEPER_DOWN_SECONDS:
-        assert worker.healthy(), worker.log[-4000:]
-        assert run.lag() > 0, "offsets were committed for rows the replicas never took"
-        time.sleep(2)
-    assert worker.metric("metering_store_up") == 0.0
-
-    healed.zookeeper.start()
-    produce(run.broker.bootstrap, run.topic, tail)
-    run.wait_caught_up(worker)
-
-    expected = expected_mau(head + sent + tail)
-    assert worker.metric("metering_store_up") == 1.0
-    assert store_mau(run.store_url) == expected
-    assert_replicas_hold(healed, database_of(run), expected)
-    assert worker.healthy()
-    worker.proc.stop()
-    assert_no_traceback(worker)
+    produced = outage_while_events_flow(
+        run, seed=31, stop=healed.zookeeper.stop, start=healed.zookeeper.start,
+        seconds=ZOOKEEPER_DOWN_SECONDS, reads_fail=False)
+    assert_replicas_hold(healed, database_of(run), expected_mau(produced))
 
 
 def test_three_workers_rebalancing_equal_one_worker(

@@ -326,57 +326,75 @@ def test_rebalance_when_a_worker_joins(
     assert_no_traceback(a, b)
 
 
+def writes_flow(worker: Worker) -> Callable[[], bool]:
+    """A check that the worker wrote first-seen rows since it was made."""
+    written = worker.metric("metering_active_user_rows_written_total")
+    return lambda: worker.metric("metering_active_user_rows_written_total") > written
+
+
+def outage_while_events_flow(
+    run: Pipeline, *, seed: int, stop: Callable[[], None], start: Callable[[], None],
+    seconds: float = OUTAGE_SECONDS, reads_fail: bool = True,
+) -> list[Event]:
+    """One worker meters a flow of new users; once it writes, `stop` takes (part of) the
+    store away, events go on for PRODUCE_INTO_OUTAGE_SECONDS, and for `seconds` the worker
+    stays up, backs off and commits nothing (the group's lag stays above 0; reads fail too
+    when `reads_fail`). Then `start`, more events, and every team's MAU is exact. Returns
+    every event produced."""
+    head = make_events(seed=seed, count=600)
+    # New users throughout, so that events produced during the outage need writes.
+    paced = make_events(seed=seed + 1, count=MAX_PACED_EVENTS, user_prefix="late",
+                        max_users=400)
+    tail = make_events(seed=seed + 2, count=300, user_prefix="after")
+    worker = run.start_worker("w")
+    produce(run.broker.bootstrap, run.topic, head)
+    wait_until("rows to be written", writes_flow(worker), healthy=worker.healthy)
+
+    flow = PacedProducer(run.broker.bootstrap, run.topic, paced)
+    try:
+        wait_until("the worker to write flowing events", writes_flow(worker),
+                   healthy=worker.healthy)
+        stop()
+        down_since = time.monotonic()
+        wait_until("the worker to notice the outage",
+                   lambda: worker.metric("metering_store_up") == 0.0
+                   and worker.metric("metering_store_write_retries_total") > 0,
+                   healthy=worker.healthy)
+        time.sleep(max(0.0, PRODUCE_INTO_OUTAGE_SECONDS - (time.monotonic() - down_since)))
+    finally:
+        sent = flow.finish()
+    assert len(sent) < len(paced), "the stream ended before the outage"
+
+    while time.monotonic() - down_since < seconds:
+        assert worker.healthy(), worker.log[-4000:]
+        assert run.lag() > 0, "offsets were committed for rows the store never got"
+        time.sleep(2)
+    samples = scrape(worker.metrics_port)
+    assert samples["metering_store_up"] == 0.0
+    assert samples["metering_store_write_retries_total"] > 0
+    if reads_fail:
+        with pytest.raises(StoreError):
+            store_mau(run.store_url)  # the outage is real
+
+    start()
+    produce(run.broker.bootstrap, run.topic, tail)
+    run.wait_caught_up(worker)
+
+    produced = head + sent + tail
+    assert worker.metric("metering_store_up") == 1.0
+    assert store_mau(run.store_url) == expected_mau(produced)
+    assert worker.healthy()
+    worker.proc.stop()
+    assert_no_traceback(worker)
+    return produced
+
+
 def test_clickhouse_outage_while_events_flow(
     pipelines: Callable[[str, int], Pipeline], tmp_path: Path
 ) -> None:
     clickhouse = start_clickhouse(tmp_path / "ch")  # our own: the session server stays up
     try:
-        run = pipelines("outage", clickhouse.tcp_port)
-        head = make_events(seed=3, count=600)
-        # New users throughout, so that events produced during the outage need writes.
-        paced = make_events(seed=4, count=MAX_PACED_EVENTS, user_prefix="late", max_users=400)
-        tail = make_events(seed=5, count=300, user_prefix="after")
-        worker = run.start_worker("w")
-        produce(run.broker.bootstrap, run.topic, head)
-        wait_until("rows to be written",
-                   lambda: worker.metric("metering_active_user_rows_written_total") > 0,
-                   healthy=worker.healthy)
-
-        flow = PacedProducer(run.broker.bootstrap, run.topic, paced)
-        try:
-            written = worker.metric("metering_active_user_rows_written_total")
-            wait_until("the worker to write flowing events",
-                       lambda: worker.metric("metering_active_user_rows_written_total") > written,
-                       healthy=worker.healthy)
-            clickhouse.stop()
-            down_since = time.monotonic()
-            wait_until("the worker to notice the outage",
-                       lambda: worker.metric("metering_store_up") == 0.0
-                       and worker.metric("metering_store_write_retries_total") > 0,
-                       healthy=worker.healthy)
-            time.sleep(max(0.0, PRODUCE_INTO_OUTAGE_SECONDS - (time.monotonic() - down_since)))
-        finally:
-            sent = flow.finish()
-        assert len(sent) < len(paced), "the stream ended before the outage"
-
-        while time.monotonic() - down_since < OUTAGE_SECONDS:
-            assert worker.healthy(), worker.log[-4000:]
-            assert run.lag() > 0, "offsets were committed for rows the store never got"
-            time.sleep(2)
-        samples = scrape(worker.metrics_port)
-        assert samples["metering_store_up"] == 0.0
-        assert samples["metering_store_write_retries_total"] > 0
-        with pytest.raises(StoreError):
-            store_mau(run.store_url)  # the outage is real
-
-        clickhouse.start()
-        produce(run.broker.bootstrap, run.topic, tail)
-        run.wait_caught_up(worker)
-
-        assert worker.metric("metering_store_up") == 1.0
-        assert store_mau(run.store_url) == expected_mau(head + sent + tail)
-        assert worker.healthy()
-        worker.proc.stop()
-        assert_no_traceback(worker)
+        outage_while_events_flow(pipelines("outage", clickhouse.tcp_port), seed=3,
+                                 stop=clickhouse.stop, start=clickhouse.start)
     finally:
         clickhouse.stop()
