@@ -83,8 +83,9 @@ def redact_url(url: str) -> str:
 
 
 def open_store(url: str, options: ServerOptions | None = None) -> Store:
-    """Open `clickhouse://[user[:password]@]host[:port][/db][?cluster=NAME]` (with a cluster:
-    the Distributed tables over that cluster of the server's config; waiting and pooling as
+    """Open `clickhouse://[user[:password]@]host[:port][/db][?cluster=NAME][&alt_hosts=H:P,...]`
+    (with a cluster: the Distributed tables over that cluster of the server's config; with
+    alt_hosts: those servers tried in turn when the host cannot be reached; waiting and pooling as
     `options` say, the defaults without) or `chdb:///abs/path`; or, for `memory://`, a new
     empty MemoryStore whose data lives as long as the object (one process only: a worker and
     a close in two processes do not share it)."""
@@ -101,23 +102,38 @@ def open_store(url: str, options: ServerOptions | None = None) -> Store:
     raise ValueError(f"store URL {shown} must start with clickhouse:// or chdb:///")
 
 
-def _cluster_name(parts: SplitResult, shown: str) -> str | None:
-    """The `cluster` of a server URL's query (None without a query); ValueError for any
-    other key, a repeated or empty one, or a name that is not an identifier."""
+_QUERY_KEYS = ("cluster", "alt_hosts")
+
+
+def _query(parts: SplitResult, shown: str) -> dict[str, str]:
+    """A server URL's query: `cluster=NAME` (an identifier) and `alt_hosts=host:port,...`,
+    each at most once; ValueError for anything else."""
     if not parts.query:
-        return None
+        return {}
     try:
         pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
     except ValueError:
         raise ValueError(f"store URL {shown}: cannot read its query") from None
     keys = [key for key, _ in pairs]
-    if keys != ["cluster"]:
-        raise ValueError(f"store URL {shown}: the query takes one key, cluster=NAME "
-                         f"(got {', '.join(keys)})")
+    if any(key not in _QUERY_KEYS for key in keys) or len(set(keys)) < len(keys):
+        raise ValueError(f"store URL {shown}: the query takes cluster=NAME and "
+                         f"alt_hosts=HOST:PORT,... once each (got {', '.join(keys)})")
+    query = dict(pairs)
     try:
-        return check_cluster(pairs[0][1])
+        if "cluster" in query:
+            check_cluster(query["cluster"])
+        if "alt_hosts" in query:
+            _check_hosts(query["alt_hosts"])
     except ValueError as exc:
         raise ValueError(f"store URL {shown}: {exc}") from None
+    return query
+
+
+def _check_hosts(text: str) -> None:
+    for item in text.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"invalid alt_hosts entry {item!r}: use HOST:PORT")
 
 
 def with_timeout(store: Store, seconds: float) -> Store:
@@ -140,12 +156,13 @@ def _open_server(parts: SplitResult, shown: str, options: ServerOptions | None) 
         raise ValueError(f"store URL {shown}: {exc}") from None
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
-    cluster = _cluster_name(parts, shown)
-    if cluster is not None:
-        return ClusterStore(parts.hostname, port, database, cluster, user=user,
-                            password=password, options=options)
+    query = _query(parts, shown)
+    alt_hosts = query.get("alt_hosts")
+    if "cluster" in query:
+        return ClusterStore(parts.hostname, port, database, query["cluster"], user=user,
+                            password=password, options=options, alt_hosts=alt_hosts)
     return ServerStore(parts.hostname, port, database, user=user, password=password,
-                       options=options)
+                       options=options, alt_hosts=alt_hosts)
 
 
 def _open_chdb(parts: SplitResult, shown: str) -> Store:

@@ -16,9 +16,11 @@ caller retries it; rows written twice collapse as on a single server.
 
 Reads and writes prefer the first replica of each shard that answers (`in_order`; the node
 connected to serves its own shard itself), so a write is read back from the replica that
-took it. When that replica fails both move to the next one, and on ClickHouse 18.16 they
-stay there after it returns (the node keeps counting its past errors): the choice stays the
-same for reads and writes, which is what matters. Mutations (deleting a team's usage,
+took it. When that replica fails both move to the next one until the node's count of its
+errors decays. Another process entering through another node may choose another replica of
+a shard for a while, so the rows that processes coordinate by (the close lease, void
+batches) are written to every replica of their shard before the insert returns
+(`insert_quorum`): whichever replica answers, it has them. Mutations (deleting a team's usage,
 purging void invoices) and partition drops run on one replica of each shard's local table
 (its replicas share them through ZooKeeper), and a deletion returns once every replica has
 finished it.
@@ -27,6 +29,7 @@ finished it.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,16 +37,19 @@ from itertools import groupby
 
 from clickhouse_driver.util.escape import escape_param
 
+from aggregation._schema import Param
 from aggregation._server import ServerOptions, ServerStore
 from aggregation._sql import (
     LOCAL_SUFFIX,
     SELECT_CLUSTER_NODES,
-    SELECT_DATABASE_EXISTS,
     SELECT_MACROS,
+    SELECT_TABLE_NAMES,
     SELECT_VOID_BATCHES,
+    SELECT_ZOOKEEPER_ROOT,
     USAGE_TABLES,
     check_database,
     cluster_schema_statements,
+    cluster_table_names,
 )
 from aggregation.store import StoreError
 
@@ -91,9 +97,10 @@ class ClusterStore(ServerStore):
         user: str | None = None,
         password: str | None = None,
         options: ServerOptions | None = None,
+        alt_hosts: str | None = None,
     ) -> None:
         super().__init__(host, port, database, user=user, password=password, options=options,
-                         settings=CLUSTER_SETTINGS)
+                         settings=CLUSTER_SETTINGS, alt_hosts=alt_hosts)
         self.cluster = check_cluster(cluster)
         self._node_stores: dict[Node, ServerStore] = {}
         self._node_guard = threading.Lock()
@@ -162,6 +169,11 @@ class ClusterStore(ServerStore):
             if missing:
                 raise StoreError(f"{self._where()}: {node} has no macro {' or '.join(missing)} "
                                  "(<macros> in its config)")
+            try:
+                store._select(SELECT_ZOOKEEPER_ROOT, {})  # noqa: SLF001
+            except StoreError as exc:
+                raise StoreError(f"{self._where()}: {node} cannot use ZooKeeper (<zookeeper> in "
+                                 f"its config, and ZooKeeper up): {exc}") from None
         _check_macros(self._where(), macros)
         if unreachable:
             self._check_outage(nodes, list(macros), unreachable)
@@ -169,26 +181,37 @@ class ClusterStore(ServerStore):
 
     def _check_outage(self, nodes: list[Node], reachable: list[Node],
                       unreachable: Mapping[Node, str]) -> None:
-        """StoreError unless every shard has a replica that answers and each of them holds
-        the database already."""
+        """StoreError unless every shard has a replica that answers and each node that
+        answers holds every table already."""
         first = next(iter(unreachable.values()))
         shards_up = {node.shard for node in reachable}
         for node in nodes:
             if node.shard not in shards_up:
                 raise StoreError(f"{self._where()}: no replica of shard {node.shard} answers: "
                                  f"{unreachable[node]}")
+        wanted = set(cluster_table_names())
         for node in reachable:
-            if not int(self._node(node)._select(  # noqa: SLF001
-                    SELECT_DATABASE_EXISTS, {"database": self.database})[0][0]):
+            rows = self._node(node)._select(  # noqa: SLF001
+                SELECT_TABLE_NAMES, {"database": self.database})
+            if not wanted <= {str(name) for (name,) in rows}:
                 raise StoreError(f"{self._where()}: {first}; a new schema needs every node")
 
-    def _on_each_shard(self, sql: str) -> None:
+    def _write_coordination(self, sql: str, params: Mapping[str, Param]) -> None:
+        """A lease or void batch row is written to every replica of its shard before the
+        insert returns (`insert_quorum`), so that whichever replica a process reads sees it:
+        two closes entering through different nodes never both hold the lease. While a
+        replica of that shard is down, the write fails and the close waits."""
+        replicas = min(Counter(node.shard for node in self.nodes()).values())
+        quorum = {"insert_quorum": replicas} if replicas > 1 else {}
+        self._execute_with(sql, params, quorum)
+
+    def _on_each_shard(self, sql: str, settings: Mapping[str, str | int] | None = None) -> None:
         """Run `sql` on the first replica of each shard that takes it."""
         for _, replicas in groupby(self.nodes(), key=lambda node: node.shard):
             failures: list[str] = []
             for node in replicas:
                 try:
-                    self._node(node)._execute(sql)  # noqa: SLF001
+                    self._node(node)._execute_with(sql, {}, settings)  # noqa: SLF001
                     break
                 except StoreError as exc:
                     failures.append(str(exc))
@@ -198,11 +221,21 @@ class ClusterStore(ServerStore):
 
     def _mutate(self, table: str, condition: str) -> None:
         """Delete the rows matching `condition` from `table` on every shard, and return once
-        every replica has done so."""
+        every replica that answers has done so, at least one of each shard (a replica that
+        is down replays the mutation from ZooKeeper when it returns)."""
         local = f"{table}{LOCAL_SUFFIX}"
         self._on_each_shard(f"ALTER TABLE {self.database}.{local} DELETE WHERE {condition}")
-        for node in self.nodes():
-            self._node(node)._await_mutations(local)  # noqa: SLF001
+        for shard, replicas in groupby(self.nodes(), key=lambda node: node.shard):
+            failures: list[str] = []
+            nodes = list(replicas)
+            for node in nodes:
+                try:
+                    self._node(node)._await_mutations(local)  # noqa: SLF001
+                except StoreError as exc:
+                    failures.append(f"{node}: {exc}")
+            if len(failures) == len(nodes):
+                raise StoreError(f"{self._where()}: no replica of shard {shard} finished the "
+                                 "deletion: " + "; ".join(failures))
 
     def delete_usage(self, team: str) -> int:
         counts = [int(self._select(sql, {"team": team})[0][0])
@@ -220,9 +253,11 @@ class ClusterStore(ServerStore):
         self._mutate("invoices", f"batch IN ({batches})")
 
     def drop_event_months(self, months: Sequence[int]) -> None:
+        # Waits for every active replica, so that no read sees the month afterwards.
         for month in months:
             self._on_each_shard(f"ALTER TABLE {self.database}.events{LOCAL_SUFFIX} "
-                                f"DROP PARTITION {int(month)}")
+                                f"DROP PARTITION {int(month)}",
+                                {"replication_alter_partitions_sync": 2})
 
     def close(self) -> None:
         with self._node_guard:

@@ -406,14 +406,19 @@ class SqlStore(ABC):
         return [PeriodCount(str(team), date.fromisoformat(start), int(users))
                 for team, start, users in rows]
 
+    def _write_coordination(self, sql: str, params: Mapping[str, Param]) -> None:
+        """Write a row of the close's coordination (a lease, a void batch), which every
+        process must read back at once."""
+        self._execute_with(sql, params)
+
     def write_lease(self, name: str, holder: str, *, seq: int, seconds: int,
                     pending: str = "") -> None:
-        self._execute_with(self._sql.insert_lease, {
+        self._write_coordination(self._sql.insert_lease, {
             "name": name, "holder": holder, "seq": seq, "seconds": seconds, "pending": pending,
         })
 
     def void_batch(self, batch: str) -> None:
-        self._execute_with(self._sql.insert_void_batch, {"batch": batch})
+        self._write_coordination(self._sql.insert_void_batch, {"batch": batch})
 
     def purge_void(self) -> None:
         if int(self._select(self._sql.count_void_rows, {})[0][0]):

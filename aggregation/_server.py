@@ -35,6 +35,9 @@ from aggregation.store import StoreError
 DEFAULT_STORE_CONNECT_TIMEOUT_SECONDS = 3.0
 DEFAULT_STORE_TIMEOUT_SECONDS = 60.0
 DEFAULT_STORE_POOL_SIZE = 4
+# The first major version known to have `max_partitions_per_insert_block` (18.16 has none).
+_PARTITION_LIMIT_FROM = 20
+SELECT_MAJOR_VERSION = "SELECT toUInt32(splitByChar('.', version())[1])"
 
 # OSError covers refused and reset connections that the driver lets through unwrapped.
 _ENGINE_ERRORS = (driver_errors.Error, EOFError, OSError)
@@ -144,6 +147,7 @@ class ServerStore(SqlStore):
         password: str | None = None,
         options: ServerOptions | None = None,
         settings: Mapping[str, str | int] | None = None,
+        alt_hosts: str | None = None,
     ) -> None:
         super().__init__(database)
         self.host = host
@@ -163,12 +167,15 @@ class ServerStore(SqlStore):
                 sync_request_timeout=options.connect_timeout,
                 # ClickHouse settings sent with every statement
                 settings=dict(settings or {}),
+                # "host:port,...": tried in turn when the host cannot be reached
+                alt_hosts=alt_hosts,
             ),
             size=options.pool_size,
             wait=options.connect_timeout,
         )
         # seconds each statement of this store waits on the server
         self.timeout = options.timeout
+        self._major: int | None = None
 
     def with_timeout(self, seconds: float) -> ServerStore:
         """This store, its connections shared, with statements waiting at most `seconds`."""
@@ -203,9 +210,11 @@ class ServerStore(SqlStore):
         with self._calling() as client:
             client.execute(sql)
 
-    def _execute_with(self, sql: str, params: Mapping[str, Param]) -> None:
+    def _execute_with(self, sql: str, params: Mapping[str, Param],
+                      settings: Mapping[str, str | int] | None = None) -> None:
+        """Run `sql` with `params`, and `settings` for this statement only."""
         with self._calling() as client:
-            client.execute(sql, dict(params))
+            client.execute(sql, dict(params), settings=dict(settings or {}) or None)
 
     def _select(self, sql: str, params: Mapping[str, Param]) -> list[Row]:
         with self._calling() as client:
@@ -218,8 +227,18 @@ class ServerStore(SqlStore):
 
     def _insert_columns(self, sql: str, columns: Sequence[Column]) -> None:
         arrays = [_numpy(column) for column in columns]
+        settings: dict[str, int | bool] = {"use_numpy": True}
+        if self._major_version() >= _PARTITION_LIMIT_FROM:
+            # Tables are partitioned by month: a backfill's batch may span any number.
+            settings["max_partitions_per_insert_block"] = 0
         with self._calling() as client:
-            client.execute(f"{sql} VALUES", arrays, columnar=True, settings={"use_numpy": True})
+            client.execute(f"{sql} VALUES", arrays, columnar=True, settings=settings)
+
+    def _major_version(self) -> int:
+        """The server's major version, asked once."""
+        if self._major is None:
+            self._major = int(self._select(SELECT_MAJOR_VERSION, {})[0][0])
+        return self._major
 
     def close(self) -> None:
         self._pool.close()

@@ -365,7 +365,10 @@ ORDER BY shard_num, replica_num
 
 SELECT_MACROS = "SELECT macro, substitution FROM system.macros"
 
-SELECT_DATABASE_EXISTS = "SELECT count() FROM system.databases WHERE name = %(database)s"
+SELECT_TABLE_NAMES = "SELECT name FROM system.tables WHERE database = %(database)s"
+
+# Fails unless the node has a ZooKeeper it can reach.
+SELECT_ZOOKEEPER_ROOT = "SELECT count() FROM system.zookeeper WHERE path = '/'"
 
 
 def table_names() -> list[str]:
@@ -378,6 +381,11 @@ def _table_name(sql: str) -> str:
     if found is None:
         raise AssertionError(f"not a CREATE TABLE statement: {sql[:60]!r}")
     return found.group(1)
+
+
+def cluster_table_names() -> list[str]:
+    """Every table a node of a cluster holds: each local table and its Distributed one."""
+    return [name for table in table_names() for name in (f"{table}{LOCAL_SUFFIX}", table)]
 
 
 def cluster_schema_statements(database: str, cluster: str) -> list[str]:

@@ -63,8 +63,11 @@ def test_chdb_url_opens_the_path(tmp_path: Path) -> None:
         ("clickhouse://h/db;drop", "invalid database name"),
         ("clickhouse://h/a/b", "invalid database name"),
         ("clickhouse://h/1db", "invalid database name"),
-        ("clickhouse://h/db?secure=1", "the query takes one key, cluster=NAME (got secure)"),
-        ("clickhouse://h/db?cluster=a&cluster=b", "the query takes one key"),
+        ("clickhouse://h/db?secure=1", "the query takes cluster=NAME and alt_hosts"),
+        ("clickhouse://h/db?cluster=a&cluster=b", "once each (got cluster, cluster)"),
+        ("clickhouse://h/db?alt_hosts=h2", "invalid alt_hosts entry 'h2'"),
+        ("clickhouse://h/db?alt_hosts=h2:9000,:9001", "invalid alt_hosts entry ':9001'"),
+        ("clickhouse://h/db?alt_hosts=h2:99999", "invalid alt_hosts entry"),
         ("clickhouse://h/db?cluster=", "invalid cluster name ''"),
         ("clickhouse://h/db?cluster=a-b", "invalid cluster name 'a-b'"),
         ("clickhouse://h/db?cluster", "cannot read its query"),
@@ -88,6 +91,15 @@ def test_a_cluster_url_opens_the_cluster_store() -> None:
         assert isinstance(store, ClusterStore)
         assert (store.host, store.port, store.database, store.cluster, store.user) == (
             "h", 9001, "db", "metering", "u")
+    finally:
+        store.close()
+
+
+def test_alt_hosts_reach_the_driver() -> None:
+    store = open_store("clickhouse://h:9001/db?cluster=c&alt_hosts=h2:9002,h3:9003")
+    try:
+        assert isinstance(store, ClusterStore)
+        assert store._pool._options["alt_hosts"] == "h2:9002,h3:9003"  # noqa: SLF001
     finally:
         store.close()
 
