@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from schemas import period_for_date
 
@@ -32,6 +32,7 @@ __all__ = [
     "PruneRefused",
     "Settlement",
     "Unsettled",
+    "first_open",
     "first_unsettled",
     "month_number",
     "month_text",
@@ -82,6 +83,7 @@ class Unsettled:
     team: str
     period_start: date
     period_end: date | None  # None: the team is not in the catalog
+    still_open: bool = False  # the period has not ended: on-time events may still come
 
     @property
     def keep_from(self) -> date:
@@ -90,7 +92,10 @@ class Unsettled:
         return _next_month(self.period_start)
 
     def describe(self) -> str:
-        if self.period_end is None:
+        if self.still_open:
+            what = (f"{self.team}'s period {self.period_start}..{self.period_end} has not "
+                    "ended yet (its events may still arrive)")
+        elif self.period_end is None:
             what = (f"{self.team}'s period from {self.period_start} is not known to be "
                     f"invoiced ({self.team} is not in the catalog)")
         else:
@@ -148,14 +153,33 @@ def first_unsettled(periods: Iterable[PeriodKey], settlement: Settlement) -> Uns
     return first
 
 
-def months_to_drop(before: date, periods: Iterable[PeriodKey],
-                   settlement: Settlement) -> list[MonthDrop]:
+def first_open(anchor_days: Mapping[str, int], cutoff: date, today: date) -> Unsettled | None:
+    """The earliest (by start, then team) of the catalog teams' last periods starting before
+    `cutoff` that has not ended before `today` (a day early, whatever the team's zone): its
+    events, even with none stored yet, may arrive while the prune drops its month."""
+    last_day = cutoff - timedelta(days=1)
+    periods = {anchor: period_for_date(last_day, anchor) for anchor in set(anchor_days.values())}
+    first: Unsettled | None = None
+    for team, anchor in anchor_days.items():
+        period = periods[anchor]
+        if period.end >= today and (first is None
+                                    or (period.start, team) < (first.period_start, first.team)):
+            first = Unsettled(team, period.start, period.end, still_open=True)
+    return first
+
+
+def months_to_drop(before: date, periods: Iterable[PeriodKey], settlement: Settlement, *,
+                   catalog_anchor_days: Mapping[str, int] | None = None,
+                   today: date | None = None) -> list[MonthDrop]:
     """The months of raw events a prune before `before` drops, in order, given the (team,
     period start) pairs with raw events; PruneRefused, naming the earliest unsettled
-    period, when any pair in those months is not settled."""
+    period, when any pair in those months is not settled, or (given every catalog team's
+    anchor day and today) when a catalog team's period in them has not ended."""
     cutoff = prune_cutoff(before)
     dropped = sorted({(team, start) for team, start in periods if start < cutoff})
     problem = first_unsettled(dropped, settlement)
+    if problem is None and catalog_anchor_days is not None and today is not None:
+        problem = first_open(catalog_anchor_days, cutoff, today)
     if problem is not None:
         raise PruneRefused(problem)
     teams: dict[int, set[str]] = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
 from aggregation import Store, StoreError, day_of
 from invoicing import (
@@ -77,7 +77,9 @@ def plan_prune(store: Store, catalog: Catalog, before: date, *,
     if on_batch is not None:
         on_batch()
     found = settlement(store, catalog, periods, batch_teams=batch_teams, on_batch=on_batch)
-    return months_to_drop(before, periods, found)
+    anchor_days = {account.team: account.anchor_day for account in catalog.accounts}
+    return months_to_drop(before, periods, found, catalog_anchor_days=anchor_days,
+                          today=datetime.now(UTC).date())
 
 
 def _release(lease: CloseLease) -> None:

@@ -13,6 +13,7 @@ from invoicing import (
     PruneRefused,
     Settlement,
     Unsettled,
+    first_open,
     first_unsettled,
     month_number,
     month_text,
@@ -157,3 +158,19 @@ def test_never_a_month_holding_an_unsettled_period(
     assert [m.month for m in months] == sorted(dropped)
     assert sum(m.periods for m in months) == len({p for p in periods
                                                   if month_number(p[1]) in dropped})
+
+
+def test_a_period_not_ended_refuses_even_without_events() -> None:
+    """Its first events could land in the month while it is dropped."""
+    anchors = {"acme": 1, "beta": 15}
+    # beta's period 2024-03-15..2024-04-15 starts before the cutoff 2024-04-01
+    with pytest.raises(PruneRefused, match="beta's period 2024-03-15..2024-04-15 has not "
+                       "ended yet.*choose a date before 2024-04-01"):
+        months_to_drop(date(2024, 4, 10), [], _settled(), catalog_anchor_days=anchors,
+                       today=date(2024, 4, 10))
+    assert first_open(anchors, date(2024, 4, 1), date(2024, 4, 16)) is None
+    # acme's March ends on 1 April: open on that day (a day early for any zone)
+    found = first_open({"acme": 1}, date(2024, 4, 1), date(2024, 4, 1))
+    assert found is not None and (found.team, found.period_start) == ("acme", date(2024, 3, 1))
+    assert months_to_drop(date(2024, 4, 10), [], _settled(), catalog_anchor_days=anchors,
+                          today=date(2024, 4, 16)) == []
