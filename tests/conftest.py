@@ -45,12 +45,6 @@ def clickhouse_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
         running.stop()
 
 
-def cluster_url(cluster: LocalCluster, database: str) -> str:
-    """The store URL of `database` on `cluster`, entered through its first node."""
-    first = cluster.node(0, 0)
-    return f"clickhouse://127.0.0.1:{first.tcp_port}/{database}?cluster={cluster.name}"
-
-
 @pytest.fixture
 def chdb_path(tmp_path: Path) -> Path:
     return tmp_path / "chdb"
@@ -65,7 +59,7 @@ def bare_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Stor
         url = f"clickhouse://127.0.0.1:{server.tcp_port}/test_{uuid.uuid4().hex}"
     elif request.param == "cluster":
         cluster: LocalCluster = request.getfixturevalue("clickhouse_cluster")
-        url = cluster_url(cluster, f"test_{uuid.uuid4().hex}")
+        url = cluster.url_for(f"test_{uuid.uuid4().hex}")
     else:
         url = f"chdb://{chdb_path}"
     store = open_store(url)

@@ -210,8 +210,12 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
+        return self.url_for(self.nodes[0][0].database)
+
+    def url_for(self, database: str) -> str:
+        """The store URL of `database` on this cluster, entered through its first node."""
         first = self.nodes[0][0]
-        return f"clickhouse://127.0.0.1:{first.tcp_port}/{first.database}?cluster={self.name}"
+        return f"clickhouse://127.0.0.1:{first.tcp_port}/{database}?cluster={self.name}"
 
     def pids(self) -> list[int]:
         """The PIDs of every running process of the cluster, ZooKeeper last."""

@@ -19,7 +19,6 @@ from clickhouse_driver.errors import Error as ClickHouseError
 
 from metering.local.cluster import LocalCluster, start_cluster
 from metering.local.services import LocalClickHouse
-from tests.conftest import cluster_url
 from tests.integration import test_faults as faults
 from tests.integration.test_faults import (
     MAX_PACED_EVENTS,
@@ -74,7 +73,7 @@ def on_cluster(
 
     def make(name: str) -> Pipeline:
         run = pipelines(name, healed.node(0, 0).tcp_port)
-        run.store_url = cluster_url(healed, run.store_url.rsplit("/", 1)[1])
+        run.store_url = healed.url_for(run.store_url.rsplit("/", 1)[1])
         run.env["METERING_STORE_URL"] = run.store_url
         return run
 

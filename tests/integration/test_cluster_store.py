@@ -108,3 +108,20 @@ def test_a_replica_down_at_restart_is_passed_over_but_a_new_schema_needs_every_n
     finally:
         down.start()
     assert new not in databases(down)
+
+
+def test_alt_hosts_carry_a_process_past_its_entry_node(
+    tmp_path: Path, clickhouse_cluster: LocalCluster
+) -> None:
+    entry, other = clickhouse_cluster.node(0, 0), clickhouse_cluster.node(0, 1)
+    db = f"alt_{uuid.uuid4().hex[:8]}"
+    url = (f"clickhouse://127.0.0.1:{entry.tcp_port}/{db}?cluster={clickhouse_cluster.name}"
+           f"&alt_hosts=127.0.0.1:{other.tcp_port}")
+    assert usage(tmp_path, url).returncode == 0
+    entry.stop()
+    try:
+        result = usage(tmp_path, url)
+    finally:
+        entry.start()
+    assert result.returncode == 0, result.stderr
+    assert "acme" in result.stdout

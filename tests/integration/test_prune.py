@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from aggregation import ActiveUserRow, EventRow, Store, StoredInvoice, open_store
+from metering.local.cluster import LocalCluster
 from metering.local.services import LocalClickHouse, free_port
 from schemas import Invoice, InvoiceLine, UsageRecord
 from tests.builders import account, catalog_yaml
-from tests.conftest import cluster_url
 from tests.integration.pipeline import METERING
 
 # acme bills MAU monthly from the 1st; beta's periods start on the 15th, and its invoices
@@ -92,8 +92,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, chdb_path: Path) -
         server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
         url = f"clickhouse://127.0.0.1:{server.tcp_port}/test_{uuid.uuid4().hex}"
     elif request.param == "cluster":
-        url = cluster_url(request.getfixturevalue("clickhouse_cluster"),
-                          f"test_{uuid.uuid4().hex}")
+        cluster: LocalCluster = request.getfixturevalue("clickhouse_cluster")
+        url = cluster.url_for(f"test_{uuid.uuid4().hex}")
     else:
         url = f"chdb://{chdb_path}"
     store = open_store(url)

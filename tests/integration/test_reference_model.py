@@ -50,7 +50,6 @@ from metering.kafka_io import BrokerError, ensure_topics, wait_for_lag_zero
 from metering.local.cluster import LocalCluster
 from metering.local.services import LocalBroker, LocalClickHouse, ManagedProcess, free_port
 from tests.builders import account, catalog_yaml, cloud_event
-from tests.conftest import cluster_url
 from tests.reference import UNKNOWN_TEAM_CLOCK, Clock, FirstEvent, meter, parse_time
 
 METERING = str(Path(sys.executable).with_name("metering"))
@@ -489,7 +488,7 @@ def pipeline(
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
     try:
         engines: tuple[tuple[str, int, Callable[[str], str]], ...] = (
-            ("pair", 2, functools.partial(cluster_url, clickhouse_cluster)),
+            ("pair", 2, clickhouse_cluster.url_for),
             ("single", 1, lambda db: f"clickhouse://127.0.0.1:{clickhouse_server.tcp_port}/{db}"),
         )
         for name, workers, store_url in engines:

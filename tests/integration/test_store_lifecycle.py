@@ -22,8 +22,8 @@ from aggregation import (
 )
 from aggregation._schema import SqlStore
 from aggregation.store import day_number
+from metering.local.cluster import LocalCluster
 from metering.local.services import LocalClickHouse
-from tests.conftest import cluster_url
 from tests.store_contract import optimize
 
 pytestmark = pytest.mark.integration
@@ -41,8 +41,8 @@ def store(request: pytest.FixtureRequest,
         server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
         url = f"clickhouse://127.0.0.1:{server.tcp_port}/lifecycle_{uuid.uuid4().hex}"
     elif request.param == "cluster":
-        url = cluster_url(request.getfixturevalue("clickhouse_cluster"),
-                          f"lifecycle_{uuid.uuid4().hex}")
+        cluster: LocalCluster = request.getfixturevalue("clickhouse_cluster")
+        url = cluster.url_for(f"lifecycle_{uuid.uuid4().hex}")
     else:
         url = f"chdb://{tmp_path_factory.mktemp('lifecycle')}/chdb"
     opened = open_store(url)
