@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from aggregation import open_store
+from aggregation._cluster import ClusterStore
 from aggregation.store import Store
 from metering.local.cluster import LocalCluster, start_cluster
 from metering.local.services import LocalBroker, LocalClickHouse, start_broker, start_clickhouse
@@ -66,7 +68,18 @@ def bare_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Stor
     try:
         yield store
     finally:
+        if isinstance(store, ClusterStore):
+            drop_cluster_database(store)
         store.close()
+
+
+def drop_cluster_database(store: ClusterStore) -> None:
+    """Drop the store's database on every node: each replicated table keeps threads and
+    ZooKeeper sessions busy on every node for as long as it exists."""
+    sql = f"DROP DATABASE IF EXISTS {store.database}"
+    with ThreadPoolExecutor() as pool:
+        list(pool.map(lambda node: store._node(node)._execute(sql),  # noqa: SLF001
+                      store.nodes()))
 
 
 @pytest.fixture

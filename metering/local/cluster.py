@@ -43,6 +43,9 @@ DEFAULT_CLUSTER_TIMEOUT = 90.0
 # Short enough that a killed replica's session (and its is_active node) soon expires, long
 # enough to survive a loaded 2-core machine. ZooKeeper accepts 2 to 20 ticks.
 DEFAULT_SESSION_TIMEOUT_MS = 5000
+# How often each replicated table checks its ZooKeeper session (ClickHouse: 60 s). Every table
+# of every node wakes this often: a short period speeds recovery after ZooKeeper returns.
+DEFAULT_SESSION_CHECK_SECONDS = 10
 _TICK_MS = 500
 _JAVA_DIR = Path("/usr/share/java")
 _INSTALL_HINT = "install Debian's zookeeper (make test does)"
@@ -143,6 +146,7 @@ def node_config(
     replica: int = 1,
     macros: bool = True,
     session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
+    session_check_seconds: int = DEFAULT_SESSION_CHECK_SECONDS,
 ) -> str:
     """The config.d text of one node: cluster `name` of `shards` ([shard][replica] TCP ports
     on 127.0.0.1), the ZooKeeper, and, unless `macros` is false, the macros of the node at
@@ -164,8 +168,8 @@ def node_config(
         "    <interserver_http_host>127.0.0.1</interserver_http_host>",
         "    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>",
         # Notice a lost ZooKeeper session within a second, not a minute.
-        "    <merge_tree><zookeeper_session_expiration_check_period>1"
-        "</zookeeper_session_expiration_check_period></merge_tree>",
+        "    <merge_tree><zookeeper_session_expiration_check_period>"
+        f"{session_check_seconds}</zookeeper_session_expiration_check_period></merge_tree>",
     ]
     if macros:
         lines.append(
@@ -248,6 +252,7 @@ def start_cluster(
     timeout: float = DEFAULT_CLUSTER_TIMEOUT,
     binary: str | None = None,
     session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
+    session_check_seconds: int = DEFAULT_SESSION_CHECK_SECONDS,
 ) -> LocalCluster:
     """Start ZooKeeper in `root/zookeeper`, then shards x replicas nodes in `root/s1r1`, ..."""
     if shards < 1 or replicas < 1:
@@ -267,6 +272,7 @@ def start_cluster(
             node.add_config("cluster", node_config(
                 name=name, shards=ports, zookeeper_port=zookeeper.port, shard=shard,
                 replica=replica, session_timeout_ms=session_timeout_ms,
+                session_check_seconds=session_check_seconds,
             ))
     cluster = LocalCluster(name=name, zookeeper=zookeeper, nodes=nodes)
     deadline = time.monotonic() + timeout

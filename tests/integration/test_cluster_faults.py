@@ -42,14 +42,16 @@ pipelines = faults.pipelines
 
 CLUSTER = "faults"
 REPLICA_DOWN_SECONDS = 5.0
-SHARD_DOWN_SECONDS = 20.0
-ZOOKEEPER_DOWN_SECONDS = 15.0
+SHARD_DOWN_SECONDS = 15.0
+ZOOKEEPER_DOWN_SECONDS = 12.0
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """This module's own cluster: its faults stay here."""
-    with start_cluster(tmp_path_factory.mktemp("cluster-faults"), name=CLUSTER) as started:
+    # its tables check their ZooKeeper session every second: quick back after ZooKeeper
+    with start_cluster(tmp_path_factory.mktemp("cluster-faults"), name=CLUSTER,
+                       session_check_seconds=1) as started:
         yield started
 
 

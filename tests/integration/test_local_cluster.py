@@ -69,7 +69,8 @@ def alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with start_cluster(tmp_path_factory.mktemp("cluster"), name="metering_t") as started:
+    with start_cluster(tmp_path_factory.mktemp("cluster"), name="metering_t",
+                       session_check_seconds=1) as started:
         query(started.node(0, 0), f"CREATE DATABASE IF NOT EXISTS {DB} ON CLUSTER metering_t")
         for node in started.all_nodes:
             query(node, f"""

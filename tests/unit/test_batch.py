@@ -189,7 +189,7 @@ def first_seen(plan: BatchPlan) -> set[ActiveUserRow]:
     return set(plan.active_users.rows())
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(values=batches().map(lambda cut: [value for batch in cut for value in batch]),
        data=st.data())
 def test_the_order_of_a_batch_does_not_change_its_first_seen_rows(

@@ -446,7 +446,7 @@ requests = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(invoice=invoices(),
        paid_share=st.one_of(st.just(Fraction(1)), st.fractions(min_value=0, max_value=2)),
        asked=requests, zone=st.sampled_from(["UTC", "Asia/Tokyo", "America/Los_Angeles"]))

@@ -124,7 +124,7 @@ _DAYS = st.dates(min_value=date(2023, 1, 1), max_value=date(2025, 12, 31))
 _PERIODS = st.lists(st.tuples(st.sampled_from(TEAMS), _DAYS), max_size=30)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(periods=_PERIODS, before=_DAYS,
        billed=st.sets(st.tuples(st.sampled_from(TEAMS), _DAYS), max_size=30),
        last=st.dictionaries(st.sampled_from(TEAMS), _DAYS),
