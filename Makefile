@@ -55,7 +55,7 @@ unit: $(STAMP)
 # hook deselect everything, which exits 5 and fails. Two workers (a file each at a time, so
 # module fixtures start once): the tests mostly wait on services and subprocesses.
 integration: system-deps $(STAMP)
-	$(PYTEST) -n 2 --dist loadfile -m integration tests/integration
+	$(PYTEST) -n 2 --dist loadfile --durations=30 -m integration tests/integration
 
 test: system-deps lint unit integration
 
