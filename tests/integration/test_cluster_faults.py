@@ -42,8 +42,8 @@ pipelines = faults.pipelines
 
 CLUSTER = "faults"
 REPLICA_DOWN_SECONDS = 5.0
-SHARD_DOWN_SECONDS = 15.0
-ZOOKEEPER_DOWN_SECONDS = 12.0
+SHARD_DOWN_SECONDS = 12.0
+ZOOKEEPER_DOWN_SECONDS = 10.0
 
 
 @pytest.fixture(scope="module")

@@ -506,7 +506,7 @@ def pipeline(
 
 
 PIPELINE_SETTINGS = settings(
-    max_examples=10,
+    max_examples=6,
     deadline=None,
     derandomize=True,
     database=None,
