@@ -128,11 +128,12 @@ class ClusterStore(ServerStore):
             return store.with_timeout(self.timeout)
 
     def ensure_schema(self) -> None:
-        """Check every node first (the same cluster, its macros set and consistent), then
-        create the database and tables on each: nothing is created unless every node can
-        take it. A replica that cannot be reached is passed over only when another replica
-        of its shard answers and every node that answers has the database already (a
-        restart during a replica's outage); a new schema needs every node. Idempotent."""
+        """Check every node first (the same cluster, its macros set and consistent, a
+        working ZooKeeper), then create the database and tables on each: nothing is created
+        unless every node can take it. A replica that cannot be reached is passed over only
+        when another replica of its shard answers and every node that answers has every
+        table already (a restart during a replica's outage); a new schema needs every node.
+        Idempotent."""
         nodes = self.nodes()
         reachable = self._check_nodes(nodes)
         statements = cluster_schema_statements(self.database, self.cluster)
