@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
 
 from metering.local.cluster import LocalCluster, start_cluster
 from metering.local.services import LocalClickHouse
 from tests.integration import test_faults as faults
+from tests.integration.cluster_tools import query
 from tests.integration.test_faults import (
     MAX_PACED_EVENTS,
     PERIOD,
@@ -84,17 +83,6 @@ def on_cluster(
 
 def database_of(run: Pipeline) -> str:
     return run.store_url.rsplit("/", 1)[1].split("?", 1)[0]
-
-
-def query(node: LocalClickHouse, sql: str) -> list[Any]:
-    """One query on `node` alone, on a fresh connection: nodes restart under the tests."""
-    client = Client("127.0.0.1", port=node.tcp_port, connect_timeout=5,
-                    send_receive_timeout=30)
-    try:
-        rows: list[Any] = client.execute(sql)
-        return rows
-    finally:
-        client.disconnect()
 
 
 def local_mau(node: LocalClickHouse, database: str) -> dict[str, int] | None:

@@ -10,21 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clickhouse_driver import Client
 
 from metering.local.cluster import LocalCluster, start_cluster, start_node
 from metering.local.services import LocalClickHouse
+from tests.integration.cluster_tools import query
 from tests.integration.test_cli_errors import one_line_error, run
 
 pytestmark = pytest.mark.integration
 
 
 def databases(node: LocalClickHouse) -> set[str]:
-    client = Client("127.0.0.1", port=node.tcp_port)
-    try:
-        return {str(name) for (name,) in client.execute("SELECT name FROM system.databases")}
-    finally:
-        client.disconnect()
+    return {str(name) for (name,) in query(node, "SELECT name FROM system.databases")}
 
 
 def usage(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
-from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
 
 from metering.local import (
@@ -24,6 +23,7 @@ from metering.local import (
     start_node,
 )
 from metering.local.cluster import java_binary, zookeeper_classpath
+from tests.integration.cluster_tools import query
 
 T = TypeVar("T")
 
@@ -31,18 +31,6 @@ DB = "cluster_test"
 WAIT_SECONDS = 120.0
 TEAMS = [f"team-{index:02d}" for index in range(12)]
 
-
-def query(node: LocalClickHouse, sql: str, rows: list[Any] | None = None,
-          **settings: int) -> list[Any]:
-    """One query on a fresh connection: nodes restart under the tests."""
-    client = Client("127.0.0.1", port=node.tcp_port, connect_timeout=5,
-                    send_receive_timeout=30, settings=settings)
-    try:
-        result: list[Any] = (client.execute(sql) if rows is None
-                             else client.execute(sql, rows))
-        return result
-    finally:
-        client.disconnect()
 
 
 def eventually(probe: Callable[[], T], accept: Callable[[T], bool], what: str) -> T:
