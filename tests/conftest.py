@@ -52,19 +52,24 @@ def chdb_path(tmp_path: Path) -> Path:
     return tmp_path / "chdb"
 
 
+def engine_url(request: pytest.FixtureRequest, prefix: str, chdb_path: Path) -> str:
+    """The store URL of the engine `request.param` names: a new database named `prefix_...`
+    on the session's ClickHouse server or cluster, or chdb at `chdb_path`."""
+    database = f"{prefix}_{uuid.uuid4().hex}"
+    if request.param == "server":
+        server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
+        return f"clickhouse://127.0.0.1:{server.tcp_port}/{database}"
+    if request.param == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("clickhouse_cluster")
+        return cluster.url_for(database)
+    return f"chdb://{chdb_path}"
+
+
 @pytest.fixture(params=["server", "chdb"])
 def bare_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
     """Each engine in turn, a fresh database whose schema does not exist yet (the cluster's
     own file asks for "cluster")."""
-    if request.param == "server":
-        server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
-        url = f"clickhouse://127.0.0.1:{server.tcp_port}/test_{uuid.uuid4().hex}"
-    elif request.param == "cluster":
-        cluster: LocalCluster = request.getfixturevalue("clickhouse_cluster")
-        url = cluster.url_for(f"test_{uuid.uuid4().hex}")
-    else:
-        url = f"chdb://{chdb_path}"
-    store = open_store(url)
+    store = open_store(engine_url(request, "test", chdb_path))
     try:
         yield store
     finally:

@@ -8,17 +8,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import pytest
 
 from aggregation import ActiveUserRow, EventRow, Store, StoredInvoice, open_store
-from metering.local.cluster import LocalCluster
-from metering.local.services import LocalClickHouse, free_port
+from metering.local.services import free_port
 from schemas import Invoice, InvoiceLine, UsageRecord
 from tests.builders import account, catalog_yaml
+from tests.conftest import engine_url
 from tests.integration.pipeline import METERING
 
 # acme bills MAU monthly from the 1st; beta's periods start on the 15th, and its invoices
@@ -88,14 +87,7 @@ def _run(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[st
 @pytest.fixture(params=["server", "cluster", "chdb"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path, chdb_path: Path) -> str:
     """A store of each engine holding PERIODS' events and users and INVOICES."""
-    if request.param == "server":
-        server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
-        url = f"clickhouse://127.0.0.1:{server.tcp_port}/test_{uuid.uuid4().hex}"
-    elif request.param == "cluster":
-        cluster: LocalCluster = request.getfixturevalue("clickhouse_cluster")
-        url = cluster.url_for(f"test_{uuid.uuid4().hex}")
-    else:
-        url = f"chdb://{chdb_path}"
+    url = engine_url(request, "test", chdb_path)
     store = open_store(url)
     try:
         _fill(store)

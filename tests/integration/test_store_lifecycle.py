@@ -3,7 +3,6 @@ server (18.16) and on chdb: one store per engine for the module, each test on it
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -22,8 +21,7 @@ from aggregation import (
 )
 from aggregation._schema import SqlStore
 from aggregation.store import day_number
-from metering.local.cluster import LocalCluster
-from metering.local.services import LocalClickHouse
+from tests.conftest import engine_url
 from tests.store_contract import optimize
 
 pytestmark = pytest.mark.integration
@@ -37,15 +35,8 @@ def store(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqlStore]:
     """One store per engine for the whole module (the server and cluster are the
     session's)."""
-    if request.param == "server":
-        server: LocalClickHouse = request.getfixturevalue("clickhouse_server")
-        url = f"clickhouse://127.0.0.1:{server.tcp_port}/lifecycle_{uuid.uuid4().hex}"
-    elif request.param == "cluster":
-        cluster: LocalCluster = request.getfixturevalue("clickhouse_cluster")
-        url = cluster.url_for(f"lifecycle_{uuid.uuid4().hex}")
-    else:
-        url = f"chdb://{tmp_path_factory.mktemp('lifecycle')}/chdb"
-    opened = open_store(url)
+    opened = open_store(engine_url(request, "lifecycle",
+                                   tmp_path_factory.mktemp("lifecycle") / "chdb"))
     assert isinstance(opened, SqlStore)
     try:
         opened.ensure_schema()
