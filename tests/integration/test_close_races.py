@@ -79,6 +79,7 @@ SUMMARY = re.compile(r"issued (\d+) new invoices; (\d+) due as of ")
 LATE_TEAMS = 100  # teams given late users after a kill
 LATE_NAMES = ("late-a", "late-b", "late-c")
 STABLE_SECONDS = 1.0  # how long a stored count must hold still to call a close stuck
+STUCK_CHECKS = 4  # ... or this many times over, when nothing was stored since a freeze
 
 
 @pytest.fixture
@@ -205,19 +206,23 @@ def kill_midway(race: Race, closer: Closer, _broker: LocalBroker) -> None:
 
 def kill_while_publishing(race: Race, closer: Closer, broker: LocalBroker) -> None:
     """Freeze the broker (SIGSTOP) midway: the close stores its next batch, then waits in the
-    publisher's flush; kill it there (once the stored count holds still), then thaw the
-    broker, which may still take part of the batch from its socket."""
+    publisher's flush; kill it there (once the stored count has grown since the freeze and
+    holds still, or holds still for STUCK_CHECKS checks: frozen in the flush of the batch
+    stored before), then thaw the broker, which may still take part of the batch from its
+    socket."""
     until_a_quarter_stored(race, closer)
     os.kill(broker.pid, signal.SIGSTOP)
     try:
-        last = -1
+        frozen_at = last = race.stored_count()
+        still = 0
         deadline = time.monotonic() + DEADLINE_SECONDS
         while closer.alive() and time.monotonic() < deadline:
+            time.sleep(STABLE_SECONDS)
             count = race.stored_count()
-            if count == last:
+            still = still + 1 if count == last else 0
+            if still and (count > frozen_at or still >= STUCK_CHECKS):
                 break
             last = count
-            time.sleep(STABLE_SECONDS)
         closer.kill()
     finally:
         os.kill(broker.pid, signal.SIGCONT)
