@@ -8,26 +8,13 @@ import uuid
 
 import pytest
 
-from aggregation import Store, StoreError
-from aggregation._schema import SqlStore
+from aggregation import StoreError
 from aggregation._server import ServerStore
 from metering.local.services import LocalClickHouse
 from tests.store_contract import *  # noqa: F403
-from tests.store_contract import JAN, Merge, optimize, user_columns, user_row
+from tests.store_contract import JAN, user_columns, user_row
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def merge(store: Store) -> Merge:
-    """Force the merges that would otherwise happen at an unknown time."""
-    assert isinstance(store, SqlStore)
-
-    def merge_everything() -> None:
-        for table in ("active_users", "events", "invoices", "billing_changes"):
-            optimize(store, table)
-
-    return merge_everything
 
 
 def test_server_store_fails_while_down_and_recovers(clickhouse_server: LocalClickHouse) -> None:
