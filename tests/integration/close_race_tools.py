@@ -49,10 +49,13 @@ LATE_PAUSE_SECONDS = 0.02
 # A reader of the charges topic stops after this long without a record.
 IDLE_SECONDS = 1.0
 
-# `metering close` (`metering.cli.main.main`, run with `python -c`) whose second batch stalls
-# between the lease renewal that declared it and its insert: a GC pause, a descheduled VM or
-# a slow network. It writes the batch's name and keys to STALL_MARK (whole, by a rename),
-# then sleeps until STALL_GO exists (at most STALL_MAX_SECONDS), then inserts as usual.
+# `metering close` (`metering.cli.main.main`, run with `python -c`) that stalls at one batch
+# (STALL_CALL, counted from 1), either between the lease renewal that declared the batch and
+# its insert (STALL_AFTER_INSERT unset: a GC pause, a descheduled VM or a slow network) or
+# right after the insert returned, before the batch is published (STALL_AFTER_INSERT=1: the
+# moment a SIGKILL leaves a stored batch unpublished). It writes the batch's name and keys to
+# STALL_MARK (whole, by a rename), then sleeps until STALL_GO exists (at most
+# STALL_MAX_SECONDS), then goes on as usual.
 STALLED_CLOSE = """\
 import json, os, sys, time
 from pathlib import Path
@@ -61,21 +64,28 @@ from metering.cli.main import main
 
 mark, go = Path(os.environ["STALL_MARK"]), Path(os.environ["STALL_GO"])
 longest = float(os.environ["STALL_MAX_SECONDS"])
+at_call = int(os.environ["STALL_CALL"])
+after_insert = os.environ.get("STALL_AFTER_INSERT") == "1"
 original = SqlStore.add_invoices
 calls = 0
+
+def stall(invoices, batch):
+    keys = [[i.team, i.invoice_date.isoformat(), i.reference] for i in invoices]
+    part = mark.with_name(mark.name + ".part")
+    part.write_text(json.dumps({"batch": batch, "keys": keys}))
+    os.replace(part, mark)
+    deadline = time.monotonic() + longest
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 def add_invoices(self, invoices, *, batch=""):
     global calls
     calls += 1
-    if calls == 2:
-        keys = [[i.team, i.invoice_date.isoformat(), i.reference] for i in invoices]
-        part = mark.with_name(mark.name + ".part")
-        part.write_text(json.dumps({"batch": batch, "keys": keys}))
-        os.replace(part, mark)
-        deadline = time.monotonic() + longest
-        while not go.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    if calls == at_call and not after_insert:
+        stall(invoices, batch)
     original(self, invoices, batch=batch)
+    if calls == at_call and after_insert:
+        stall(invoices, batch)
 
 SqlStore.add_invoices = add_invoices
 main(sys.argv[1:])
@@ -191,14 +201,16 @@ class Race:
         self.processes.append(closer)
         return closer
 
-    def stalled_close(self, name: str) -> Stall:
-        """Start STALLED_CLOSE as `metering close --as-of AS_OF --json`."""
+    def stalled_close(self, name: str, *, call: int = 2, after_insert: bool = False) -> Stall:
+        """Start STALLED_CLOSE as `metering close --as-of AS_OF --json`, stalling at batch
+        `call` before its insert (or after it, before its publication)."""
         mark, go = self.tmp / f"{name}.mark", self.tmp / f"{name}.go"
         closer = Closer.start(
             name=name, tmp=self.tmp,
             argv=[sys.executable, "-c", STALLED_CLOSE, "close", "--as-of", AS_OF_TEXT, "--json"],
             env={**self.env, "STALL_MARK": str(mark), "STALL_GO": str(go),
-                 "STALL_MAX_SECONDS": str(DEADLINE_SECONDS)})
+                 "STALL_MAX_SECONDS": str(DEADLINE_SECONDS), "STALL_CALL": str(call),
+                 "STALL_AFTER_INSERT": "1" if after_insert else "0"})
         self.processes.append(closer)
         return Stall(mark=mark, go=go, closer=closer)
 
@@ -317,7 +329,7 @@ class Stall:
 
     def wait_held(self) -> Held:
         """Wait until the close stalls (the test fails if it ends first), then what it holds."""
-        wait_for("the close stalling before its second insert",
+        wait_for("the close stalling at its batch",
                  lambda: not self.closer.alive() or self.mark.exists(),
                  diagnose=self.closer.describe)
         assert self.mark.exists(), f"the close ended without stalling; {self.closer.describe()}"

@@ -22,8 +22,8 @@ rows only after that purge.) What each test proves beyond it:
 - `metering serve`'s periodic close (every second, as of the wall clock) beside a manual close
   of a later moment: serve skips its turns while the manual close holds the lease, neither
   run fails, and the keys both see are issued once;
-- a close SIGKILLed at three points (right after it took the lease; midway; with a stored
-  batch whose publication the frozen broker holds up) is finished by the next close after the
+- a close SIGKILLed at three points (right after it took the lease; midway; paused right
+  after storing a batch, before publishing it) is finished by the next close after the
   lease lapses: the keys stored before the kill keep their bodies although late users arrived
   for those teams, and what the killed close stored but did not publish is published;
 - a close whose ClickHouse server stops mid-run exits non-zero with one line on stderr and no
@@ -40,7 +40,6 @@ how long anything took.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import time
@@ -52,11 +51,10 @@ from pathlib import Path
 import pytest
 
 from aggregation import InvoiceKey
-from metering.local.services import LocalBroker, LocalClickHouse, start_broker, start_clickhouse
+from metering.local.services import LocalBroker, LocalClickHouse, start_clickhouse
 from schemas import DEFAULT_MAX_FUTURE_SKEW
 from tests.integration.close_race_tools import (
     AS_OF,
-    DEADLINE_SECONDS,
     LEASE_SECONDS,
     TEAM_COUNT,
     Closer,
@@ -78,8 +76,6 @@ from tests.integration.close_race_tools import (
 SUMMARY = re.compile(r"issued (\d+) new invoices; (\d+) due as of ")
 LATE_TEAMS = 100  # teams given late users after a kill
 LATE_NAMES = ("late-a", "late-b", "late-c")
-STABLE_SECONDS = 1.0  # how long a stored count must hold still to call a close stuck
-STUCK_CHECKS = 4  # ... or this many times over, when nothing was stored since a freeze
 
 
 @pytest.fixture
@@ -181,51 +177,36 @@ class Kill:
     """Where a close is SIGKILLed, and what the store and topic must hold then (else the
     variant would prove less than it says)."""
 
-    at: Callable[[Race, Closer, LocalBroker], None]
+    run: Callable[[Race], Closer]  # start a close and SIGKILL it at its point
     stored_some: bool  # some invoices stored before the kill
     unpublished_some: bool  # some of them not on the topic
 
 
-def kill_after_lease(race: Race, closer: Closer, _broker: LocalBroker) -> None:
+def kill_after_lease(race: Race) -> Closer:
     """As early as a close can hold anything: once its lease row is in the store."""
+    closer = race.close("killed")
     wait_for("the close's lease row", lambda: not closer.alive() or race.count("leases") > 0,
              diagnose=closer.describe, pause=0.01)
     closer.kill()
+    return closer
 
 
-def until_a_quarter_stored(race: Race, closer: Closer) -> None:
+def kill_midway(race: Race) -> Closer:
+    closer = race.close("killed")
     wait_for("a quarter of the invoices stored",
              lambda: not closer.alive() or race.stored_count() >= TEAM_COUNT // 2,
              diagnose=closer.describe, pause=0.02)
-
-
-def kill_midway(race: Race, closer: Closer, _broker: LocalBroker) -> None:
-    until_a_quarter_stored(race, closer)
     closer.kill()
+    return closer
 
 
-def kill_while_publishing(race: Race, closer: Closer, broker: LocalBroker) -> None:
-    """Freeze the broker (SIGSTOP) midway: the close stores its next batch, then waits in the
-    publisher's flush; kill it there (once the stored count has grown since the freeze and
-    holds still, or holds still for STUCK_CHECKS checks: frozen in the flush of the batch
-    stored before), then thaw the broker, which may still take part of the batch from its
-    socket."""
-    until_a_quarter_stored(race, closer)
-    os.kill(broker.pid, signal.SIGSTOP)
-    try:
-        frozen_at = last = race.stored_count()
-        still = 0
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while closer.alive() and time.monotonic() < deadline:
-            time.sleep(STABLE_SECONDS)
-            count = race.stored_count()
-            still = still + 1 if count == last else 0
-            if still and (count > frozen_at or still >= STUCK_CHECKS):
-                break
-            last = count
-        closer.kill()
-    finally:
-        os.kill(broker.pid, signal.SIGCONT)
+def kill_while_publishing(race: Race) -> Closer:
+    """Between a batch's insert and its publication: the close (STALLED_CLOSE) pauses right
+    after storing its tenth batch, and is killed there."""
+    stall = race.stalled_close("killed", call=10, after_insert=True)
+    stall.wait_held()
+    stall.closer.kill()
+    return stall.closer
 
 
 KILLS = {
@@ -236,22 +217,10 @@ KILLS = {
 
 
 @pytest.mark.parametrize("when", sorted(KILLS))
-def test_sigkill_mid_run_then_close_again(
-    when: str, clickhouse_server: LocalClickHouse, tmp_path: Path
-) -> None:
-    with start_broker(tmp_path / "broker") as broker:  # our own: one variant freezes it
-        race = new_race(tmp=tmp_path, tcp_port=clickhouse_server.tcp_port,
-                        bootstrap=broker.bootstrap, broker_url=broker.url)
-        try:
-            run_kill_scenario(race, KILLS[when], broker)
-        finally:
-            race.stop_all()
-
-
-def run_kill_scenario(race: Race, kill: Kill, broker: LocalBroker) -> None:
+def test_sigkill_mid_run_then_close_again(when: str, race: Race) -> None:
+    kill = KILLS[when]
     expected = expected_keys(race.teams, AS_OF)
-    killed = race.close("killed")
-    kill.at(race, killed, broker)
+    killed = kill.run(race)
     assert killed.process.returncode == -signal.SIGKILL, (
         f"the close ended before the kill; {killed.describe()}")
     before = race.stored()
