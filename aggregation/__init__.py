@@ -14,6 +14,14 @@ from aggregation._server import (
     ServerStore,
 )
 from aggregation._sql import check_database
+from aggregation.ledger import (
+    LedgerColumns,
+    LedgerCount,
+    LedgerRow,
+    StoredEvents,
+    parse_reasons,
+    reasons_text,
+)
 from aggregation.memory import MemoryStore
 from aggregation.store import (
     EPOCH_DAY,
@@ -52,6 +60,9 @@ __all__ = [
     "EventRow",
     "InvoiceKey",
     "LeaseState",
+    "LedgerColumns",
+    "LedgerCount",
+    "LedgerRow",
     "PeriodCount",
     "MemoryStore",
     "Seconds",
@@ -62,9 +73,12 @@ __all__ = [
     "StoredInvoice",
     "StoredNotice",
     "StoredPayment",
+    "StoredEvents",
     "open_store",
     "day_number",
     "day_of",
+    "parse_reasons",
+    "reasons_text",
     "redact_url",
     "with_timeout",
 ]

@@ -27,7 +27,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from chdb import session
 from clickhouse_driver.util.escape import escape_param, escape_params
 
-from aggregation._schema import Column, Dates, Param, Row, SqlStore, Strings
+from aggregation._schema import Column, Dates, Integers, Param, Row, SqlStore, Strings
 from aggregation.store import StoreError
 
 DATABASE = "metering"
@@ -70,6 +70,8 @@ def _arrow(column: Column) -> Any:
     and converts on insert; nothing is null and the values are checked to fit."""
     if isinstance(column, Strings):
         return pa.array(column.values, pa.string())
+    if isinstance(column, Integers):
+        return pa.array(column.values.astype(column.dtype))
     if isinstance(column, Dates):
         return pa.array(column.days, pa.int32()).cast(pa.date32())
     return pa.array(column.seconds, pa.int64()).cast(pa.timestamp("s", tz="UTC"))

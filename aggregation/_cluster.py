@@ -41,6 +41,7 @@ from aggregation._schema import Param
 from aggregation._server import ServerOptions, ServerStore
 from aggregation._sql import (
     LOCAL_SUFFIX,
+    RAW_TABLES,
     SELECT_CLUSTER_NODES,
     SELECT_MACROS,
     SELECT_TABLE_NAMES,
@@ -256,9 +257,10 @@ class ClusterStore(ServerStore):
     def drop_event_months(self, months: Sequence[int]) -> None:
         # Waits for every active replica, so that no read sees the month afterwards.
         for month in months:
-            self._on_each_shard(f"ALTER TABLE {self.database}.events{LOCAL_SUFFIX} "
-                                f"DROP PARTITION {int(month)}",
-                                {"replication_alter_partitions_sync": 2})
+            for table in RAW_TABLES:
+                self._on_each_shard(f"ALTER TABLE {self.database}.{table}{LOCAL_SUFFIX} "
+                                    f"DROP PARTITION {int(month)}",
+                                    {"replication_alter_partitions_sync": 2})
 
     def close(self) -> None:
         with self._node_guard:

@@ -25,11 +25,19 @@ import numpy.typing as npt
 from aggregation._sql import (
     CREATE_INVOICES,
     DROP_EVENT_MONTH,
+    RAW_TABLES,
     SELECT_INVOICE_COLUMNS,
     SELECT_OLD_INVOICES,
     USAGE_TABLES,
     Statements,
     check_database,
+)
+from aggregation.ledger import (
+    LedgerColumns,
+    LedgerCount,
+    StoredEvents,
+    parse_reasons,
+    reasons_text,
 )
 from aggregation.store import (
     EPOCH_DAY,
@@ -109,11 +117,25 @@ class Instants:
     seconds: Seconds
 
 
-Column = Strings | Dates | Instants
+@dataclass(frozen=True, slots=True)
+class Integers:
+    """A `UInt32` (or, with `bits` 64, `UInt64`) column of an insert; the caller keeps the
+    values in range."""
+
+    name: str
+    values: npt.NDArray[np.int64]
+    bits: int = 32
+
+    @property
+    def dtype(self) -> type[np.unsignedinteger[Any]]:
+        return np.uint64 if self.bits == 64 else np.uint32
+
+
+Column = Strings | Dates | Instants | Integers
 
 
 def _length(column: Column) -> int:
-    if isinstance(column, Strings):
+    if isinstance(column, Strings | Integers):
         return len(column.values)
     return len(column.days if isinstance(column, Dates) else column.seconds)
 
@@ -184,6 +206,32 @@ def active_user_table(columns: ActiveUserColumns) -> list[Column]:
         Strings("source", columns.source),
         Strings("event_type", columns.event_type),
     ]
+
+
+def ledger_table(columns: LedgerColumns) -> list[Column]:
+    """The `ledger` columns of an insert, named as in the table."""
+    counts = [Integers(name, getattr(columns, name)) for name in (
+        "received", "accepted", "duplicates", "written", "late", "rejected")]
+    return [
+        Strings("team", columns.team),
+        Dates("period_start", columns.period_start),
+        Strings("topic", columns.topic),
+        Integers("message_partition", columns.partition),
+        Integers("message_offset", columns.offset, bits=64),
+        *counts,
+        Strings("reasons", columns.reasons),
+    ]
+
+
+def _ledger_count(team: str, start: str, values: Row) -> LedgerCount:
+    messages, received, accepted, duplicates, written, late, rejected, texts = values
+    reasons: dict[str, int] = {}
+    for text in texts:
+        for reason, n in parse_reasons(str(text)).items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    return LedgerCount(team, date.fromisoformat(start), int(messages), int(received),
+                       int(accepted), int(duplicates), int(written), int(late), int(rejected),
+                       reasons_text(reasons))
 
 
 def invoice_table(invoices: Sequence[StoredInvoice], batch: str) -> list[Column]:
@@ -330,6 +378,22 @@ class SqlStore(ABC):
     def _write_columns(self, table: str, columns: Sequence[Column]) -> None:
         if checked_length(columns):
             self._insert_columns(_column_insert(self.database, table, columns), columns)
+
+    def add_ledger_columns(self, columns: LedgerColumns) -> None:
+        self._write_columns("ledger", ledger_table(columns))
+
+    def ledger(self, first: str, last: str) -> list[LedgerCount]:
+        rows = self._select(self._sql.ledger, {"first": first, "last": last})
+        return [_ledger_count(str(team), str(start), values) for team, start, *values in rows]
+
+    def ledger_totals(self) -> LedgerCount:
+        rows = self._select(self._sql.ledger_totals, {})
+        return _ledger_count("", EPOCH_DAY.isoformat(), rows[0])
+
+    def stored_events(self, first: str, last: str) -> list[StoredEvents]:
+        rows = self._select(self._sql.stored_events, {"first": first, "last": last})
+        return [StoredEvents(str(team), date.fromisoformat(start), int(events), int(users))
+                for team, start, events, users in rows]
 
     def daily_usage(self, team: str, period_start: date) -> list[DailyUsage]:
         rows = self._select(self._sql.daily_usage, {"team": team, "period_start": period_start})
@@ -506,7 +570,9 @@ class SqlStore(ABC):
 
     def drop_event_months(self, months: Sequence[int]) -> None:
         for month in months:
-            self._execute(DROP_EVENT_MONTH.format(db=self.database, month=int(month)))
+            for table in RAW_TABLES:
+                self._execute(DROP_EVENT_MONTH.format(db=self.database, table=table,
+                                                      month=int(month)))
 
     def delete_usage(self, team: str) -> int:
         counts = [int(self._select(sql, {"team": team})[0][0])

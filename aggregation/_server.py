@@ -29,7 +29,7 @@ import numpy.typing as npt
 from clickhouse_driver import Client
 from clickhouse_driver import errors as driver_errors
 
-from aggregation._schema import Column, Dates, Param, Row, SqlStore, Strings
+from aggregation._schema import Column, Dates, Integers, Param, Row, SqlStore, Strings
 from aggregation.store import StoreError
 
 DEFAULT_STORE_CONNECT_TIMEOUT_SECONDS = 3.0
@@ -54,6 +54,8 @@ def _numpy(column: Column) -> npt.NDArray[Any]:
     the UTF-8 encoding of strings): strings as objects, dates and instants as datetime64."""
     if isinstance(column, Strings):
         return np.asarray(column.values, dtype=object)
+    if isinstance(column, Integers):
+        return column.values.astype(column.dtype)
     if isinstance(column, Dates):
         return column.days.astype("datetime64[D]")
     return column.seconds.astype("datetime64[s]")

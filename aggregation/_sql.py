@@ -49,6 +49,31 @@ PARTITION BY toYYYYMM(period_start)
 ORDER BY (team, period_start, source, event_id, day, event_type, user_id, time)
 """
 
+# The conservation ledger (aggregation/ledger.py): one row per message of the events topic and
+# (team, period) it touched. A message delivered again writes a row with the same key and
+# maybe other counts (its window, its moment): every read takes one row per key (the latest
+# inserted, then the larger), so no message counts twice.
+CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS {db}.ledger (
+    team String,
+    period_start Date,
+    topic String,
+    message_partition UInt32,
+    message_offset UInt64,
+    received UInt32,
+    accepted UInt32,
+    duplicates UInt32,
+    written UInt32,
+    late UInt32,
+    rejected UInt32,
+    reasons String,
+    inserted_at DateTime('UTC') DEFAULT now()
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(period_start)
+ORDER BY (team, period_start, topic, message_partition, message_offset, received, accepted,
+          duplicates, written, late, rejected, reasons)
+"""
+
 # `usage` repeats the body's usage records ("start end users|...") for the close's set query
 # of what was billed; `batch` names the close batch that wrote the row. Body and batch are in
 # the sort key: a row written twice collapses, two bodies of one key would stay visible, and a
@@ -159,9 +184,10 @@ INSERT_PAYMENTS = (
 )
 INSERT_NOTICES = "INSERT INTO {db}.billing_notices (team, notice_id, time, body) VALUES"
 
-# A team's usage: the tables holding user ids and raw activity, which `delete_usage` empties
-# of the team. Invoices, changes, payments, notices and leases are the financial record.
-USAGE_TABLES = ("events", "active_users")
+# A team's usage: the tables holding user ids and raw activity (and the ledger of that
+# activity), which `delete_usage` empties of the team. Invoices, changes, payments, notices
+# and leases are the financial record.
+USAGE_TABLES = ("events", "active_users", "ledger")
 
 COUNT_TEAM_ROWS = "SELECT count() FROM {db}.{table} WHERE team = %(team)s"
 
@@ -186,8 +212,47 @@ GROUP BY team, period_start
 ORDER BY team, period_start
 """
 
-# Events are partitioned by the month of their period's start (YYYYMM).
-DROP_EVENT_MONTH = "ALTER TABLE {db}.events DROP PARTITION {month}"
+# Events and their ledger are partitioned by the month of their period's start (YYYYMM):
+# pruning a month drops both (the ledger of events no longer kept would not balance).
+RAW_TABLES = ("events", "ledger")
+DROP_EVENT_MONTH = "ALTER TABLE {db}.{table} DROP PARTITION {month}"
+
+_LEDGER_MESSAGES = """
+    SELECT team, period_start,
+           argMax((received, accepted, duplicates, written, late, rejected, reasons),
+                  (inserted_at, received, accepted, duplicates, written, late, rejected,
+                   reasons)) AS m
+    FROM {{db}}.ledger{where}
+    GROUP BY team, period_start, topic, message_partition, message_offset
+"""
+_LEDGER_SUMS = """count(), sum(tupleElement(m, 1)), sum(tupleElement(m, 2)),
+       sum(tupleElement(m, 3)), sum(tupleElement(m, 4)), sum(tupleElement(m, 5)),
+       sum(tupleElement(m, 6)), groupArrayIf(tupleElement(m, 7), tupleElement(m, 7) != '')"""
+
+# Per (team, period) of a range of teams: messages, received, accepted, duplicates, written,
+# late, rejected, and the rejected-by-reason texts of the messages that have some.
+SELECT_LEDGER = """
+SELECT team, toString(period_start), {sums}
+FROM ({messages})
+GROUP BY team, period_start
+ORDER BY team, period_start
+""".replace("{sums}", _LEDGER_SUMS).replace(
+    "{messages}", _LEDGER_MESSAGES.format(where=" WHERE team >= %(first)s AND team <= %(last)s"))
+
+# The same sums over the whole store (Prometheus totals).
+SELECT_LEDGER_TOTALS = """
+SELECT {sums}
+FROM ({messages})
+""".replace("{sums}", _LEDGER_SUMS).replace("{messages}", _LEDGER_MESSAGES.format(where=""))
+
+# What the events table holds per (team, period): distinct (source, id), distinct users.
+SELECT_STORED_EVENTS = """
+SELECT team, toString(period_start), uniqExact(source, event_id), uniqExact(user_id)
+FROM {db}.events
+WHERE team >= %(first)s AND team <= %(last)s
+GROUP BY team, period_start
+ORDER BY team, period_start
+"""
 
 SELECT_MAU = """
 SELECT uniqExact(user_id) FROM {db}.active_users
@@ -338,7 +403,7 @@ def check_database(name: str) -> str:
 
 _TABLES = (
     CREATE_ACTIVE_USERS, CREATE_EVENTS, CREATE_INVOICES, CREATE_CHANGES, CREATE_LEASES,
-    CREATE_VOID_BATCHES, CREATE_PAYMENTS, CREATE_NOTICES,
+    CREATE_VOID_BATCHES, CREATE_PAYMENTS, CREATE_NOTICES, CREATE_LEDGER,
 )
 
 
@@ -447,6 +512,9 @@ class Statements:
     delete_team_rows: tuple[str, ...]
     pending_mutations: str
     event_periods: str
+    ledger: str
+    ledger_totals: str
+    stored_events: str
 
     @classmethod
     def for_database(cls, database: str) -> Statements:
@@ -484,4 +552,7 @@ class Statements:
                                    for table in USAGE_TABLES),
             pending_mutations=COUNT_PENDING_MUTATIONS,
             event_periods=SELECT_EVENT_PERIODS.format(db=db),
+            ledger=SELECT_LEDGER.format(db=db),
+            ledger_totals=SELECT_LEDGER_TOTALS.format(db=db),
+            stored_events=SELECT_STORED_EVENTS.format(db=db),
         )

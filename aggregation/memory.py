@@ -23,8 +23,11 @@ from aggregation._schema import (
     event_columns,
     event_table,
     invoice_table,
+    ledger_table,
 )
+from aggregation.ledger import LedgerColumns, LedgerCount, LedgerRow, StoredEvents
 from aggregation.store import (
+    EPOCH_DAY,
     ActiveUserColumns,
     ActiveUserRow,
     DailyUsage,
@@ -81,6 +84,8 @@ class MemoryStore:
         self._payments: dict[str, dict[PaymentKey, StoredPayment]] = {}
         # team -> notice id -> the notice as first written
         self._notices: dict[str, dict[str, StoredNotice]] = {}
+        # (team, period) -> a message's row key -> its latest row (as the engines' argMax)
+        self._ledger: dict[PeriodKey, dict[tuple[str, date, str, int, int], LedgerRow]] = {}
 
     def _check_schema(self) -> None:
         # Called under the lock. The engines fail the same way before their tables exist.
@@ -125,6 +130,39 @@ class MemoryStore:
     def add_event_columns(self, columns: EventColumns) -> None:
         if checked_length(event_table(columns)):
             self.add_events(columns.rows())
+
+    def add_ledger_columns(self, columns: LedgerColumns) -> None:
+        if not checked_length(ledger_table(columns)):
+            return
+        rows = columns.rows()
+        with self._lock:
+            self._check_schema()
+            for row in rows:
+                self._ledger.setdefault((row.team, row.period_start), {})[row.key] = row
+
+    def ledger(self, first: str, last: str) -> list[LedgerCount]:
+        with self._lock:
+            self._check_schema()
+            held = {key: list(rows.values()) for key, rows in self._ledger.items()
+                    if first <= key[0] <= last and rows}
+        return [LedgerCount.of(team, start, held[(team, start)])
+                for team, start in sorted(held)]
+
+    def ledger_totals(self) -> LedgerCount:
+        with self._lock:
+            self._check_schema()
+            rows = [row for held in self._ledger.values() for row in held.values()]
+        return LedgerCount.of("", EPOCH_DAY, rows)
+
+    def stored_events(self, first: str, last: str) -> list[StoredEvents]:
+        with self._lock:
+            self._check_schema()
+            held = {key: list(rows) for key, rows in self._events.items()
+                    if first <= key[0] <= last and rows}
+        return [StoredEvents(team, start,
+                             len({(row.source, row.event_id) for row in held[(team, start)]}),
+                             len({row.user_id for row in held[(team, start)]}))
+                for team, start in sorted(held)]
 
     def daily_usage(self, team: str, period_start: date) -> list[DailyUsage]:
         with self._lock:
@@ -327,9 +365,9 @@ class MemoryStore:
         wanted = {int(month) for month in months}
         with self._lock:
             self._check_schema()
-            for key in [key for key in self._events
-                        if key[1].year * 100 + key[1].month in wanted]:
-                del self._events[key]
+            for table in (self._events, self._ledger):
+                for key in [key for key in table if key[1].year * 100 + key[1].month in wanted]:
+                    del table[key]
 
     def delete_usage(self, team: str) -> int:
         with self._lock:
@@ -339,6 +377,8 @@ class MemoryStore:
                 removed += len(self._events.pop(key))
             for key in [key for key in self._first if key[0] == team]:
                 removed += len(self._first.pop(key))
+            for key in [key for key in self._ledger if key[0] == team]:
+                removed += len(self._ledger.pop(key))
             return removed
 
     def close(self) -> None:

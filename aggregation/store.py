@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas import BillingChange, Notice, PaymentEvent, UsageRecord
+
+if TYPE_CHECKING:  # aggregation.ledger builds on this module's types
+    from aggregation.ledger import LedgerColumns, LedgerCount, StoredEvents
 
 __all__ = [
     "EPOCH_DAY",
@@ -296,6 +299,21 @@ class Store(Protocol):
     def add_active_user_columns(self, columns: ActiveUserColumns) -> None:
         """`add_active_users` for the worker's columns: one insert, no object per row."""
 
+    def add_ledger_columns(self, columns: LedgerColumns) -> None:
+        """Write the worker's ledger rows (aggregation/ledger.py); a message's row written
+        again replaces its earlier one in every read."""
+
+    def ledger(self, first: str, last: str) -> list[LedgerCount]:
+        """Per (team, period) of the teams from `first` to `last`, the ledger's sums, each
+        message counted once; ordered by team, period."""
+
+    def ledger_totals(self) -> LedgerCount:
+        """The ledger's sums over every team and period (team "", period 1970-01-01)."""
+
+    def stored_events(self, first: str, last: str) -> list[StoredEvents]:
+        """Per (team, period) of the teams from `first` to `last` with raw events: distinct
+        (source, id) pairs and distinct users among them; ordered by team, period."""
+
     def daily_usage(self, team: str, period_start: date) -> list[DailyUsage]:
         """Distinct events and users per local day and event type, ordered by day, type."""
 
@@ -384,15 +402,15 @@ class Store(Protocol):
         `before`, ordered."""
 
     def drop_event_months(self, months: Sequence[int]) -> None:
-        """Drop the raw events of the periods that start in `months` (YYYYMM), whole
-        partitions at once; first-seen users, invoices and the rest stay."""
+        """Drop the raw events (and their ledger) of the periods that start in `months`
+        (YYYYMM), whole partitions at once; first-seen users, invoices and the rest stay."""
 
     def delete_usage(self, team: str) -> int:
-        """Remove every row of `team` from the events and the active users (the user ids
-        and raw activity) and return how many rows the store held there; once it returns,
-        no read sees them. Invoices, billing changes, payments, notices and leases stay (the
-        financial record). Rows of the team written while it runs may stay: the caller stops
-        metering the team first."""
+        """Remove every row of `team` from the events, the active users and the ledger (the
+        user ids, raw activity and its ledger) and return how many rows the store held
+        there; once it returns, no read sees them. Invoices, billing changes, payments,
+        notices and leases stay (the financial record). Rows of the team written while it
+        runs may stay: the caller stops metering the team first."""
 
     def close(self) -> None:
         """Release connections (and, for chdb, the data path)."""

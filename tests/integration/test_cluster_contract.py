@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.ledger_contract import *  # noqa: F403
 from tests.store_contract import *  # noqa: F403
 
 # conftest's `bare_store` on the cluster only

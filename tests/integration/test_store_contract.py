@@ -11,6 +11,7 @@ import pytest
 from aggregation import StoreError
 from aggregation._server import ServerStore
 from metering.local.services import LocalClickHouse
+from tests.ledger_contract import *  # noqa: F403
 from tests.store_contract import *  # noqa: F403
 from tests.store_contract import JAN, user_columns, user_row
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from aggregation import MemoryStore, Store, open_store
+from tests.ledger_contract import *  # noqa: F403
 from tests.store_contract import *  # noqa: F403
 from tests.store_contract import Merge
 
