@@ -3,7 +3,8 @@
 Agent `count_active_users`:
   input  `activity-events` (key = team; value = one CloudEvent or a JSON array of them)
   output `activity-events-rejected` (original bytes; reason and detail in headers), event
-         rows in the store's `events` and first-seen rows in its `active_users`
+         rows in the store's `events`, first-seen rows in its `active_users` and the
+         batch's ledger rows (per message, team and period) in its `ledger`
   state  the app's ActivityBatcher: recent (source, id) pairs and the earliest event written
          per (team, period, user), released after the period's end plus grace. Memory only:
          the store is idempotent by key, so losing it on restart costs writes, not counts.
@@ -28,7 +29,7 @@ from typing import Any, cast
 import faust
 from faust.types import EventT, Message, StreamT
 
-from aggregation import StoreError
+from aggregation import LedgerColumns, StoreError
 from metering.stream.agent_io import batch_context, message_context, send_rejected, until_done
 from metering.stream.batch import BatchPlan
 from metering.stream.context import StreamContext, context_of
@@ -86,7 +87,11 @@ async def count_active_users(stream_t: StreamT[bytes]) -> AsyncIterator[None]:
         metrics.events_received.inc(plan.received)
         metrics.events_duplicate.inc(plan.duplicates)
         previous = in_flight
-        written = asyncio.ensure_future(write(context, plan, fields)) if len(plan.events) else None
+        ledger = plan.ledger.columns([event.message.topic for event in batch],
+                                     [event.message.partition for event in batch],
+                                     [event.message.offset for event in batch])
+        written = (asyncio.ensure_future(write(context, plan, ledger, fields))
+                   if len(plan.events) or len(ledger) else None)
         in_flight = _InFlight(batch, plan, fields, written)
         if time.monotonic() >= next_release:
             next_release = time.monotonic() + DEFAULT_RELEASE_INTERVAL_SECONDS
@@ -124,14 +129,16 @@ async def reject(context: StreamContext, rejections: Sequence[Rejection], messag
     await send_rejected(context.rejected_topic, rejections, message)
 
 
-async def write(context: StreamContext, plan: BatchPlan, fields: Mapping[str, Any]) -> None:
-    """Write `plan`'s rows, retrying until the store takes them."""
+async def write(context: StreamContext, plan: BatchPlan, ledger: LedgerColumns,
+                fields: Mapping[str, Any]) -> None:
+    """Write `plan`'s rows and the batch's `ledger`, retrying until the store takes them."""
     metrics = context.metrics
     loop = asyncio.get_running_loop()
 
     def store_rows() -> None:
         context.store.add_event_columns(plan.events)
         context.store.add_active_user_columns(plan.active_users)
+        context.store.add_ledger_columns(ledger)
 
     async def attempt() -> None:
         await loop.run_in_executor(context.executor, store_rows)

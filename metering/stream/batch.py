@@ -1,7 +1,8 @@
 """One batch of `activity-events` messages, from their bytes to what must be written (pure).
 
 `ActivityBatcher.plan` decodes the messages into columns, drops events its window has seen,
-places the rest in their team's billing period and picks the first-seen rows to write;
+places the rest in their team's billing period, picks the first-seen rows to write and
+counts the batch's ledger rows (per message, team and period: metering/stream/ledger.py);
 nothing is remembered until `committed` is called with the plan, once its rows are in the
 store, so a write that failed and is retried plans the same rows again. Periods closed by
 their end plus grace are forgotten by `release_closed`, a separate step the caller
@@ -14,12 +15,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
 
 from aggregation import ActiveUserColumns, EventColumns
 from metering.stream.first_seen import EventsIn, FirstSeen, PeriodKey, Planned
+from metering.stream.ledger import BatchLedger, batch_ledger
 from metering.stream.window import EventWindow, Fresh
-from schemas import BillingCalendar, Rejection, decode_batch
+from schemas import BillingCalendar, DecodedEvents, Rejection, decode_batch
 
 __all__ = ["ActivityBatcher", "BatchPlan"]
 
@@ -36,6 +41,7 @@ class BatchPlan:
     fresh: Fresh  # valid events new to the window, remembered on commit
     planned: Planned
     late: Counter[PeriodKey]  # fresh events per (team, period start) closed at plan time
+    ledger: BatchLedger  # per message and (team, period): what arrived, what became of it
 
     @property
     def events(self) -> EventColumns:
@@ -93,14 +99,40 @@ class ActivityBatcher:
         if len(fresh.rows) < len(events):
             events = events.subset(fresh.rows)
         planned = self._first_seen.plan(events, now=now)
+        late = self._first_seen.late_events(planned, now=now, grace=self._grace)
         return BatchPlan(
             rejections=decoded.rejections,
             received=len(columns.team),
             careful=decoded.careful,
             fresh=fresh,
             planned=planned,
-            late=self._first_seen.late(planned, now=now, grace=self._grace),
+            late=self._first_seen.late_counts(planned, late),
+            ledger=self._ledger(columns, fresh.rows, planned, late, decoded.rejections, now),
         )
+
+    def _ledger(self, columns: DecodedEvents, fresh: npt.NDArray[np.intp], planned: Planned,
+                late: npt.NDArray[np.bool_], rejections: Mapping[int, Sequence[Rejection]],
+                now: datetime) -> BatchLedger:
+        """The batch's ledger rows: valid events by message, team and period (repeats the
+        window dropped placed too), rejected ones by the period they were received in."""
+        count = len(columns.team)
+        duplicate = np.ones(count, dtype=np.bool_)
+        duplicate[fresh] = False
+        period_start = np.empty(count, dtype=np.int32)
+        period_start[fresh] = planned.events.period_start
+        if len(fresh) < count:
+            repeats = np.flatnonzero(duplicate)
+            period_start[repeats] = self._first_seen.period_starts(
+                [columns.team[row] for row in repeats.tolist()], columns.time[repeats], now=now)
+        late_by_event = np.zeros(count, dtype=np.bool_)
+        late_by_event[fresh] = late
+
+        def received_in(team: str) -> date:
+            return self._first_seen.calendar(team).period_containing(now).start
+
+        return batch_ledger(message=columns.message, team=columns.team,
+                            period_start=period_start, duplicate=duplicate, late=late_by_event,
+                            rejections=rejections, period_of=received_in)
 
     def committed(self, plan: BatchPlan) -> None:
         """Remember `plan`'s events and first-seen rows: they are in the store now."""

@@ -226,15 +226,32 @@ class FirstSeen:
             for calendar, start in self._groups
         ], dtype=np.bool_)
 
+    def period_starts(self, teams: Sequence[str], seconds: Seconds, *, now: datetime) -> Days:
+        """The period start of events of `teams` at `seconds` (nothing remembered)."""
+        return self._placer.place(teams, seconds, now=now).period_start
+
+    def late_events(self, planned: Planned, *, now: datetime, grace: timedelta
+                    ) -> npt.NDArray[np.bool_]:
+        """By event of `planned`: whether its period is closed (end plus grace) at `now`."""
+        closed = self._closed_groups(now=now, grace=grace)
+        if not closed.any():
+            return np.zeros(len(planned.event_groups), dtype=np.bool_)
+        late: npt.NDArray[np.bool_] = closed[planned.event_groups]
+        return late
+
     def late(self, planned: Planned, *, now: datetime, grace: timedelta) -> Counter[PeriodKey]:
         """Per (team, period start), the events counted into a period already closed at
         `now`: they land after the close and reach the next invoice as an adjustment."""
-        closed = self._closed_groups(now=now, grace=grace)
-        if not closed.any():
+        return self.late_counts(planned, self.late_events(planned, now=now, grace=grace))
+
+    @staticmethod
+    def late_counts(planned: Planned, late: npt.NDArray[np.bool_]) -> Counter[PeriodKey]:
+        """Per (team, period start), the events of `planned` flagged in `late`."""
+        if not late.any():
             return Counter()
         events = planned.events
         return Counter((events.team[row], day_of(int(events.period_start[row])))
-                       for row in np.flatnonzero(closed[planned.event_groups]).tolist())
+                       for row in np.flatnonzero(late).tolist())
 
     def current_counts(self, now: datetime) -> dict[PeriodKey, int]:
         """Users this worker wrote per (team, start of the team's period containing `now`);

@@ -174,6 +174,11 @@ async def test_activity_agent_writes_rows_and_sends_rejections(worker: Worker) -
     assert worker.metric("metering_events_rejected_total", reason="invalid_json") == 1
     # Both messages finished: the lag is measured from the offset after the second.
     assert worker.app.stream_context.finished == {TP(EVENTS_TOPIC, 0): 2}
+    # The ledger: one row per message, team and period, written with the batch's rows.
+    assert [tuple(count)[2:] for count in worker.store.ledger(TEAM, TEAM)] == [
+        (1, 3, 3, 1, 2, 0, 0, "")]
+    (unnamed,) = worker.store.ledger("", "")  # the malformed message names no team
+    assert tuple(unnamed)[2:] == (1, 1, 0, 0, 0, 0, 1, "invalid_json=1")
 
 
 async def test_activity_agent_writes_nothing_new_for_a_redelivered_message(
