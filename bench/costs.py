@@ -4,8 +4,10 @@ Generates the throughput bench's stream (batch messages of `--per-message` event
 times, on the same batches of `--batch-events` events: the careful decoder (pydantic), plain
 `json.loads`, msgspec's typed decode alone, the whole fast decoder (`decode_batch`: msgspec,
 columns, the vectorised time parse), the 128-bit keys (xxh3), the key tables (numpy), period
-placement, the whole plan (`ActivityBatcher.plan` + `committed`), and the column inserts on a
-local ClickHouse server (clickhouse-driver, NumPy columns) and on chdb (Arrow). Each figure
+placement, the ledger rows alone (`batch_ledger`, per message, team and period), the whole
+plan (`ActivityBatcher.plan` + `committed`, ledger included), and the column inserts (events,
+first-seen users, ledger) on a local ClickHouse server (clickhouse-driver, NumPy columns) and
+on chdb (Arrow). Each figure
 is CPU time of this process per event (for chdb the engine runs in-process, so its work is
 included), the median of `--repeat` rounds; the machine's speed varies, so compare figures
 of one run.
@@ -26,12 +28,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 from workload import Population, Stream, generate
 
 from aggregation import open_store
 from metering.local import start_clickhouse
 from metering.stream import ActivityBatcher
 from metering.stream.keys import KeyTable, hash_keys
+from metering.stream.ledger import batch_ledger
 from metering.stream.placement import PeriodPlacer
 from schemas import decode_batch, decode_message
 
@@ -87,6 +91,18 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     }
     batcher = ActivityBatcher(calendars={}, dedupe_window=1_000_000, grace=timedelta(hours=1))
     batch = batcher.plan(values, now=now)
+    messages = len(values)
+    positions = (["activity-events"] * messages, [0] * messages, list(range(messages)))
+    no_flags = np.zeros(n, dtype=np.bool_)
+    month = placed.period_start  # every event in its own period, as the plan places it
+
+    def ledger() -> None:
+        batch_ledger(message=decoded.message, team=decoded.team, period_start=month,
+                     duplicate=no_flags, late=no_flags, rejections={},
+                     period_of=lambda team: now.date()).columns(*positions)
+
+    costs["ledger_rows_ns"] = _per_event(ledger, n, repeat)
+    rows = batch.ledger.columns(*positions)
     with tempfile.TemporaryDirectory(prefix="metering-costs-") as root:
         with start_clickhouse(Path(root) / "clickhouse") as server:
             store = open_store(f"clickhouse://127.0.0.1:{server.tcp_port}/costs")
@@ -96,6 +112,8 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
                 lambda: store.add_event_columns(batch.events), n, repeat)
             costs["server_insert_active_users_ns"] = _per_event(
                 lambda: store.add_active_user_columns(batch.active_users), n, repeat)
+            costs["server_insert_ledger_ns"] = _per_event(
+                lambda: store.add_ledger_columns(rows), n, repeat)
             store.close()
         embedded = open_store(f"chdb://{Path(root) / 'chdb'}")
         embedded.ensure_schema()
@@ -103,9 +121,12 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
             lambda: embedded.add_event_columns(batch.events), n, repeat)
         costs["chdb_insert_active_users_ns"] = _per_event(
             lambda: embedded.add_active_user_columns(batch.active_users), n, repeat)
+        costs["chdb_insert_ledger_ns"] = _per_event(
+            lambda: embedded.add_ledger_columns(rows), n, repeat)
         embedded.close()
     costs["events"] = n
     costs["active_user_rows_per_event"] = len(batch.active_users) / n
+    costs["ledger_rows_per_event"] = len(rows) / n
     return costs
 
 
