@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from aggregation.store import Days, day_of
+from aggregation.days import Days, day_of
 
 __all__ = [
     "Counts",

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple, Protocol, Sequence
 
-import numpy as np
-import numpy.typing as npt
-
+from aggregation.days import EPOCH_DAY, Days, Seconds, day_number, day_of
 from schemas import BillingChange, Notice, PaymentEvent, UsageRecord
 
-if TYPE_CHECKING:  # aggregation.ledger builds on this module's types
+if TYPE_CHECKING:  # for annotations only: aggregation.ledger is loaded by the package
     from aggregation.ledger import LedgerColumns, LedgerCount, StoredEvents
 
 __all__ = [
@@ -40,13 +38,6 @@ __all__ = [
     "usage_text",
 ]
 
-EPOCH_DAY = date(1970, 1, 1)
-Days = npt.NDArray[np.int32]
-"""Dates as days since 1970-01-01 (ClickHouse `Date`)."""
-Seconds = npt.NDArray[np.int64]
-"""Instants as UTC seconds since the epoch (ClickHouse `DateTime('UTC')`)."""
-
-
 # Rows are named tuples: the worker builds two per event, and tuples are the cheapest
 # immutable records to build.
 class ActiveUserRow(NamedTuple):
@@ -72,16 +63,6 @@ class EventRow(NamedTuple):
     event_id: str
     user_id: str
     time: datetime  # timezone-aware, stored as UTC seconds
-
-
-def day_of(days: int) -> date:
-    """The date `days` after 1970-01-01 (a `Days` value)."""
-    return EPOCH_DAY + timedelta(days=days)
-
-
-def day_number(day: date) -> int:
-    """Days from 1970-01-01 to `day` (its `Days` value)."""
-    return (day - EPOCH_DAY).days
 
 
 def _instant(seconds: int) -> datetime:

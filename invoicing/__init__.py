@@ -37,7 +37,28 @@ from invoicing.errors import (
 from invoicing.lifecycle import Access, Lifecycle, team_lifecycle
 from invoicing.migration import Segment, check_migration, segments
 from invoicing.payments import check_payment, paid_by_invoice
+from invoicing.reconcile import (
+    IDENTITIES,
+    Adjustment,
+    Billing,
+    Identity,
+    IdentityName,
+    PeriodLedger,
+    reconcile_rows,
+    team_label,
+    violation_line,
+)
 from invoicing.refunds import due_credit_notes, refund_notes
+from invoicing.rerate import (
+    MAX_RERATE_DAYS,
+    Rerate,
+    RerateError,
+    UnknownTeam,
+    range_problem,
+    rerate,
+    rerate_as_of,
+    rerate_json,
+)
 from invoicing.retention import (
     MonthDrop,
     PruneRefused,
@@ -54,7 +75,11 @@ from invoicing.schedule import TierStatus, tier_timeline
 
 __all__ = [
     "DEFAULT_BATCH_TEAMS",
+    "IDENTITIES",
+    "MAX_RERATE_DAYS",
     "Access",
+    "Adjustment",
+    "Billing",
     "BillingRuleError",
     "ChangeError",
     "CloseError",
@@ -63,6 +88,8 @@ __all__ = [
     "CountRefused",
     "DateRefused",
     "DowngradeRefused",
+    "Identity",
+    "IdentityName",
     "Lifecycle",
     "LifecycleLog",
     "MonthDrop",
@@ -70,10 +97,14 @@ __all__ = [
     "NotInvoiced",
     "OnDue",
     "OwnerOnly",
+    "PeriodLedger",
     "PruneRefused",
+    "Rerate",
+    "RerateError",
     "Segment",
     "Settlement",
     "TierStatus",
+    "UnknownTeam",
     "Unsettled",
     "check_change",
     "check_migration",
@@ -94,11 +125,18 @@ __all__ = [
     "months_to_drop",
     "paid_by_invoice",
     "prune_cutoff",
+    "range_problem",
     "read_access",
     "read_lifecycle",
+    "reconcile_rows",
     "refund_notes",
     "refund_problem",
+    "rerate",
+    "rerate_as_of",
+    "rerate_json",
     "segments",
+    "team_label",
     "team_lifecycle",
     "tier_timeline",
+    "violation_line",
 ]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 
 import numpy as np
+import numpy.typing as npt
 
 from aggregation import (
     EventRow,
@@ -27,7 +28,7 @@ FEB = date(2024, 2, 1)
 
 
 def ledger_columns(rows: Sequence[LedgerRow]) -> LedgerColumns:
-    def counts(name: str) -> np.ndarray:  # type: ignore[type-arg]
+    def counts(name: str) -> npt.NDArray[np.int64]:
         return np.array([getattr(row, name) for row in rows], dtype=np.int64)
 
     return LedgerColumns(

@@ -29,6 +29,7 @@ from prometheus_client.exposition import choose_encoder
 
 from aggregation import Store, StoredInvoice, StoreError
 from invoicing import Access, CloseError, estimate, read_access
+from metering.api.ledger import LedgerOut, ledger_view
 from metering.api.models import (
     AccessOut,
     AccountOut,
@@ -52,6 +53,8 @@ from metering.api.models import (
     UserOut,
     UsersPage,
 )
+from metering.api.rerate import rerate_router
+from metering.ledger_metrics import LedgerCollector
 from metering.settings import Settings
 from schemas import Account, Catalog, Invoice, InvoiceLine, Period, date_problem
 
@@ -296,6 +299,13 @@ def get_period_daily(ctx: Ctx, account: AccountDep, period: PeriodDep) -> DailyO
     )
 
 
+@router.get("/teams/{team}/periods/{start}/ledger", tags=["usage"], responses=_UNKNOWN)
+def get_period_ledger(ctx: Ctx, account: AccountDep, period: PeriodDep) -> LedgerOut:
+    """The period's conservation ledger: what arrived, what became of it, what was billed,
+    and whether each identity holds (a violation is an answer, not an error)."""
+    return ledger_view(ctx.store, account, period.start)
+
+
 @router.get("/teams/{team}/estimate", tags=["invoices"], responses={
     **_UNKNOWN,
     409: {"model": ErrorBody, "description": "The stored billing history no longer applies"},
@@ -440,7 +450,10 @@ def create_api(
         store=store, catalog=catalog, clock=clock,
         tokens=tuple(token.get_secret_value().encode() for token in settings.api_tokens),
     )
+    registry.register(LedgerCollector(store))
     app.include_router(router, dependencies=[Depends(_authorize)], responses=_ERRORS)
+    app.include_router(rerate_router(settings), dependencies=[Depends(_authorize)],
+                       responses=_ERRORS)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreError, _store_down)
     app.add_exception_handler(CloseError, _close_refused)

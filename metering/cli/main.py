@@ -14,6 +14,8 @@ from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 import metering.cli.commands as commands
+import metering.cli.reconcile as reconcile_cli
+import metering.cli.rerate as rerate_cli
 from aggregation import StoreError
 from invoicing import CloseError
 from metering import logs
@@ -185,7 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="listen port, 0 for any free one (METERING_API_PORT)")
     serve_api.set_defaults(run=serve)
 
-    for command in (demo, worker, emit, backfill, usage, close, status, prune, serve_api):
+    rerate = rerate_cli.add_parser(sub)
+    reconcile = reconcile_cli.add_parser(sub)
+
+    for command in (demo, worker, emit, backfill, usage, close, status, prune, serve_api, rerate,
+                    reconcile):
         _add_common(command)
     return parser
 

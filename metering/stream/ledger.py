@@ -82,9 +82,8 @@ def batch_ledger(
     """The rows of a batch whose valid events are given by column (their message index,
     team, period start, whether the window dropped them as duplicates, whether they were
     written into a closed period) and whose rejections come per message."""
-    codes: dict[str, int] = {}
-    team_code = np.fromiter((codes.setdefault(name, len(codes)) for name in team), np.int64,
-                            len(team))
+    codes = {name: code for code, name in enumerate(dict.fromkeys(team))}
+    team_code = np.fromiter(map(codes.__getitem__, team), np.int64, len(team))
     refused: Counter[tuple[int, int, int, str]] = Counter()
     for index, found in rejections.items():
         for rejection in found:
