@@ -6,6 +6,7 @@ in invoicing/errors.py)."""
 from __future__ import annotations
 
 from invoicing.access import LifecycleLog, read_access, read_lifecycle
+from invoicing.alerts import Crossing, Running, alert_limit, crossing_id, crossings
 from invoicing.changes import check_change, in_effect_order
 from invoicing.close import (
     DEFAULT_BATCH_TEAMS,
@@ -86,6 +87,7 @@ __all__ = [
     "CloseLog",
     "CloseSummary",
     "CountRefused",
+    "Crossing",
     "DateRefused",
     "DowngradeRefused",
     "Identity",
@@ -101,11 +103,13 @@ __all__ = [
     "PruneRefused",
     "Rerate",
     "RerateError",
+    "Running",
     "Segment",
     "Settlement",
     "TierStatus",
     "UnknownTeam",
     "Unsettled",
+    "alert_limit",
     "check_change",
     "check_migration",
     "check_payment",
@@ -114,6 +118,8 @@ __all__ = [
     "credit_note_number",
     "credit_note_reference",
     "credited_amount",
+    "crossing_id",
+    "crossings",
     "due_credit_notes",
     "due_dates",
     "estimate",

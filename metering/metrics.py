@@ -214,6 +214,28 @@ class CloseMetrics:
             self.last_success.set(finished_at)
 
 
+ALERT_ROUND_OUTCOMES = ("ok", "skipped", "error")
+
+
+@dataclass(frozen=True)
+class AlertMetrics:
+    """Usage alerts (metering/alerts.py): crossings published, and checking rounds, by
+    outcome (skipped: another process held the alerts lease)."""
+
+    published: Counter
+    rounds: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> AlertMetrics:
+        published = Counter("metering_alerts_published_total",
+                            "Usage alert crossings published (and recorded)", registry=registry)
+        rounds = Counter("metering_alert_checks_total", "Usage alert checks, by outcome",
+                         ["outcome"], registry=registry)
+        for outcome in ALERT_ROUND_OUTCOMES:
+            rounds.labels(outcome=outcome)
+        return cls(published=published, rounds=rounds)
+
+
 def top_teams(mau: Mapping[str, int], limit: int) -> dict[str, int]:
     """The `limit` teams with the most active users; ties go to the smaller team name so
     that the chosen set does not flap between scrapes."""

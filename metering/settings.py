@@ -30,6 +30,9 @@ DEFAULT_CHANGES_REJECTED_TOPIC = "billing-changes-rejected"
 DEFAULT_PAYMENTS_TOPIC = "billing-payments"
 DEFAULT_PAYMENTS_REJECTED_TOPIC = "billing-payments-rejected"
 DEFAULT_NOTICES_TOPIC = "billing-notices"
+DEFAULT_ALERTS_TOPIC = "billing-alerts"
+# How often the worker checks the catalog's usage alerts (metering/alerts.py).
+DEFAULT_ALERTS_INTERVAL_SECONDS = 10.0
 DEFAULT_API_PORT = 8080
 DEFAULT_PARTITIONS = 8
 DEFAULT_GRACE = timedelta(hours=1)
@@ -80,6 +83,10 @@ class Settings(BaseSettings):
     payments_topic: str = DEFAULT_PAYMENTS_TOPIC
     payments_rejected_topic: str = DEFAULT_PAYMENTS_REJECTED_TOPIC
     notices_topic: str = DEFAULT_NOTICES_TOPIC
+    # usage alerts: each crossing of a catalog threshold, published once on alerts_topic; the
+    # worker checks every alerts_interval_seconds, under a lease of close_lease_seconds
+    alerts_topic: str = DEFAULT_ALERTS_TOPIC
+    alerts_interval_seconds: float = Field(default=DEFAULT_ALERTS_INTERVAL_SECONDS, gt=0)
     # `metering serve`: the read API and its /metrics
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=DEFAULT_API_PORT, ge=0, le=65535)

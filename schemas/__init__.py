@@ -5,11 +5,15 @@ periods and calendars. Other packages import these names from `schemas` itself."
 from __future__ import annotations
 
 from schemas.catalog import (
+    ALERT_KINDS,
     MAX_CATALOG_BYTES,
     Account,
+    AlertAmount,
+    AlertKind,
     Catalog,
     CatalogError,
     Plan,
+    UsageAlert,
     load_catalog,
     parse_catalog,
 )
@@ -158,8 +162,11 @@ __all__ = [
     "PAYMENT_REJECT_REASONS",
     "PaymentRejectReason",
     "decode_payment",
+    "ALERT_KINDS",
     "Account",
     "ActivityData",
+    "AlertAmount",
+    "AlertKind",
     "ActivityEvent",
     "AddOn",
     "Billing",
@@ -219,6 +226,7 @@ __all__ = [
     "TierAction",
     "TierPlan",
     "USER_ID_MAX_CHARS",
+    "UsageAlert",
     "UsageRecord",
     "anchor_date",
     "billing_dates",

@@ -1,10 +1,11 @@
-"""Accounts without pydantic, for lists of a million.
+"""Accounts without pydantic, for lists of a million; and the usage alerts an account holds.
 
 Pydantic costs ~7 us per account. An account whose every value is one the model keeps as it
 is (after the same checks the model makes) is built directly, as model_construct would;
 any other account goes to pydantic as the loader's mapping, so its result or its error is
 pydantic's. `FAST_FIELDS` mirrors the fields of `schemas.catalog.Account` (the model is
-passed in: that module imports this one).
+passed in: that module imports this one). An account's `alerts` (UsageAlert, defined here
+so that the fast check can build them) are validated by pydantic, remembered by their tokens.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from operator import methodcaller
-from typing import Any, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from schemas._catalog_loader import STR_TAG
 from schemas._catalog_yaml import (
@@ -27,15 +29,28 @@ from schemas._catalog_yaml import (
     MappingEntry,
     NullEntry,
     ScalarEntry,
+    SequenceEntry,
     Shape,
     Split,
     plain_tag,
     scalar,
+    scalar_groups,
 )
 from schemas.limits import PAYMENT_TERMS_PATTERN, TEAM_ID_PATTERN, date_problem, team_id_problem
-from schemas.plans import MAX_QUANTITY, Billing, BillingAddress
+from schemas.plans import MAX_QUANTITY, Billing, BillingAddress, Currency, Money
 
-__all__ = ["FAST_FIELDS", "AccountReader", "check_team", "check_zone"]
+__all__ = [
+    "ALERT_KINDS",
+    "FAST_FIELDS",
+    "MAX_SHARE",
+    "AccountReader",
+    "AlertAmount",
+    "AlertKind",
+    "UsageAlert",
+    "check_team",
+    "check_zone",
+    "unique_alerts",
+]
 
 
 def check_team(value: str) -> str:
@@ -53,6 +68,71 @@ def check_zone(value: str) -> str:
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError(f"unknown IANA time zone {value!r}") from exc
     return value
+
+
+AlertKind = Literal["mau", "included_share", "estimate"]
+ALERT_KINDS: tuple[AlertKind, ...] = ("mau", "included_share", "estimate")
+# The largest share of a plan's included users an alert may name (10: ten times as many).
+MAX_SHARE: Final = Decimal(10)
+_SHARE_PLACES: Final = 4
+
+
+class AlertAmount(BaseModel):
+    """An amount of money an `estimate` alert names: more than zero, in the plan's currency
+    (the catalog-wide check compares the two)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: Annotated[Money, Field(gt=0)]
+    currency: Currency
+
+
+class UsageAlert(BaseModel):
+    """A usage threshold of an account (README "Usage alerts"), exactly one of: `mau` (the
+    open period's active users >= N), `included_share` (active users >= the share times the
+    plan's included users: only on plans with included users), `estimate` (the running
+    estimate's total >= the amount, in the plan's currency). `id` names it stably."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mau: int | None = Field(default=None, ge=1, le=MAX_QUANTITY)
+    included_share: Decimal | None = Field(default=None, gt=0, le=MAX_SHARE,
+                                           decimal_places=_SHARE_PLACES, allow_inf_nan=False)
+    estimate: AlertAmount | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> UsageAlert:
+        given = [kind for kind in ALERT_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            named = f" (got {', '.join(given)})" if given else ""
+            raise ValueError(f"give exactly one of mau, included_share, estimate{named}")
+        return self
+
+    @property
+    def kind(self) -> AlertKind:
+        if self.mau is not None:
+            return "mau"
+        return "included_share" if self.included_share is not None else "estimate"
+
+    @property
+    def id(self) -> str:
+        """`mau>=100`, `share>=0.8`, `estimate>=120.00EUR`: the threshold as written."""
+        if self.mau is not None:
+            return f"mau>={self.mau}"
+        if self.included_share is not None:
+            return f"share>={self.included_share}"
+        assert self.estimate is not None  # noqa: S101 - _exactly_one holds it
+        return f"estimate>={self.estimate.amount}{self.estimate.currency}"
+
+
+def unique_alerts(alerts: tuple[UsageAlert, ...]) -> tuple[UsageAlert, ...]:
+    """`alerts` if no two name the same threshold; else a ValueError naming the repeat."""
+    seen: set[str] = set()
+    for index, alert in enumerate(alerts):
+        if alert.id in seen:
+            raise ValueError(f"alert {index} ({alert.id!r}) repeats an earlier one")
+        seen.add(alert.id)
+    return alerts
 
 
 class _Reject(Exception):
@@ -123,6 +203,20 @@ def _terms(value: object) -> str:
     return value
 
 
+_ALERTS: Final = TypeAdapter(tuple[UsageAlert, ...])
+
+
+def _alerts(value: object) -> tuple[UsageAlert, ...]:
+    """A list of alerts as the model keeps it (validated by pydantic, as the field is);
+    anything else, and any list pydantic refuses, is left to pydantic with the account."""
+    if type(value) is not list:
+        raise _Reject
+    try:
+        return unique_alerts(_ALERTS.validate_python(value))
+    except (ValidationError, ValueError) as exc:
+        raise _Reject from exc
+
+
 def _optional(check: Callable[[object], object]) -> Callable[[object], object]:
     return lambda value: None if value is None else check(value)
 
@@ -160,6 +254,7 @@ FAST_FIELDS: dict[str, tuple[Callable[[object], object], bool]] = {
     "dunning": (_optional(_name), True),
     "payment_terms": (_optional(_terms), True),
     "billing_account": (_optional(_team), True),
+    "alerts": (_alerts, True),
 }
 
 _MAX_REMEMBERED = 1 << 16  # checked values remembered per field and token kind, or address
@@ -191,11 +286,11 @@ def _fresh(name: str, entry: ScalarEntry) -> Callable[[re.Match[str]], Any]:
     return convert
 
 
-def _nested(name: str, entry: MappingEntry) -> Callable[[re.Match[str]], Any]:
-    """Match -> the value the model keeps, for a mapping (an address), by its tokens."""
+def _nested(name: str, entry: MappingEntry | SequenceEntry) -> Callable[[re.Match[str]], Any]:
+    """Match -> the value the model keeps, for a mapping (an address) or a list of them
+    (alerts), by its tokens."""
     check = FAST_FIELDS[name][0]
-    tokens = methodcaller("group", 0, *(sub.group for sub in entry.entries
-                                         if isinstance(sub, ScalarEntry)))
+    tokens = methodcaller("group", 0, *scalar_groups(entry))
     checked: dict[tuple[str, ...], Any] = {}
 
     def convert(match: re.Match[str]) -> Any:
@@ -314,7 +409,7 @@ class AccountReader:
                     base[name] = check(None)
                 except _Reject:
                     return None
-            elif isinstance(entry, MappingEntry):
+            elif isinstance(entry, MappingEntry | SequenceEntry):
                 converted.append((name, _nested(name, entry)))
             elif remember:
                 checked = self._checked.setdefault((name, entry.kind), _Checked(name, entry.kind))

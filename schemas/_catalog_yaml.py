@@ -2,7 +2,9 @@
 
 PyYAML's pure-Python loader costs ~100 us per account (minutes for a million), its libyaml
 loader still ~70 us. The list is nearly always one layout repeated: a flow mapping per line
-(`- {team: a, plan: b, ...}`) or a block mapping of one scalar per line. This module reads
+(`- {team: a, plan: b, ...}`) or a block mapping of one scalar per line, where a value may
+also be a flow mapping of scalars (an address) or a flow sequence of flow mappings on the
+same line (`alerts: [{mau: 100}, {estimate: {amount: "9.50", currency: EUR}}]`). This module reads
 such an item with one regex per layout (a `Shape`, learned from the first item that has it)
 and types plain scalars with the loader's own implicit resolvers and constructors, so what
 it reads is what the loader would read. Whatever it does not recognise goes to the loader:
@@ -40,6 +42,7 @@ __all__ = [
     "MappingEntry",
     "NullEntry",
     "ScalarEntry",
+    "SequenceEntry",
     "Shape",
     "Split",
     "TooLong",
@@ -48,6 +51,7 @@ __all__ = [
     "load_rest",
     "plain_tag",
     "scalar",
+    "scalar_groups",
     "split_accounts",
 ]
 
@@ -123,6 +127,10 @@ _ITEM_RE = re.compile(r"( *)-( +)")
 _FLOW_OPEN_RE = re.compile(r"\{ *")
 _FLOW_KEY_RE = re.compile(rf" *({_KEY}): +")
 _FLOW_SEP_RE = re.compile(r" *([,}])")
+_SEQ_OPEN_RE = re.compile(r"\[ *")
+_SEQ_EMPTY_RE = re.compile(r"\]")
+_SEQ_SEP_RE = re.compile(r" *([,\]])")
+_SPACES_RE = re.compile(r" *")
 _BLOCK_KEY_RE = re.compile(rf"({_KEY}):")
 _VALUE_SPACE_RE = re.compile(r" +(?=[^ #\n])")
 _INDENTED_KEY_RE = re.compile(rf"( *)(?={_KEY}:)")
@@ -256,7 +264,31 @@ class MappingEntry:
         return _mapping(self.entries, match.groups())
 
 
-Entry = ScalarEntry | NullEntry | MappingEntry
+@dataclass(frozen=True)
+class SequenceEntry:
+    """A flow sequence of flow mappings (`[{mau: 100}, {mau: 200}]`), each item's entries."""
+
+    key: Hashable
+    items: tuple[tuple[Entry, ...], ...]
+
+    def value(self, match: re.Match[str]) -> list[dict[Any, Any]]:
+        """The list the loader would build for this entry of the matched item."""
+        groups = match.groups()
+        return [_mapping(item, groups) for item in self.items]
+
+
+Entry = ScalarEntry | NullEntry | MappingEntry | SequenceEntry
+
+
+def scalar_groups(entry: Entry) -> list[int]:
+    """The regex groups of the scalars inside `entry`, in document order."""
+    if isinstance(entry, ScalarEntry):
+        return [entry.group]
+    if isinstance(entry, MappingEntry):
+        return [group for sub in entry.entries for group in scalar_groups(sub)]
+    if isinstance(entry, SequenceEntry):
+        return [group for item in entry.items for sub in item for group in scalar_groups(sub)]
+    return []
 
 
 @dataclass(frozen=True, eq=False)
@@ -279,6 +311,8 @@ def _mapping(entries: tuple[Entry, ...], groups: tuple[Any, ...]) -> dict[Any, A
             out[entry.key] = scalar(entry.kind, groups[entry.group - 1])
         elif isinstance(entry, NullEntry):
             out[entry.key] = None
+        elif isinstance(entry, SequenceEntry):
+            out[entry.key] = [_mapping(item, groups) for item in entry.items]
         else:
             out[entry.key] = _mapping(entry.entries, groups)
     return out
@@ -319,7 +353,7 @@ class _Learner:
         if len(lead.group(1)) != self.indent:
             raise Unrecognised(self.pos)
         if self.peek(_FLOW_OPEN_RE):
-            entries = self.flow(nested=True)
+            entries = self.flow(nested=True, lists=True)
             self.take(_LINE_END_RE, literal=False)
         else:
             entries = self.block(self.indent + 1 + len(lead.group(2)))
@@ -330,18 +364,35 @@ class _Learner:
             raise Unrecognised(self.pos)
         return entries
 
-    def flow(self, *, nested: bool) -> tuple[Entry, ...]:
-        """`{key: value, ...}` on one line; with `nested`, values may be such mappings."""
+    def flow(self, *, nested: bool, lists: bool = False) -> tuple[Entry, ...]:
+        """`{key: value, ...}` on one line; with `nested`, values may be such mappings, with
+        `lists` also flow sequences of mappings (`sequence`)."""
         self.take(_FLOW_OPEN_RE)
         entries: list[Entry] = []
         while True:
             key = self.key(_FLOW_KEY_RE)
             if nested and self.peek(_FLOW_OPEN_RE):
                 entries.append(MappingEntry(key, self.flow(nested=False)))
+            elif lists and self.peek(_SEQ_OPEN_RE):
+                entries.append(self.sequence(key))
             else:
                 entries.append(self.scalar(key))
             if self.take(_FLOW_SEP_RE).group(1) == "}":
                 return tuple(entries)
+
+    def sequence(self, key: Hashable) -> SequenceEntry:
+        """`[{...}, {...}]` on one line, or `[]`: flow mappings whose values may be flow
+        mappings of scalars."""
+        self.take(_SEQ_OPEN_RE)
+        items: list[tuple[Entry, ...]] = []
+        if self.peek(_SEQ_EMPTY_RE):
+            self.take(_SEQ_EMPTY_RE)
+            return SequenceEntry(key, ())
+        while True:
+            items.append(self.flow(nested=True))
+            if self.take(_SEQ_SEP_RE).group(1) == "]":
+                return SequenceEntry(key, tuple(items))
+            self.take(_SPACES_RE)
 
     def block(self, column: int) -> tuple[Entry, ...]:
         entries = [self.block_entry(column)]
@@ -363,8 +414,13 @@ class _Learner:
         key = self.key(_BLOCK_KEY_RE)
         if self.peek(_VALUE_SPACE_RE):
             self.take(_VALUE_SPACE_RE)
-            entry: Entry = (MappingEntry(key, self.flow(nested=False))
-                            if self.peek(_FLOW_OPEN_RE) else self.scalar(key))
+            entry: Entry
+            if self.peek(_FLOW_OPEN_RE):
+                entry = MappingEntry(key, self.flow(nested=False))
+            elif self.peek(_SEQ_OPEN_RE):
+                entry = self.sequence(key)
+            else:
+                entry = self.scalar(key)
             self.take(_LINE_END_RE, literal=False)
             return entry
         self.take(_LINE_END_RE, literal=False)
@@ -400,8 +456,9 @@ def learn(split: Split, pos: int) -> Shape | None:
 def _repeats_a_key(entries: tuple[Entry, ...]) -> bool:
     if len({entry.key for entry in entries}) != len(entries):
         return True
-    return any(_repeats_a_key(entry.entries) for entry in entries
-               if isinstance(entry, MappingEntry))
+    return any(_repeats_a_key(entry.entries) if isinstance(entry, MappingEntry)
+               else any(_repeats_a_key(item) for item in entry.items)
+               for entry in entries if isinstance(entry, MappingEntry | SequenceEntry))
 
 
 def _item_end(split: Split, pos: int) -> int:

@@ -24,7 +24,17 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas._accounts import AccountReader, check_team, check_zone
+from schemas._accounts import (
+    ALERT_KINDS,
+    MAX_SHARE,
+    AccountReader,
+    AlertAmount,
+    AlertKind,
+    UsageAlert,
+    check_team,
+    check_zone,
+    unique_alerts,
+)
 from schemas._catalog_loader import Refused
 from schemas._catalog_yaml import (
     TooLong,
@@ -51,11 +61,16 @@ from schemas.plans import (
 )
 
 __all__ = [
+    "ALERT_KINDS",
     "MAX_CATALOG_BYTES",
+    "MAX_SHARE",
     "Account",
+    "AlertAmount",
+    "AlertKind",
     "Catalog",
     "CatalogError",
     "Plan",
+    "UsageAlert",
     "load_catalog",
     "parse_catalog",
 ]
@@ -80,7 +95,8 @@ class Account(BaseModel):
     else the catalog's `default`, else DEFAULT_DUNNING); `payment_terms` ("NET 30", seed
     000: invoiced billing on PO) makes invoices due that many days after their date instead
     of charged at once; `billing_account` groups teams billed to one customer, each team
-    still invoiced separately.
+    still invoiced separately; `alerts` lists its usage thresholds (UsageAlert), each
+    published once per period when crossed.
 
     Licence and seat plans: `units` bought on the start date; seat plans also the `members`
     (owner included) the seats must hold. Tier plans: the subscription `owner`, `billing`
@@ -105,6 +121,12 @@ class Account(BaseModel):
     dunning: str | None = Field(default=None, min_length=1)  # a policy of the catalog's
     payment_terms: str | None = Field(default=None, pattern=PAYMENT_TERMS_PATTERN)
     billing_account: str | None = None  # groups teams billed to one customer (seed 000)
+    alerts: tuple[UsageAlert, ...] = ()  # usage thresholds, published once per period
+
+    @field_validator("alerts")
+    @classmethod
+    def _distinct_alerts(cls, value: tuple[UsageAlert, ...]) -> tuple[UsageAlert, ...]:
+        return unique_alerts(value)
 
     @field_validator("billing_account")
     @classmethod
@@ -167,6 +189,20 @@ def _account_problem(account: Account, plan: Plan) -> str | None:
             return f"units: {shortage}"
     if account.billing_day is not None and account.billing_day == account.start_date.day:
         return "billing_day: same as the start date's day; leave it out"
+    return _alerts_problem(account, plan) if account.alerts else None
+
+
+def _alerts_problem(account: Account, plan: Plan) -> str | None:
+    """Why an alert of `account` cannot apply to its plan, naming the alert and what the plan
+    has instead (`_named` adds the team)."""
+    for index, alert in enumerate(account.alerts):
+        where = f"alerts.{index}.{alert.kind}: alert {alert.id!r}"
+        if alert.estimate is not None and alert.estimate.currency != plan.currency:
+            return (f"{where} is in {alert.estimate.currency}, but plan {account.plan!r} "
+                    f"bills in {plan.currency}")
+        if alert.included_share is not None and not getattr(plan, "included_users", 0):
+            return (f"{where} needs included users, and {plan.kind} plan {account.plan!r} "
+                    "includes none")
     return None
 
 
@@ -218,6 +254,16 @@ class Catalog(BaseModel):
             self.__dict__[_GROUP_INDEX] = cached
         return list(cached[1].get(name, ()))
 
+    def alert_accounts(self) -> tuple[Account, ...]:
+        """The accounts with `alerts`, in byte order of team (kept after the first call)."""
+        cached = self.__dict__.get(_ALERT_INDEX)
+        if cached is None or cached[0] is not self.accounts:
+            alerting = tuple(sorted((account for account in self.accounts if account.alerts),
+                                    key=_TEAM))
+            cached = (self.accounts, alerting)
+            self.__dict__[_ALERT_INDEX] = cached
+        return cached[1]
+
     def account(self, team: str) -> Account | None:
         """The account of `team`, from a dict of teams built on the first call."""
         cached = self.__dict__.get(_TEAM_INDEX)
@@ -242,6 +288,7 @@ def _policy_problem(catalog: Catalog) -> str | None:
 
 
 _GROUP_INDEX = "_group_index"
+_ALERT_INDEX = "_alert_index"
 _TEAM_INDEX = "_team_index"  # kept in the instance dict: pydantic ignores keys not fields
 
 
@@ -259,8 +306,8 @@ _TEAM_PLAN_ADDRESS = attrgetter("team", "plan", "billing_address")
 _OPTIONS = attrgetter("units", "members", "owner", "billing", "billing_day")
 _NO_OPTIONS = (None,) * 5
 _OPTIONS_ADDRESS = attrgetter("units", "members", "owner", "billing", "billing_day",
-                              "billing_address")
-_NOTHING_ELSE = (None,) * 6
+                              "billing_address", "alerts")
+_NOTHING_ELSE = (None,) * 6 + ((),)
 _MAX_JUDGED = 4096  # kinds of account remembered; beyond them each is judged afresh
 
 
@@ -293,6 +340,8 @@ class _Fit:
                 return f"accounts.{index}.plan: unknown plan {plan_name!r}"
             options = _OPTIONS(account)
             alike = plan_name if options == _NO_OPTIONS else _alike(account)
+            if account.alerts:
+                alike = (alike, account.alerts)
             try:
                 problem = judged[alike]
             except KeyError:
@@ -300,7 +349,7 @@ class _Fit:
                 if len(judged) < _MAX_JUDGED:
                     judged[alike] = problem
             if problem:
-                return f"accounts.{index}.{problem}"
+                return f"accounts.{index}.{_named(problem, team)}"
             if address is not None and self.tax is None:
                 return (f"accounts.{index}.billing_address: no top-level 'tax' table to apply "
                         "it to")
@@ -312,7 +361,7 @@ class _Fit:
 
     def _plainly_fit(self, accounts: Sequence[Account]) -> bool:
         """Whether these accounts fit as the loop in `problem` would find, judged a list at a
-        time: none with options or an address, each plan known and judged fine (for such
+        time: none with options, an address or alerts, each plan known and judged fine (for such
         accounts the plan alone decides), each team new. Then they count as judged."""
         if not all(map(eq, map(_OPTIONS_ADDRESS, accounts), repeat(_NOTHING_ELSE))):
             return False
@@ -331,6 +380,14 @@ class _Fit:
         self.seen |= teams
         self.count += len(accounts)
         return True
+
+
+def _named(problem: str, team: str) -> str:
+    """`problem` naming the team too, when it is about an alert."""
+    if not problem.startswith("alerts."):
+        return problem
+    where, why = problem.split(": ", 1)
+    return f"{where}: team {team!r}: {why}"
 
 
 def _alike(account: Account) -> tuple[Any, ...]:

@@ -1,7 +1,9 @@
-"""`metering serve`: the read API and /metrics on one port, plus two background jobs.
+"""`metering serve`: the read API and /metrics on one port, plus background jobs.
 
 Every `METERING_CLOSE_INTERVAL_SECONDS` (0: never) a thread runs the close of every catalog
-team as of now, so due invoices are issued without a cron job; with
+team as of now, so due invoices are issued without a cron job, and, when the catalog has
+usage alerts, another checks them as the workers do (metering/alerts.py: whichever process
+takes the alerts lease publishes a crossing, once); with
 `METERING_TOP_TEAMS_METRIC` N > 0 another refreshes the current-period MAU gauge of the N
 largest catalog teams. A failed run is one log line; the job goes on at its next turn.
 Without bearer tokens the API is open, so it only starts on a loopback address.
@@ -28,9 +30,12 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from aggregation import Store, with_timeout
+from metering.alerts import AlertCheck, AlertPublisher
+from metering.charges import DEFAULT_FLUSH_TIMEOUT_SECONDS
 from metering.closing import run_close
+from metering.kafka_io import ensure_topics
 from metering.lease import LeaseBusy
-from metering.metrics import CloseMetrics, TeamMetrics
+from metering.metrics import AlertMetrics, CloseMetrics, TeamMetrics
 from metering.runtime import load_settings_catalog, open_ready_store
 from metering.settings import Settings
 from schemas import Catalog
@@ -42,6 +47,7 @@ __all__ = [
     "DEFAULT_TEAM_METRICS_INTERVAL_SECONDS",
     "Periodic",
     "exposure_problem",
+    "periodic_alerts",
     "port_number",
     "run_serve",
     "serve",
@@ -133,6 +139,30 @@ def periodic_close(settings: Settings, store: Store, catalog: Catalog, metrics: 
         log.info("periodic close skipped: %s", exc)
 
 
+def periodic_alerts(settings: Settings, check: AlertCheck, clock: Clock) -> None:
+    """One turn of serve's usage alerts check (the alerts topic made first, as the close
+    makes its topics on every run)."""
+    ensure_topics(settings.bootstrap_servers, [settings.alerts_topic],
+                  partitions=settings.partitions)
+    run = check(clock())
+    if run.skipped:
+        log.info("usage alerts skipped: another process holds the alerts lease")
+
+
+def _alert_job(settings: Settings, store: Store, catalog: Catalog, metrics: AlertMetrics,
+               clock: Clock) -> Periodic | None:
+    """The usage alerts check beside the periodic close, for a catalog with alerts."""
+    if settings.close_interval_seconds <= 0 or not catalog.alert_accounts():
+        return None
+    publish = AlertPublisher(settings.bootstrap_servers, settings.alerts_topic,
+                             flush_timeout=DEFAULT_FLUSH_TIMEOUT_SECONDS)
+    check = AlertCheck(store=store, catalog=catalog, publish=publish,
+                       lease_seconds=settings.close_lease_seconds, grace=settings.grace,
+                       metrics=metrics)
+    return Periodic(name="usage alerts", interval=settings.close_interval_seconds,
+                    action=lambda: periodic_alerts(settings, check, clock))
+
+
 def _jobs(settings: Settings, store: Store, api_store: Store, catalog: Catalog,
           registry: CollectorRegistry, clock: Clock) -> list[Periodic]:
     """The background jobs: the close on `store`, the MAU refresh (reads like the API's) on
@@ -144,6 +174,9 @@ def _jobs(settings: Settings, store: Store, api_store: Store, catalog: Catalog,
             name="periodic close", interval=settings.close_interval_seconds,
             action=lambda: periodic_close(settings, store, catalog, close_metrics, clock),
         ))
+    alerts = _alert_job(settings, store, catalog, AlertMetrics.create(registry), clock)
+    if alerts is not None:
+        jobs.append(alerts)
     if settings.top_teams_metric > 0:
         team_metrics = TeamMetrics.create(registry)
         jobs.append(Periodic(

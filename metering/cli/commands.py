@@ -79,7 +79,7 @@ def _all_topics(settings: Settings) -> list[str]:
     return [
         settings.events_topic, settings.rejected_topic, settings.charges_topic,
         settings.changes_topic, settings.changes_rejected_topic, settings.payments_topic,
-        settings.payments_rejected_topic, settings.notices_topic,
+        settings.payments_rejected_topic, settings.notices_topic, settings.alerts_topic,
     ]
 
 

@@ -1,7 +1,8 @@
 """The Faust app: its topics, its agents and timers, and the context they share.
 
 The agents (`activity.count_active_users`, `changes.record_billing_changes`,
-`payments.record_billing_payments`) and the timers (`timers`) are module-level functions;
+`payments.record_billing_payments`) and the timers (`timers`, among them the usage alerts
+check when the catalog has alerts) are module-level functions;
 what they use reaches them through the app's `StreamContext` (see `context`).
 """
 
@@ -13,7 +14,14 @@ from faust.types import TopicT
 from prometheus_client import CollectorRegistry
 
 from aggregation import Store
-from metering.metrics import ChangeMetrics, PaymentMetrics, TeamMetrics, WorkerMetrics
+from metering.alerts import AlertCheck, AlertPublisher
+from metering.metrics import (
+    AlertMetrics,
+    ChangeMetrics,
+    PaymentMetrics,
+    TeamMetrics,
+    WorkerMetrics,
+)
 from metering.settings import Settings
 from metering.stream.activity import count_active_users
 from metering.stream.batch import ActivityBatcher
@@ -24,6 +32,7 @@ from metering.stream.payments import record_billing_payments
 from metering.stream.timers import (
     DEFAULT_LAG_INTERVAL_SECONDS,
     DEFAULT_TOP_TEAMS_INTERVAL_SECONDS,
+    check_usage_alerts,
     forget_finished,
     refresh_lag,
     refresh_top_teams,
@@ -55,6 +64,9 @@ def create_app(
     def topic(name: str) -> TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
 
+    alert_metrics = AlertMetrics.create(registry)  # even unused, so the series exist
+    alerts = _alert_check(settings, store, catalog, alert_metrics)
+
     app.stream_context = StreamContext(
         settings=settings,
         store=store,
@@ -71,6 +83,9 @@ def create_app(
         rejected_topic=topic(settings.rejected_topic),
         changes_rejected_topic=topic(settings.changes_rejected_topic),
         payments_rejected_topic=topic(settings.payments_rejected_topic),
+        alerts=alerts,
+        alerts_executor=(None if alerts is None
+                         else ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")),
     )
     app.agent(topic(settings.events_topic), name="count_active_users")(count_active_users)
     app.agent(topic(settings.changes_topic), name="record_billing_changes")(
@@ -83,4 +98,23 @@ def create_app(
     app.timer(DEFAULT_LAG_INTERVAL_SECONDS)(refresh_lag)
     if settings.top_teams_metric > 0:
         app.timer(DEFAULT_TOP_TEAMS_INTERVAL_SECONDS)(refresh_top_teams)
+    if alerts is not None:
+        app.timer(settings.alerts_interval_seconds)(check_usage_alerts)
     return app
+
+
+# How long a round waits for the broker to acknowledge its alerts before it fails.
+ALERT_FLUSH_TIMEOUT_SECONDS = 30.0
+
+
+def _alert_check(settings: Settings, store: Store, catalog: Catalog,
+                 metrics: AlertMetrics) -> AlertCheck | None:
+    """The usage alerts check of a catalog with alerts (published on the alerts topic with
+    the close's producer, made at the first alert), else None."""
+    if not catalog.alert_accounts():
+        return None
+    publish = AlertPublisher(settings.bootstrap_servers, settings.alerts_topic,
+                             flush_timeout=ALERT_FLUSH_TIMEOUT_SECONDS)
+    return AlertCheck(store=store, catalog=catalog, publish=publish,
+                      lease_seconds=settings.close_lease_seconds, grace=settings.grace,
+                      metrics=metrics)

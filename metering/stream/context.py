@@ -16,6 +16,7 @@ import faust
 from faust.types import TP, AppT, TopicT
 
 from aggregation import Store, StoredInvoice
+from metering.alerts import AlertCheck
 from metering.metrics import ChangeMetrics, PaymentMetrics, TeamMetrics, WorkerMetrics
 from metering.settings import Settings
 from metering.stream.batch import ActivityBatcher
@@ -60,6 +61,11 @@ class StreamContext:
     rejected_topic: TopicT
     changes_rejected_topic: TopicT
     payments_rejected_topic: TopicT
+    # Usage alerts (metering/alerts.py), None for a catalog without any: the check, and a
+    # thread of its own, so that a round's reads and publish never wait in front of (or
+    # behind) the agents' store calls.
+    alerts: AlertCheck | None = None
+    alerts_executor: Executor | None = None
     # Offset after the last message finished per partition of the events topic: what a
     # commit will cover, and so the position the lag is measured from.
     finished: dict[TP, int] = field(default_factory=dict)

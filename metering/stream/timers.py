@@ -1,8 +1,10 @@
-"""What the worker measures on a timer, and the hook that keeps those measures honest.
+"""What the worker does on a timer, and the hook that keeps its measures honest.
 
 Every few seconds the lag of each assigned partition of the events topic (high watermark of
 the last fetch minus the offset after the last message this worker finished); with
-METERING_TOP_TEAMS_METRIC, the current-period MAU of the largest teams, read from the store.
+METERING_TOP_TEAMS_METRIC, the current-period MAU of the largest teams, read from the store;
+with usage alerts in the catalog, every METERING_ALERTS_INTERVAL_SECONDS a round of
+metering/alerts.py in its own thread (a failed round is one log line; the next one comes).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from metering.stream.context import context_of
 __all__ = [
     "DEFAULT_LAG_INTERVAL_SECONDS",
     "DEFAULT_TOP_TEAMS_INTERVAL_SECONDS",
+    "check_usage_alerts",
     "consumer_lag",
     "forget_finished",
     "refresh_lag",
@@ -100,3 +103,14 @@ async def refresh_top_teams(app: AppT) -> None:
         log.warning("team MAU not refreshed: %s", exc)
         return
     context.team_metrics.publish(mau, limit=limit)
+
+
+async def check_usage_alerts(app: AppT) -> None:
+    context = context_of(app)
+    if context.alerts is None or context.alerts_executor is None:
+        return
+    try:
+        await asyncio.get_running_loop().run_in_executor(
+            context.alerts_executor, context.alerts, datetime.now(UTC))
+    except Exception as exc:  # a failed round must not end the timer; the next one retries
+        log.warning("usage alerts not checked: %s", " ".join(str(exc).split()) or repr(exc))
