@@ -73,6 +73,7 @@ from invoicing.migration import (
 from invoicing.rating import (
     Calendars,
     RatedUsage,
+    account_billing_dates,
     day_keys,
     due_dates,
     rate_from_counts,
@@ -430,7 +431,11 @@ def _report_due(closed: _Closed, on_due: OnDue) -> None:
 def estimate(*, store: CloseLog, catalog: Catalog, team: str, now: datetime) -> Invoice | None:
     """The invoice the team's next billing date would issue if its open period ended `now`:
     usage so far, changes in effect by `now`, and a plan_changed taking effect on that date
-    (sent ahead: the date's invoice is the move's). None when nothing more will be billed (a
+    (sent ahead: the date's invoice is the move's). Earlier invoices the close has yet to
+    issue (`_still_to_issue`) are rated first, as the close will issue them first: a period
+    that grew late is corrected on the first of them, not on the estimate too. So the estimate
+    taken at the last instant before the date's local midnight is the invoice the close then
+    issues (tests/unit/test_estimate_is_invoice.py). None when nothing more will be billed (a
     cancelled subscription). Raises CloseError for an unknown team or a history that cannot
     apply."""
     account = next(_accounts(catalog, team))
@@ -445,6 +450,11 @@ def estimate(*, store: CloseLog, catalog: Catalog, team: str, now: datetime) -> 
                      else calendar.next_anchor_date(local))
         counts = {row.period_start: row.active_users for row in store.period_mau(team, team)}
         billed = {row.period_start: usage_record(row) for row in store.billed_usage(team, team)}
+        earlier = [(day, "") for day in account_billing_dates(account, following)
+                   if day < following]
+        for day, _ in _still_to_issue(store, team, earlier):
+            pending = rate_from_counts(account, plan, day, counts, billed)
+            billed.update((record.period_start, record) for record in pending.usage)
         return taxed(catalog, account, rate_from_counts(account, plan, following, counts, billed))
     in_effect = [change for change in changes if change.time <= now]
     items = _schedule(catalog, account, in_effect, local + _ESTIMATE_HORIZON)
@@ -469,11 +479,32 @@ def _estimate_migrated(store: CloseLog, catalog: Catalog, account: Account,
     in_effect = [change for change in changes if change.time <= now
                  or (change.type == "plan_changed" and change.time <= cutoff)]
     key = (following, "")
-    parts = _migrated(catalog, account, in_effect, following).get(key)
+    every = _migrated(catalog, account, in_effect, following)
+    parts = every.get(key)
     if not parts:
         return None
     counts = {row.period_start: row.active_users
               for row in store.period_mau(account.team, account.team)}
     billed = {row.period_start: usage_record(row)
               for row in store.billed_usage(account.team, account.team)}
+    for earlier in _still_to_issue(store, account.team, sorted(k for k in every if k < key)):
+        pending = merged_invoice(catalog, account, earlier, every[earlier], counts, billed)
+        billed.update((record.period_start, record) for record in pending.usage)
     return merged_invoice(catalog, account, key, parts, counts, billed)
+
+
+def _still_to_issue(store: CloseLog, team: str, keys: Sequence[Key]) -> list[Key]:
+    """Of `keys` (in key order, all before the estimated one), those the close will issue
+    before it: not in the log, and after the log's last invoice of a billing date (one
+    missing before that was not invoiced on purpose, `not_invoiced`, and never will be). The
+    close rates them in this order, each billing the usage the next one then corrects."""
+    if not keys:
+        return []
+    issued = store.issued_keys(team, team).get(team, set())
+    last = max((day for day, reference in issued if not reference), default=None)
+    pending: list[Key] = []
+    for day, reference in keys:
+        number = day_number(day)
+        if (number, reference) not in issued and (last is None or number > last):
+            pending.append((day, reference))
+    return pending

@@ -223,6 +223,7 @@ def test_delete_usage_waits_for_the_engine_to_finish() -> None:
     engine = ScriptedEngine({
         "FROM lifecycle.events": [[(4,)]],
         "FROM lifecycle.active_users": [[(0,)]],
+        "FROM lifecycle.ledger": [[(0,)]],
         "system.mutations": [[(1,)], [(1,)], [(0,)]],  # done at the third look
     })
     engine.delete_wait_seconds = 60.0
@@ -246,4 +247,4 @@ def test_a_deletion_that_never_finishes_is_a_store_error() -> None:
     with pytest.raises(StoreError, match=r"lifecycle.events: deleting rows did not finish "
                                          r"within 0 s \(timeout\)"):
         engine.delete_usage("acme")
-    assert len(engine.statements("ALTER TABLE")) == 2  # both tables were asked to delete
+    assert len(engine.statements("ALTER TABLE")) == 3  # every usage table was asked to delete
