@@ -42,8 +42,10 @@ from aggregation.store import (
     StoredNotice,
     StoredPayment,
     StoreError,
+    billed_usage_of,
     day_number,
     day_of,
+    issued_keys_of,
 )
 
 __all__ = [
@@ -77,6 +79,8 @@ __all__ = [
     "open_store",
     "day_number",
     "day_of",
+    "billed_usage_of",
+    "issued_keys_of",
     "parse_reasons",
     "reasons_text",
     "redact_url",

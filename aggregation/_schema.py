@@ -387,8 +387,12 @@ class SqlStore(ABC):
         return [_ledger_count(str(team), str(start), values) for team, start, *values in rows]
 
     def ledger_totals(self) -> LedgerCount:
-        rows = self._select(self._sql.ledger_totals, {})
-        return _ledger_count("", EPOCH_DAY.isoformat(), rows[0])
+        (counts,) = self._select(self._sql.ledger_totals, {})
+        reasons: dict[str, int] = {}
+        for text, messages in self._select(self._sql.ledger_total_reasons, {}):
+            for reason, n in parse_reasons(str(text)).items():
+                reasons[reason] = reasons.get(reason, 0) + n * int(messages)
+        return _ledger_count("", EPOCH_DAY.isoformat(), [*counts, [reasons_text(reasons)]])
 
     def stored_events(self, first: str, last: str) -> list[StoredEvents]:
         rows = self._select(self._sql.stored_events, {"first": first, "last": last})

@@ -51,8 +51,9 @@ ORDER BY (team, period_start, source, event_id, day, event_type, user_id, time)
 
 # The conservation ledger (aggregation/ledger.py): one row per message of the events topic and
 # (team, period) it touched. A message delivered again writes a row with the same key and
-# maybe other counts (its window, its moment): every read takes one row per key (the latest
-# inserted, then the larger), so no message counts twice.
+# maybe other counts (a worker whose window still held its events writes none of them): every
+# read takes one row per key, the one that wrote the most events (then the larger counts), so
+# no message counts twice and none hides the events its first delivery wrote.
 CREATE_LEDGER = """
 CREATE TABLE IF NOT EXISTS {db}.ledger (
     team String,
@@ -220,14 +221,15 @@ DROP_EVENT_MONTH = "ALTER TABLE {db}.{table} DROP PARTITION {month}"
 _LEDGER_MESSAGES = """
     SELECT team, period_start,
            argMax((received, accepted, duplicates, written, late, rejected, reasons),
-                  (inserted_at, received, accepted, duplicates, written, late, rejected,
-                   reasons)) AS m
+                  (written, received, accepted, duplicates, late, rejected, reasons)) AS m
     FROM {{db}}.ledger{where}
     GROUP BY team, period_start, topic, message_partition, message_offset
 """
-_LEDGER_SUMS = """count(), sum(tupleElement(m, 1)), sum(tupleElement(m, 2)),
+_LEDGER_COUNTS = """count(), sum(tupleElement(m, 1)), sum(tupleElement(m, 2)),
        sum(tupleElement(m, 3)), sum(tupleElement(m, 4)), sum(tupleElement(m, 5)),
-       sum(tupleElement(m, 6)), groupArrayIf(tupleElement(m, 7), tupleElement(m, 7) != '')"""
+       sum(tupleElement(m, 6))"""
+_LEDGER_SUMS = (_LEDGER_COUNTS
+                + ", groupArrayIf(tupleElement(m, 7), tupleElement(m, 7) != '')")
 
 # Per (team, period) of a range of teams: messages, received, accepted, duplicates, written,
 # late, rejected, and the rejected-by-reason texts of the messages that have some.
@@ -239,11 +241,20 @@ ORDER BY team, period_start
 """.replace("{sums}", _LEDGER_SUMS).replace(
     "{messages}", _LEDGER_MESSAGES.format(where=" WHERE team >= %(first)s AND team <= %(last)s"))
 
-# The same sums over the whole store (Prometheus totals).
+# The same sums over the whole store (Prometheus totals), without the reasons: those come
+# from SELECT_LEDGER_TOTAL_REASONS, one row per distinct text, however many messages.
 SELECT_LEDGER_TOTALS = """
 SELECT {sums}
 FROM ({messages})
-""".replace("{sums}", _LEDGER_SUMS).replace("{messages}", _LEDGER_MESSAGES.format(where=""))
+""".replace("{sums}", _LEDGER_COUNTS).replace(
+    "{messages}", _LEDGER_MESSAGES.format(where=""))
+
+SELECT_LEDGER_TOTAL_REASONS = """
+SELECT tupleElement(m, 7) AS reasons, count()
+FROM ({messages})
+WHERE reasons != ''
+GROUP BY reasons
+""".replace("{messages}", _LEDGER_MESSAGES.format(where=""))
 
 # What the events table holds per (team, period): distinct (source, id), distinct users.
 SELECT_STORED_EVENTS = """
@@ -514,6 +525,7 @@ class Statements:
     event_periods: str
     ledger: str
     ledger_totals: str
+    ledger_total_reasons: str
     stored_events: str
 
     @classmethod
@@ -554,5 +566,6 @@ class Statements:
             event_periods=SELECT_EVENT_PERIODS.format(db=db),
             ledger=SELECT_LEDGER.format(db=db),
             ledger_totals=SELECT_LEDGER_TOTALS.format(db=db),
+            ledger_total_reasons=SELECT_LEDGER_TOTAL_REASONS.format(db=db),
             stored_events=SELECT_STORED_EVENTS.format(db=db),
         )

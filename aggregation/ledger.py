@@ -3,8 +3,11 @@ touched, what arrived and what became of it.
 
 The worker writes one row per (message, team, period) in the same write as the batch's
 events, before the batch's offsets may be committed. A message delivered again (a worker
-stopped before its commit) writes its row again under the same key (topic, partition,
-offset, team, period): every read takes one row per key, so a redelivery never counts twice.
+stopped before its commit, or a rebalance) writes its row again under the same key (topic,
+partition, offset, team, period), perhaps with other counts: a worker whose window still
+holds the message's events counts them as duplicates and writes none. Every read takes one
+row per key, the one that wrote the most events (`LedgerRow.rank`), so a redelivery never
+counts twice and never hides what the first delivery wrote.
 Rejected events count in their team's period containing the moment they were received (their
 own time is not trusted); those naming no valid team count under team "" in the UTC month.
 """
@@ -64,6 +67,12 @@ class LedgerRow(NamedTuple):
     late: int  # written events of a period closed (end plus grace) when they arrived
     rejected: int
     reasons: str  # rejected by reason (`reasons_text`)
+
+    @property
+    def rank(self) -> tuple[int, int, int, int, int, int, str]:
+        """Which of a key's rows every read takes: the greatest rank."""
+        return (self.written, self.received, self.accepted, self.duplicates, self.late,
+                self.rejected, self.reasons)
 
     @property
     def key(self) -> tuple[str, date, str, int, int]:

@@ -42,7 +42,8 @@ from aggregation.store import (
     StoredNotice,
     StoredPayment,
     StoreError,
-    day_number,
+    billed_usage_of,
+    issued_keys_of,
 )
 
 __all__ = ["MemoryStore"]
@@ -84,7 +85,7 @@ class MemoryStore:
         self._payments: dict[str, dict[PaymentKey, StoredPayment]] = {}
         # team -> notice id -> the notice as first written
         self._notices: dict[str, dict[str, StoredNotice]] = {}
-        # (team, period) -> a message's row key -> its latest row (as the engines' argMax)
+        # (team, period) -> a message's row key -> its row of greatest rank (the engines' argMax)
         self._ledger: dict[PeriodKey, dict[tuple[str, date, str, int, int], LedgerRow]] = {}
 
     def _check_schema(self) -> None:
@@ -138,7 +139,10 @@ class MemoryStore:
         with self._lock:
             self._check_schema()
             for row in rows:
-                self._ledger.setdefault((row.team, row.period_start), {})[row.key] = row
+                held = self._ledger.setdefault((row.team, row.period_start), {})
+                current = held.get(row.key)
+                if current is None or row.rank > current.rank:
+                    held[row.key] = row
 
     def ledger(self, first: str, last: str) -> list[LedgerCount]:
         with self._lock:
@@ -233,20 +237,10 @@ class MemoryStore:
         return self._stored(lambda key, written: written == batch)
 
     def issued_keys(self, first: str, last: str) -> dict[str, set[DayKey]]:
-        issued: dict[str, set[DayKey]] = {}
-        for invoice in self.invoices_between(first, last):
-            issued.setdefault(invoice.team, set()).add(
-                (day_number(invoice.invoice_date), invoice.reference))
-        return issued
+        return issued_keys_of(self.invoices_between(first, last))
 
     def billed_usage(self, first: str, last: str) -> list[PeriodCount]:
-        billed: dict[tuple[str, date], PeriodCount] = {}
-        # Ordered by key: a later invoice's record replaces an earlier one's.
-        for invoice in self.invoices_between(first, last):
-            for record in invoice.usage:
-                billed[(invoice.team, record.period_start)] = PeriodCount(
-                    invoice.team, record.period_start, record.active_users, record.period_end)
-        return [billed[key] for key in sorted(billed)]
+        return billed_usage_of(self.invoices_between(first, last))
 
     def period_mau(self, first: str, last: str) -> list[PeriodCount]:
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Protocol, Sequence
 
 from aggregation.days import EPOCH_DAY, Days, Seconds, day_number, day_of
 from schemas import BillingChange, Notice, PaymentEvent, UsageRecord
@@ -34,6 +34,8 @@ __all__ = [
     "StoredPayment",
     "day_number",
     "day_of",
+    "billed_usage_of",
+    "issued_keys_of",
     "usage_records",
     "usage_text",
 ]
@@ -177,6 +179,26 @@ class LeaseState(NamedTuple):
     remaining_seconds: int
     pending: str
     seq: int
+
+
+def issued_keys_of(invoices: Iterable[StoredInvoice]) -> dict[str, set[DayKey]]:
+    """`Store.issued_keys` of `invoices`: per team, (invoice date as days, reference)."""
+    issued: dict[str, set[DayKey]] = {}
+    for invoice in invoices:
+        issued.setdefault(invoice.team, set()).add(
+            (day_number(invoice.invoice_date), invoice.reference))
+    return issued
+
+
+def billed_usage_of(invoices: Iterable[StoredInvoice]) -> list[PeriodCount]:
+    """`Store.billed_usage` of `invoices` (ordered by key): a later invoice's record of a
+    period replaces an earlier one's."""
+    billed: dict[tuple[str, date], PeriodCount] = {}
+    for invoice in invoices:
+        for record in invoice.usage:
+            billed[(invoice.team, record.period_start)] = PeriodCount(
+                invoice.team, record.period_start, record.active_users, record.period_end)
+    return [billed[key] for key in sorted(billed)]
 
 
 def usage_text(records: Sequence[UsageRecord]) -> str:

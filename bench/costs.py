@@ -99,7 +99,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     def ledger() -> None:
         batch_ledger(message=decoded.message, team=decoded.team, period_start=month,
                      duplicate=no_flags, late=no_flags, rejections={},
-                     period_of=lambda team: now.date()).columns(*positions)
+                     period_of=lambda team, message: now.date()).columns(*positions)
 
     costs["ledger_rows_ns"] = _per_event(ledger, n, repeat)
     rows = batch.ledger.columns(*positions)

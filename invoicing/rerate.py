@@ -28,7 +28,14 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
-from aggregation import DayKey, PeriodCount, StoredChange, StoredInvoice, day_number
+from aggregation import (
+    DayKey,
+    PeriodCount,
+    StoredChange,
+    StoredInvoice,
+    billed_usage_of,
+    issued_keys_of,
+)
 from invoicing.close import DEFAULT_BATCH_TEAMS, CloseError, CloseLog, NotInvoiced, close
 from invoicing.errors import BillingRuleError
 from invoicing.money import format_amount, sum_amounts, zero
@@ -237,20 +244,10 @@ class HiddenFrom:
                 if invoice.invoice_date < self.first_day]
 
     def issued_keys(self, first: str, last: str) -> dict[str, set[DayKey]]:
-        issued: dict[str, set[DayKey]] = {}
-        for invoice in self.invoices_between(first, last):
-            issued.setdefault(invoice.team, set()).add(
-                (day_number(invoice.invoice_date), invoice.reference))
-        return issued
+        return issued_keys_of(self.invoices_between(first, last))
 
     def billed_usage(self, first: str, last: str) -> list[PeriodCount]:
-        billed: dict[tuple[str, date], PeriodCount] = {}
-        # By key: a later invoice's record replaces an earlier one's, as the store answers.
-        for invoice in self.invoices_between(first, last):
-            for record in invoice.usage:
-                billed[(invoice.team, record.period_start)] = PeriodCount(
-                    invoice.team, record.period_start, record.active_users, record.period_end)
-        return [billed[key] for key in sorted(billed)]
+        return billed_usage_of(self.invoices_between(first, last))
 
     def period_mau(self, first: str, last: str) -> list[PeriodCount]:
         return self._rows("mau", first, last, self.store.period_mau)

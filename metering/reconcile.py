@@ -90,7 +90,9 @@ def reconcile_period(store: Store, team: str, period_start: date) -> PeriodLedge
 
 
 def period_problem(account: Account, start: date) -> str | None:
-    """Why `start` is not a period start of `account` (the API's rule), or None."""
+    """Why `start` is not a period start of `account`, or None: the rule of every API and
+    command that takes a period by its start (periods start within the dates every input is
+    held to, schemas.FIRST_DATE..LAST_DATE)."""
     problem = date_problem(start, "period start")
     if problem:
         return problem

@@ -54,7 +54,8 @@ from metering.api.models import (
     UsersPage,
 )
 from metering.api.rerate import rerate_router
-from metering.ledger_metrics import LedgerCollector
+from metering.metrics import LedgerCollector
+from metering.reconcile import period_problem
 from metering.settings import Settings
 from schemas import Account, Catalog, Invoice, InvoiceLine, Period, date_problem
 
@@ -124,18 +125,6 @@ def _current_period(account: Account, now: datetime) -> Period:
     return account.calendar.period_containing(now)
 
 
-def _period_problem(account: Account, start: date) -> str | None:
-    # Periods start within the dates every input is held to (schemas.FIRST_DATE..LAST_DATE).
-    problem = date_problem(start, "period start")
-    if problem:
-        return problem
-    holding = account.calendar.period_for_date(start).start
-    if holding != start:
-        return (f"{start} is not a period start of team {account.team!r}: "
-                f"the period holding it starts on {holding}")
-    return None
-
-
 def _account(ctx: Ctx, team: Annotated[str, Path(description="A team of the catalog")]) -> Account:
     account = ctx.catalog.account(team)
     if account is None:
@@ -150,7 +139,7 @@ def _period(
     account: AccountDep,
     start: Annotated[date, Path(description="The period's first local date (YYYY-MM-DD)")],
 ) -> Period:
-    problem = _period_problem(account, start)
+    problem = period_problem(account, start)
     if problem:
         raise HTTPException(422, problem)
     return Period(start, account.calendar.period_for_date(start).end)
@@ -193,7 +182,7 @@ def _why(ctx: _Context, account: Account, line: InvoiceLine, invoice_link: str,
         return invoice_link
     if not ctx.catalog.plans[account.plan].rated_from_usage:
         return f"{_team_path(account.team)}/changes"
-    if _period_problem(account, line.service_start) is not None:
+    if period_problem(account, line.service_start) is not None:
         return invoice_link  # a catalog edit moved the anchor since this invoice
     path = _period_path(account.team, line.service_start)
     return f"{path}/users" if line.kind in ("overage", "adjustment") else path

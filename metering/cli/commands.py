@@ -12,7 +12,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol, TextIO
 
@@ -51,7 +51,7 @@ from metering.producer import EmitReport, emit_change_lines, emit_lines, emit_pa
 from metering.prune import run_prune
 from metering.runtime import load_settings_catalog, open_ready_store
 from metering.settings import Settings
-from schemas import DEFAULT_CALENDAR, Invoice
+from schemas import DEFAULT_CALENDAR, Invoice, date_problem
 
 __all__ = [
     "CliError",
@@ -65,6 +65,23 @@ __all__ = [
     "usage",
     "worker",
 ]
+
+
+def range_error(day: date, what: str) -> None:
+    """ArgumentTypeError when `day` is outside FIRST_DATE..LAST_DATE (schemas.limits)."""
+    problem = date_problem(day, what)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+
+
+def parse_day(text: str) -> date:
+    """An ISO date within FIRST_DATE..LAST_DATE (an argparse type)."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date (2026-08-04)") from exc
+    range_error(day, "date")
+    return day
 
 
 class CliError(Exception):

@@ -20,12 +20,12 @@ from aggregation import StoreError
 from invoicing import CloseError
 from metering import logs
 from metering.api import port_number, serve
-from metering.cli.commands import CliError, CliUsageError
+from metering.cli.commands import CliError, CliUsageError, parse_day, range_error
 from metering.kafka_io import BrokerError
 from metering.lease import LeaseError
 from metering.runtime import SetupError
 from metering.settings import Settings
-from schemas import FIRST_DATE, LAST_DATE, CatalogError, date_problem
+from schemas import FIRST_DATE, LAST_DATE, CatalogError
 
 DESCRIPTION = ("Exact, replayable usage metering: activity events to distinct monthly active "
                "users, invoices and charges.")
@@ -40,12 +40,6 @@ def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     raise SystemExit(code)
 
 
-def _range_error(day: date, what: str) -> None:
-    problem = date_problem(day, what)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-
-
 def parse_moment(text: str) -> datetime:
     """A date means the end of that day in UTC; a date-time without offset means UTC. Its
     day in UTC must lie within FIRST_DATE..LAST_DATE (schemas.limits)."""
@@ -54,7 +48,7 @@ def parse_moment(text: str) -> datetime:
     except ValueError:
         pass
     else:
-        _range_error(day, "date")
+        range_error(day, "date")
         return datetime.combine(day, time.max, tzinfo=UTC)
     try:
         moment = datetime.fromisoformat(text)
@@ -68,18 +62,8 @@ def parse_moment(text: str) -> datetime:
         day = moment.astimezone(UTC).date()
     except OverflowError:  # year 1 or 9999 shifted past datetime's range: outside anyway
         day = moment.date()
-    _range_error(day, "date" if day == moment.date() else "UTC date")
+    range_error(day, "date" if day == moment.date() else "UTC date")
     return moment
-
-
-def parse_day(text: str) -> date:
-    """An ISO date within FIRST_DATE..LAST_DATE (schemas.limits)."""
-    try:
-        day = date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date (2026-08-04)") from exc
-    _range_error(day, "date")
-    return day
 
 
 def build_settings(args: argparse.Namespace) -> Settings:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date
 from pathlib import Path
 
 from invoicing import MAX_RERATE_DAYS, RerateError, range_problem, rerate_json
-from metering.cli.commands import CliUsageError
+from metering.cli.commands import CliUsageError, parse_day
 from metering.rerate import rerate_text, run_rerate
 from metering.settings import Settings
-from schemas import FIRST_DATE, LAST_DATE, date_problem, load_catalog
+from schemas import FIRST_DATE, LAST_DATE, load_catalog
 
 __all__ = ["add_parser", "rerate"]
 
@@ -26,18 +25,6 @@ DESCRIPTION = (
 )
 
 
-def _day(text: str) -> date:
-    """An ISO date within FIRST_DATE..LAST_DATE (as `metering prune --before` takes it)."""
-    try:
-        day = date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date (2026-08-04)") from exc
-    problem = date_problem(day, "date")
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return day
-
-
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                ) -> argparse.ArgumentParser:
     parser = sub.add_parser(
@@ -49,9 +36,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="the candidate catalog: plans and accounts in the catalog file's format and "
              "limits; its accounts are the teams compared (--catalog, the live catalog, is "
              "not read)")
-    parser.add_argument("--from", dest="first_day", type=_day, required=True, metavar="DATE",
+    parser.add_argument("--from", dest="first_day", type=parse_day, required=True, metavar="DATE",
                         help=f"the first billing date re-rated ({FIRST_DATE}..{LAST_DATE})")
-    parser.add_argument("--to", dest="last_day", type=_day, required=True, metavar="DATE",
+    parser.add_argument("--to", dest="last_day", type=parse_day, required=True, metavar="DATE",
                         help=f"the last billing date re-rated; --from..--to spans at most "
                              f"{MAX_RERATE_DAYS} days")
     parser.add_argument("--team", help="only this team of the candidate catalog")

@@ -75,7 +75,8 @@ async def count_active_users(stream_t: StreamT[bytes]) -> AsyncIterator[None]:
             event.message.incref()
         fields = batch_context(batch)
         now = datetime.now(UTC)
-        plan = batcher.plan([event.value or b"" for event in batch], now=now)  # tombstone: empty
+        plan = batcher.plan([event.value or b"" for event in batch], now=now,  # tombstone: empty
+                            arrivals=[event.message.timestamp for event in batch])
         # Remembered before its rows are durable, so that the next batch, planned while they
         # are written, drops their repeats: the write is retried until it succeeds, and if
         # the worker stops first, this memory goes with it and the batch is redelivered.

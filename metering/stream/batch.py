@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,8 @@ from metering.stream.window import EventWindow, Fresh
 from schemas import BillingCalendar, DecodedEvents, Rejection, decode_batch
 
 __all__ = ["ActivityBatcher", "BatchPlan"]
+
+_ARRIVAL_SPAN = 366 * 86_400.0  # how far before now a message's timestamp is believed
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,13 @@ class BatchPlan:
     def duplicates(self) -> int:
         """Valid events dropped as repeats of a (source, id) in the window or the batch."""
         return self.received - len(self.fresh.rows)
+
+
+def arrival(timestamp: float, now: datetime) -> datetime:
+    """A message's broker timestamp as a moment, held within the year before `now` and `now`
+    (a producer may set any time; a redelivery keeps it)."""
+    latest = now.timestamp()
+    return datetime.fromtimestamp(min(max(timestamp, latest - _ARRIVAL_SPAN), latest), UTC)
 
 
 class ActivityBatcher:
@@ -90,8 +99,11 @@ class ActivityBatcher:
         """Bytes the dedupe window occupies."""
         return self._window.nbytes
 
-    def plan(self, values: Sequence[bytes], *, now: datetime) -> BatchPlan:
-        """What the messages `values` (in batch order) need written and rejected at `now`."""
+    def plan(self, values: Sequence[bytes], *, now: datetime,
+             arrivals: Sequence[float] | None = None) -> BatchPlan:
+        """What the messages `values` (in batch order) need written and rejected at `now`;
+        `arrivals`, by message, its broker timestamp (UTC seconds; default `now`): where its
+        rejected events count in the ledger."""
         decoded = decode_batch(values, now=now)
         columns = decoded.events
         fresh = self._window.fresh(columns.source, columns.event_id)
@@ -107,12 +119,13 @@ class ActivityBatcher:
             fresh=fresh,
             planned=planned,
             late=self._first_seen.late_counts(planned, late),
-            ledger=self._ledger(columns, fresh.rows, planned, late, decoded.rejections, now),
+            ledger=self._ledger(columns, fresh.rows, planned, late, decoded.rejections, now,
+                                arrivals),
         )
 
     def _ledger(self, columns: DecodedEvents, fresh: npt.NDArray[np.intp], planned: Planned,
                 late: npt.NDArray[np.bool_], rejections: Mapping[int, Sequence[Rejection]],
-                now: datetime) -> BatchLedger:
+                now: datetime, arrivals: Sequence[float] | None) -> BatchLedger:
         """The batch's ledger rows: valid events by message, team and period (repeats the
         window dropped placed too), rejected ones by the period they were received in."""
         count = len(columns.team)
@@ -127,8 +140,9 @@ class ActivityBatcher:
         late_by_event = np.zeros(count, dtype=np.bool_)
         late_by_event[fresh] = late
 
-        def received_in(team: str) -> date:
-            return self._first_seen.calendar(team).period_containing(now).start
+        def received_in(team: str, message: int) -> date:
+            return self._first_seen.calendar(team).period_containing(
+                arrival(arrivals[message], now) if arrivals is not None else now).start
 
         return batch_ledger(message=columns.message, team=columns.team,
                             period_start=period_start, duplicate=duplicate, late=late_by_event,

@@ -4,8 +4,8 @@ became of it (pure; the rows are described in aggregation/ledger.py).
 Valid events are grouped with column operations (a team code per event, one sort of int64
 keys, `bincount`); only rejected events, which are rare, take a Python step each: their team
 is read from their own bytes when they name a valid one ("" otherwise), and they count in
-that team's period containing the moment they were received (team "" has the calendar of
-teams outside the catalog: UTC months).
+that team's period containing the moment their message arrived (its broker timestamp, which
+a redelivery keeps; team "" has the calendar of teams outside the catalog: UTC months).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ __all__ = ["BatchLedger", "batch_ledger", "rejected_team"]
 
 _PERIOD_BITS = 17  # days since 1970 up to 2149 fit in 17 bits
 Flags = npt.NDArray[np.bool_]
-PeriodOf = Callable[[str], date]  # a team's period start containing the batch's moment
+# The period start, in the team's calendar, of the moment a message (by index) arrived
+PeriodOf = Callable[[str, int], date]
 
 
 def rejected_team(raw: bytes) -> str:
@@ -89,7 +90,7 @@ def batch_ledger(
         for rejection in found:
             name = rejected_team(rejection.raw)
             code = codes.setdefault(name, len(codes))
-            refused[(index, code, day_number(period_of(name)), rejection.reason)] += 1
+            refused[(index, code, day_number(period_of(name, index)), rejection.reason)] += 1
     width = max(len(codes), 1)
     keys = (message.astype(np.int64) * width + team_code) << _PERIOD_BITS | period_start
     refused_keys = np.array([(index * width + code) << _PERIOD_BITS | day

@@ -22,8 +22,8 @@ from clickhouse_driver import Client
 from aggregation import open_store
 from metering.api.ledger import ledger_view
 from metering.kafka_io import ensure_topics, make_producer
-from metering.ledger_metrics import LedgerCollector
 from metering.local.services import LocalBroker, LocalClickHouse
+from metering.metrics import LedgerCollector
 from metering.reconcile import period_json, reconcile_period
 from schemas import parse_catalog
 from tests.builders import account, catalog_yaml, cloud_event, utc

@@ -116,3 +116,30 @@ def test_grace_keeps_a_period_open_for_the_ledger_too() -> None:
     plan = batcher().plan([message(event("e1", at=datetime(2026, 6, 10, tzinfo=UTC)))],
                           now=end_of_june)
     assert plan.ledger.late.tolist() == [0]
+
+
+def test_a_message_redelivered_to_the_same_worker_keeps_what_it_wrote() -> None:
+    """A rebalance hands a message back to the worker that planned it: its window holds the
+    events, so the second row writes none; the store keeps the first."""
+    activity, store = batcher(), MemoryStore()
+    store.ensure_schema()
+    values = [message(event("e1"), event("e2", "u2"))]
+    for _ in range(2):
+        plan = activity.plan(values, now=NOW)
+        store.add_ledger_columns(plan.ledger.columns([TOPIC], [0], [5]))
+        activity.committed(plan)
+    (count,) = store.ledger("team-a", "team-a")
+    assert (count.messages, count.accepted, count.duplicates, count.written) == (1, 2, 0, 2)
+
+
+def test_rejected_events_count_where_their_message_arrived_whenever_it_is_planned() -> None:
+    bad = [b'{"specversion": ']
+    june_30 = datetime(2026, 6, 30, 23, 59, tzinfo=UTC).timestamp()
+    for now in (NOW, NOW + timedelta(days=20)):  # planned again after the month turned
+        (row,) = batcher().plan(bad, now=now, arrivals=[june_30]).ledger.columns(
+            [TOPIC], [0], [0]).rows()
+        assert (row.team, row.period_start, row.rejected) == ("", JUNE, 1)
+    # a timestamp ahead of the moment it is planned counts at that moment
+    (row,) = batcher().plan(bad, now=NOW, arrivals=[NOW.timestamp() + 86_400 * 40]
+                            ).ledger.columns([TOPIC], [0], [0]).rows()
+    assert row.period_start == JULY

@@ -29,7 +29,7 @@ from aggregation import (
 )
 from invoicing.reconcile import Identity, PeriodLedger, reconcile_rows, violation_line
 from metering.api.ledger import LedgerOut, ledger_view
-from metering.ledger_metrics import LedgerCollector
+from metering.metrics import LedgerCollector
 from metering.reconcile import (
     LAST_TEAM,
     period_json,
