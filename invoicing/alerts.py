@@ -10,12 +10,14 @@ so that whoever publishes it publishes it once (metering/alerts.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
+from fractions import Fraction
 
-from schemas import Account, Plan, UsageAlert
+from schemas import Account, MauPlan, Plan, UsageAlert
 
 __all__ = ["Crossing", "Running", "alert_limit", "crossing_id", "crossings"]
 
@@ -52,15 +54,20 @@ def crossing_id(team: str, alert: UsageAlert, period_start: date) -> str:
     return f"{team}/alert/{alert.id}/{period_start.isoformat()}"
 
 
+def _included_users(plan: Plan) -> int:
+    """The active users `plan` includes in its base fee (0 for kinds that include none)."""
+    return plan.included_users if isinstance(plan, MauPlan) else 0
+
+
 def alert_limit(alert: UsageAlert, plan: Plan) -> int | Decimal:
     """The value `alert` compares with: active users for `mau` and `included_share` (the
     share of the plan's included users, rounded up: the least count that is at least that
-    share), an amount for `estimate`."""
+    share, exactly), an amount for `estimate`."""
     if alert.mau is not None:
         return alert.mau
     if alert.included_share is not None:
-        included = getattr(plan, "included_users", 0)
-        return int((alert.included_share * included).to_integral_value(rounding=ROUND_CEILING))
+        # An exact product and integer ceiling: a user count, not an amount to round.
+        return math.ceil(Fraction(alert.included_share) * _included_users(plan))
     assert alert.estimate is not None  # noqa: S101 - UsageAlert holds exactly one
     return alert.estimate.amount
 

@@ -16,6 +16,16 @@ Workers check on a timer, and `metering serve` beside its periodic close: whiche
 publishes and records; the others skip the round. The lease is taken only when a round
 found something to publish, so a quiet catalog writes nothing.
 
+A round publishes only while it holds the lease, so two processes never publish one
+crossing at once: it checks the lease right before publishing (CloseLease.check: more than
+a third of it left, on the store's clock, which counts whole seconds, so more than
+`lease_seconds // 3` seconds), and waits for the broker's acknowledgement at most
+`alert_flush_timeout(lease_seconds)`, three quarters of that (and at most
+ALERT_FLUSH_TIMEOUT_SECONDS). A publish not acknowledged by then is purged from the
+producer, so nothing of it is sent later, and the round records nothing and ends; the next
+holder sends those crossings again, under the same ids. `alert_check` builds the check of
+a worker and of serve alike.
+
 ```json
 {"specversion": "1.0", "id": "acme/alert/mau>=100/2026-12-01", "source": "metering",
  "type": "com.metering.usage.alert", "subject": "acme", "time": "2026-12-14T09:30:10Z",
@@ -42,12 +52,15 @@ from pydantic import BaseModel, ConfigDict
 from aggregation import Store, StoredNotice, StoreError
 from invoicing import CloseError, Crossing, Running, crossing_id, crossings, estimate
 from metering.charges import ChargePublisher
+from metering.kafka_io import BrokerError
 from metering.lease import CloseLease, LeaseBusy
 from metering.metrics import AlertMetrics
+from metering.settings import Settings
 from schemas import Account, AlertKind, Catalog, Period, UsageAlert
 
 __all__ = [
     "ALERT_EVENT_TYPE",
+    "ALERT_FLUSH_TIMEOUT_SECONDS",
     "ALERT_LEASE",
     "AlertCheck",
     "AlertData",
@@ -55,7 +68,9 @@ __all__ = [
     "AlertPublisher",
     "AlertRun",
     "Publish",
+    "alert_check",
     "alert_event",
+    "alert_flush_timeout",
     "check_alerts",
     "find_crossings",
 ]
@@ -64,6 +79,8 @@ log = logging.getLogger(__name__)
 
 ALERT_LEASE: Final = "alerts"
 ALERT_EVENT_TYPE: Final = "com.metering.usage.alert"
+# The longest a round waits for the broker's acknowledgement, whatever the lease.
+ALERT_FLUSH_TIMEOUT_SECONDS: Final = 30.0
 # Alert accounts read per set query (consecutive in byte order); a run of fewer than
 # _FEW_TEAMS is read team by team, so a few alerting teams never read a range of others.
 DEFAULT_TEAMS_PER_READ: Final = 1000
@@ -123,20 +140,47 @@ class AlertRun:
     skipped: bool = False  # another process held the alerts lease
 
 
+def alert_flush_timeout(lease_seconds: int) -> float:
+    """How long a round waits for the broker's acknowledgement under a lease of
+    `lease_seconds`: three quarters of the time CloseLease.check guarantees is left (more than
+    `lease_seconds // 3` whole seconds), the last quarter for sending, and at most
+    ALERT_FLUSH_TIMEOUT_SECONDS. So a publish ends before the lease can pass to another."""
+    if lease_seconds < 3:
+        raise ValueError(f"a lease lasts at least 3 seconds, got {lease_seconds}")
+    return min(ALERT_FLUSH_TIMEOUT_SECONDS, lease_seconds // 3 * 0.75)
+
+
+class _AlertProducer(ChargePublisher):
+    """The close's producer, which drops what the broker did not acknowledge in time."""
+
+    def send(self, records: Sequence[tuple[str, str]], *, noun: str) -> None:
+        try:
+            super().send(records, noun=noun)
+        except BrokerError:
+            # Not acknowledged in time: the lease may pass on, so none of it may be sent
+            # (or retried) later; the next holder sends it again, under the same ids.
+            self._producer.purge()
+            self._producer.poll(0)
+            raise
+
+
 class AlertPublisher:
     """`Publish` on the alerts topic with the close's producer (metering/charges.py), made
-    at the first alert: a process whose catalog never crosses a threshold opens no producer."""
+    at the first alert: a process whose catalog never crosses a threshold opens no producer.
+    It waits for the broker at most `alert_flush_timeout(lease_seconds)`, then purges what
+    is not acknowledged and raises BrokerError."""
 
-    def __init__(self, bootstrap: str, topic: str, *, flush_timeout: float) -> None:
-        self.bootstrap, self.topic, self.flush_timeout = bootstrap, topic, flush_timeout
+    def __init__(self, bootstrap: str, topic: str, *, lease_seconds: int) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.flush_timeout = alert_flush_timeout(lease_seconds)
         self._publisher: ChargePublisher | None = None
         self._lock = threading.Lock()
 
     def __call__(self, records: Sequence[tuple[str, str]]) -> None:
         with self._lock:
             if self._publisher is None:
-                self._publisher = ChargePublisher(self.bootstrap, self.topic,
-                                                  flush_timeout=self.flush_timeout)
+                self._publisher = _AlertProducer(self.bootstrap, self.topic,
+                                                 flush_timeout=self.flush_timeout)
             self._publisher.send(records, noun="alerts")
 
 
@@ -151,10 +195,30 @@ class AlertCheck:
     grace: timedelta = timedelta(0)  # the worker's: how long a period's late events count
     metrics: AlertMetrics | None = None
 
+    def __post_init__(self) -> None:
+        if (isinstance(self.publish, AlertPublisher)
+                and self.publish.flush_timeout > alert_flush_timeout(self.lease_seconds)):
+            raise ValueError(f"alerts wait {self.publish.flush_timeout} s for the broker, "
+                             f"longer than a lease of {self.lease_seconds} s allows")
+
     def __call__(self, now: datetime) -> AlertRun:
         return check_alerts(self.store, self.catalog, self.publish, now,
                             lease_seconds=self.lease_seconds, grace=self.grace,
                             metrics=self.metrics)
+
+
+def alert_check(settings: Settings, store: Store, catalog: Catalog,
+                metrics: AlertMetrics | None = None) -> AlertCheck | None:
+    """The usage alerts check of a worker or of serve, for a catalog with alerts (else
+    None): published on `alerts_topic` under the alerts lease of `close_lease_seconds`,
+    waiting for the broker as long as that lease allows (alert_flush_timeout)."""
+    if not catalog.alert_accounts():
+        return None
+    publish = AlertPublisher(settings.bootstrap_servers, settings.alerts_topic,
+                             lease_seconds=settings.close_lease_seconds)
+    return AlertCheck(store=store, catalog=catalog, publish=publish,
+                      lease_seconds=settings.close_lease_seconds, grace=settings.grace,
+                      metrics=metrics)
 
 
 def alert_event(crossing: Crossing, now: datetime) -> AlertEvent:
@@ -253,7 +317,8 @@ def check_alerts(store: Store, catalog: Catalog, publish: Publish, now: datetime
     """One round: find the crossings not recorded; if any, take the alerts lease (or skip
     the round while another process holds it), publish those still not recorded and record
     them. StoreError, BrokerError or LeaseLost end the round with nothing recorded that was
-    not published."""
+    not published. `publish` must return (or raise) within alert_flush_timeout(lease_seconds)
+    (AlertPublisher does): the lease is checked right before it, with more than that left."""
     try:
         run = _check(store, catalog, publish, now, lease_seconds=lease_seconds, grace=grace,
                      teams_per_read=teams_per_read, metrics=metrics)
@@ -284,7 +349,9 @@ def _check(store: Store, catalog: Catalog, publish: Publish, now: datetime, *,
         if fresh:
             events = [alert_event(crossing, now) for crossing in fresh]
             bodies = [(event.subject, event.body()) for event in events]
-            lease.check()  # a round that stalled past its lease must not publish
+            # Last before publishing: a round that stalled must not publish, and one that
+            # goes on has more of the lease left than the publish may take.
+            lease.check()
             publish(bodies)
             store.add_notices([StoredNotice(team=event.subject, notice_id=event.id,
                                             time=event.time, body=body)

@@ -65,7 +65,7 @@ class ChargePublisher:
                     self._producer.poll(0.05)  # the queue is full: let deliveries drain it
         left = self._producer.flush(self.flush_timeout)
         if left or failed:
-            reason = failed[0] if failed else f"no acknowledgement in {self.flush_timeout:.0f} s"
+            reason = failed[0] if failed else f"no acknowledgement in {self.flush_timeout:g} s"
             raise BrokerError(f"{left + len(failed)} of {len(records)} {noun} not published "
                               f"on {self.topic} at {self.bootstrap}: {reason}")
 

@@ -192,6 +192,11 @@ def _account_problem(account: Account, plan: Plan) -> str | None:
     return _alerts_problem(account, plan) if account.alerts else None
 
 
+def _includes_users(plan: Plan) -> bool:
+    """Whether `plan` includes active users in its base fee (a share of them can alert)."""
+    return isinstance(plan, MauPlan) and plan.included_users > 0
+
+
 def _alerts_problem(account: Account, plan: Plan) -> str | None:
     """Why an alert of `account` cannot apply to its plan, naming the alert and what the plan
     has instead (`_named` adds the team)."""
@@ -200,7 +205,7 @@ def _alerts_problem(account: Account, plan: Plan) -> str | None:
         if alert.estimate is not None and alert.estimate.currency != plan.currency:
             return (f"{where} is in {alert.estimate.currency}, but plan {account.plan!r} "
                     f"bills in {plan.currency}")
-        if alert.included_share is not None and not getattr(plan, "included_users", 0):
+        if alert.included_share is not None and not _includes_users(plan):
             return (f"{where} needs included users, and {plan.kind} plan {account.plan!r} "
                     "includes none")
     return None

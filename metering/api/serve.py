@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from aggregation import Store, with_timeout
-from metering.alerts import AlertCheck, AlertPublisher
-from metering.charges import DEFAULT_FLUSH_TIMEOUT_SECONDS
+from metering.alerts import AlertCheck, alert_check
 from metering.closing import run_close
 from metering.kafka_io import ensure_topics
 from metering.lease import LeaseBusy
@@ -152,13 +151,10 @@ def periodic_alerts(settings: Settings, check: AlertCheck, clock: Clock) -> None
 def _alert_job(settings: Settings, store: Store, catalog: Catalog, metrics: AlertMetrics,
                clock: Clock) -> Periodic | None:
     """The usage alerts check beside the periodic close, for a catalog with alerts."""
-    if settings.close_interval_seconds <= 0 or not catalog.alert_accounts():
+    check = (alert_check(settings, store, catalog, metrics)
+             if settings.close_interval_seconds > 0 else None)
+    if check is None:
         return None
-    publish = AlertPublisher(settings.bootstrap_servers, settings.alerts_topic,
-                             flush_timeout=DEFAULT_FLUSH_TIMEOUT_SECONDS)
-    check = AlertCheck(store=store, catalog=catalog, publish=publish,
-                       lease_seconds=settings.close_lease_seconds, grace=settings.grace,
-                       metrics=metrics)
     return Periodic(name="usage alerts", interval=settings.close_interval_seconds,
                     action=lambda: periodic_alerts(settings, check, clock))
 

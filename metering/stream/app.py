@@ -14,7 +14,7 @@ from faust.types import TopicT
 from prometheus_client import CollectorRegistry
 
 from aggregation import Store
-from metering.alerts import AlertCheck, AlertPublisher
+from metering.alerts import alert_check
 from metering.metrics import (
     AlertMetrics,
     ChangeMetrics,
@@ -65,7 +65,7 @@ def create_app(
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
 
     alert_metrics = AlertMetrics.create(registry)  # even unused, so the series exist
-    alerts = _alert_check(settings, store, catalog, alert_metrics)
+    alerts = alert_check(settings, store, catalog, alert_metrics)
 
     app.stream_context = StreamContext(
         settings=settings,
@@ -101,20 +101,3 @@ def create_app(
     if alerts is not None:
         app.timer(settings.alerts_interval_seconds)(check_usage_alerts)
     return app
-
-
-# How long a round waits for the broker to acknowledge its alerts before it fails.
-ALERT_FLUSH_TIMEOUT_SECONDS = 30.0
-
-
-def _alert_check(settings: Settings, store: Store, catalog: Catalog,
-                 metrics: AlertMetrics) -> AlertCheck | None:
-    """The usage alerts check of a catalog with alerts (published on the alerts topic with
-    the close's producer, made at the first alert), else None."""
-    if not catalog.alert_accounts():
-        return None
-    publish = AlertPublisher(settings.bootstrap_servers, settings.alerts_topic,
-                             flush_timeout=ALERT_FLUSH_TIMEOUT_SECONDS)
-    return AlertCheck(store=store, catalog=catalog, publish=publish,
-                      lease_seconds=settings.close_lease_seconds, grace=settings.grace,
-                      metrics=metrics)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from invoicing import Running, alert_limit, crossing_id, crossings
-from schemas import Account, AlertAmount, MauPlan, UsageAlert
+from schemas import MAX_QUANTITY, Account, AlertAmount, LicencePlan, MauPlan, UsageAlert
 
 START, END = date(2026, 12, 1), date(2027, 1, 1)
 
@@ -49,6 +49,20 @@ def test_a_share_threshold_is_the_least_count_at_least_that_share() -> None:
     assert crossed((half, most), mau=4) == ["share>=0.5", "share>=0.8"]
     double = UsageAlert(included_share=Decimal(2))
     assert crossed((double,), mau=9) == [] and crossed((double,), mau=10) == ["share>=2"]
+
+
+def test_a_share_threshold_is_an_exact_integer_ceiling_on_any_plan() -> None:
+    """The largest share of the largest count, and the smallest share of a count just below
+    a power of ten: the limit is the exact ceiling, an int, and 0 on a plan that includes no
+    users (the catalog refuses such an alert; the rule reads the plan's kind, typed)."""
+    largest, smallest = (UsageAlert(included_share=Decimal("9.9999")),
+                         UsageAlert(included_share=Decimal("0.0001")))
+    assert alert_limit(largest, plan(MAX_QUANTITY)) == 9_999_900_000_000
+    limit = alert_limit(smallest, plan(MAX_QUANTITY - 1))  # 99,999,999.9999 users
+    assert limit == 100_000_000 and type(limit) is int
+    assert alert_limit(smallest, plan(10_000)) == 1  # exactly 1: no rounding up past it
+    licence = LicencePlan(name="Licences", currency="USD", monthly_price=Decimal("1.50"))
+    assert alert_limit(largest, licence) == 0
 
 
 def test_an_estimate_threshold_needs_an_estimate_in_its_currency() -> None:

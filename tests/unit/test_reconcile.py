@@ -182,7 +182,7 @@ def at(periods: Sequence[PeriodLedger], team: str, start: date) -> PeriodLedger:
 # --- properties ------------------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(pipelines())
 def test_a_pipeline_always_balances(pipeline: Pipeline) -> None:
     periods = everything(pipeline.load())
@@ -196,14 +196,14 @@ def test_a_pipeline_always_balances(pipeline: Pipeline) -> None:
             assert billing.users + billing.adjusted + billing.pending == period.counted_users
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(pipelines())
 def test_a_ledger_and_events_replayed_change_nothing(pipeline: Pipeline) -> None:
     once = everything(pipeline.load())
     assert everything(pipeline.load(pipeline.load())) == once
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(pipelines(), st.integers(1, 4))
 def test_walking_the_store_in_ranges_sees_each_period_once(pipeline: Pipeline, size: int
                                                            ) -> None:
@@ -222,7 +222,7 @@ def test_team_ranges_hold_every_team_exactly_once(teams: list[str], size: int, p
     assert team_ranges(teams, size)[0].first == ""
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(pipelines(), st.data())
 def test_a_user_row_removed_breaks_users_and_maybe_billed(pipeline: Pipeline,
                                                           data: st.DataObject) -> None:
@@ -246,7 +246,7 @@ def test_a_user_row_removed_breaks_users_and_maybe_billed(pipeline: Pipeline,
     assert {i.name for i in after.violations} <= {"users", "billed"}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(pipelines(), st.sampled_from(TEAMS), st.sampled_from(PERIODS), st.booleans())
 def test_an_event_added_around_the_pipeline_is_caught(
     pipeline: Pipeline, team: str, start: date, new_user: bool
@@ -277,7 +277,7 @@ def test_an_event_added_around_the_pipeline_is_caught(
         assert users.holds is True
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(pipelines(), st.data())
 def test_an_event_removed_shows_when_its_user_goes_with_it(pipeline: Pipeline,
                                                           data: st.DataObject) -> None:
@@ -303,7 +303,7 @@ def test_an_event_removed_shows_when_its_user_goes_with_it(pipeline: Pipeline,
         assert users.holds is True
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(pipelines(), st.data())
 def test_a_period_whose_ledger_rows_are_lost_is_caught(pipeline: Pipeline,
                                                        data: st.DataObject) -> None:
