@@ -8,8 +8,7 @@ from typing import Protocol
 
 from aggregation import StoredChange, StoredInvoice, StoredPayment
 from invoicing.changes import in_effect_order
-from invoicing.close import CloseError
-from invoicing.errors import ChangeError
+from invoicing.errors import ChangeError, CloseError
 from invoicing.lifecycle import Access, Lifecycle, team_lifecycle
 from invoicing.schedule import TierStatus, tier_timeline
 from schemas import Account, Catalog, Invoice, TierPlan

@@ -30,7 +30,9 @@ rated as before (MAU teams from `RatedUsage`, whose cache serves a million teams
 invoice of a billing date is issued (the account lifecycle: paused and archived teams are not
 invoiced): such an invoice is neither issued nor counted as due, and it never will be.
 Immediate charges are not gated. The usage of a skipped period is never billed: a later
-invoice corrects only periods an issued invoice billed.
+invoice corrects only periods an issued invoice billed. `estimate` derives the team's windows
+itself, from the store, as the close's caller does (`read_lifecycle`), so it skips what the
+close skips.
 
 An invoice is due at the moment it arises plus grace (a billing date arises at its local
 midnight and grace counts on the local clock; a change arises at its effective time): for a
@@ -59,9 +61,11 @@ from aggregation import (
     PeriodCount,
     StoredChange,
     StoredInvoice,
+    StoredPayment,
     day_number,
 )
-from invoicing.errors import ChangeError
+from invoicing.access import read_lifecycle
+from invoicing.errors import ChangeError, CloseError
 from invoicing.migration import (
     Part,
     has_migration,
@@ -95,6 +99,7 @@ __all__ = [
     "CloseError",
     "CloseLog",
     "CloseSummary",
+    "EstimateLog",
     "NotInvoiced",
     "OnDue",
     "close",
@@ -118,13 +123,6 @@ _ALL_INVOICED: Final[NotInvoiced] = MappingProxyType({})
 _PLAN_CHANGED_JSON: Final = '"plan_changed"'
 
 
-class CloseError(ValueError):
-    """The close cannot run as asked (an unknown team, a billing history that cannot apply).
-
-    Not a BillingRuleError (invoicing/errors.py): a refused history reaches the close as
-    its ChangeError, and the close reports it as this error to whoever runs it."""
-
-
 class CloseLog(Protocol):
     """What the close reads of the store, for the teams from `first` to `last` (byte order)."""
 
@@ -137,6 +135,17 @@ class CloseLog(Protocol):
     def period_mau(self, first: str, last: str) -> list[PeriodCount]: ...
 
     def changes_between(self, first: str, last: str) -> list[StoredChange]: ...
+
+
+class EstimateLog(CloseLog, Protocol):
+    """What `estimate` reads: the close's reads, and the team's invoices, payments and changes
+    from which its lifecycle is derived (invoicing/access.py `LifecycleLog`)."""
+
+    def invoices(self, team: str) -> list[StoredInvoice]: ...
+
+    def payments(self, team: str) -> list[StoredPayment]: ...
+
+    def changes(self, team: str) -> list[StoredChange]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,16 +437,25 @@ def _report_due(closed: _Closed, on_due: OnDue) -> None:
             on_due(closed.stored[key], False)
 
 
-def estimate(*, store: CloseLog, catalog: Catalog, team: str, now: datetime) -> Invoice | None:
+def estimate(*, store: EstimateLog, catalog: Catalog, team: str, now: datetime
+             ) -> Invoice | None:
     """The invoice the team's next billing date would issue if its open period ended `now`:
     usage so far, changes in effect by `now`, and a plan_changed taking effect on that date
     (sent ahead: the date's invoice is the move's). Earlier invoices the close has yet to
     issue (`_still_to_issue`) are rated first, as the close will issue them first: a period
     that grew late is corrected on the first of them, not on the estimate too. So the estimate
     taken at the last instant before the date's local midnight is the invoice the close then
-    issues (tests/unit/test_estimate_is_invoice.py). None when nothing more will be billed (a
-    cancelled subscription). Raises CloseError for an unknown team or a history that cannot
-    apply."""
+    issues (tests/unit/test_estimate_is_invoice.py).
+
+    The account lifecycle gates both as it gates the close: the team's not-invoiced windows
+    are derived from the store as the close's caller derives them (`read_lifecycle`, as of
+    the date's local midnight, when the open period ends), and an invoice of a billing date
+    inside one is neither priced nor counted as still to issue; so a correction it would have
+    carried lands on the next invoice the close issues.
+
+    None when nothing more will be billed (a cancelled subscription) or when the date's
+    invoice is not issued (a paused, archived or deleted team). Raises CloseError for an
+    unknown team or a history that cannot apply."""
     account = next(_accounts(catalog, team))
     plan = catalog.plans[account.plan]
     calendar = account.calendar
@@ -448,11 +466,14 @@ def estimate(*, store: CloseLog, catalog: Catalog, team: str, now: datetime) -> 
     if plan.rated_from_usage:
         following = (account.start_date if local < account.start_date
                      else calendar.next_anchor_date(local))
+        windows = _not_invoiced(store, catalog, account, following)
+        if not _invoiced((following, ""), windows):
+            return None
         counts = {row.period_start: row.active_users for row in store.period_mau(team, team)}
         billed = {row.period_start: usage_record(row) for row in store.billed_usage(team, team)}
         earlier = [(day, "") for day in account_billing_dates(account, following)
                    if day < following]
-        for day, _ in _still_to_issue(store, team, earlier):
+        for day, _ in _still_to_issue(store, team, earlier, windows):
             pending = rate_from_counts(account, plan, day, counts, billed)
             billed.update((record.period_start, record) for record in pending.usage)
         return taxed(catalog, account, rate_from_counts(account, plan, following, counts, billed))
@@ -462,10 +483,13 @@ def estimate(*, store: CloseLog, catalog: Catalog, team: str, now: datetime) -> 
                     None)
     if upcoming is None:
         return None
+    key = (upcoming.invoice_date, upcoming.reference)
+    if not _invoiced(key, _not_invoiced(store, catalog, account, upcoming.invoice_date)):
+        return None
     return taxed(catalog, account, scheduled_invoice(account, plan.currency, upcoming))
 
 
-def _estimate_migrated(store: CloseLog, catalog: Catalog, account: Account,
+def _estimate_migrated(store: EstimateLog, catalog: Catalog, account: Account,
                        changes: Sequence[BillingChange], now: datetime) -> Invoice | None:
     """`estimate` for a team with a plan_changed in its history: the next billing date of the
     plan it is on now, and that date's invoice from every segment's parts."""
@@ -483,28 +507,39 @@ def _estimate_migrated(store: CloseLog, catalog: Catalog, account: Account,
     parts = every.get(key)
     if not parts:
         return None
+    windows = _not_invoiced(store, catalog, account, following)
+    if not _invoiced(key, windows):
+        return None
     counts = {row.period_start: row.active_users
               for row in store.period_mau(account.team, account.team)}
     billed = {row.period_start: usage_record(row)
               for row in store.billed_usage(account.team, account.team)}
-    for earlier in _still_to_issue(store, account.team, sorted(k for k in every if k < key)):
+    earlier_keys = sorted(k for k in every if k < key)
+    for earlier in _still_to_issue(store, account.team, earlier_keys, windows):
         pending = merged_invoice(catalog, account, earlier, every[earlier], counts, billed)
         billed.update((record.period_start, record) for record in pending.usage)
     return merged_invoice(catalog, account, key, parts, counts, billed)
 
 
-def _still_to_issue(store: CloseLog, team: str, keys: Sequence[Key]) -> list[Key]:
-    """Of `keys` (in key order, all before the estimated one), those the close will issue
-    before it: not in the log, and after the log's last invoice of a billing date (one
-    missing before that was not invoiced on purpose, `not_invoiced`, and never will be). The
-    close rates them in this order, each billing the usage the next one then corrects."""
+def _not_invoiced(store: EstimateLog, catalog: Catalog, account: Account, following: date
+                  ) -> Sequence[tuple[date, date | None]]:
+    """The account's not-invoiced windows as the close that issues `following`'s invoice
+    derives them (metering/closing.py: `read_lifecycle` through metering/lifecycle.py
+    `derive`), as of `following`'s local midnight: a lifecycle step later than that (the
+    close runs grace after it) only reaches billing dates after `following`. CloseError for a
+    history that cannot apply."""
+    at = account.calendar.midnight(following)
+    return read_lifecycle(store, catalog, account, at).not_invoiced
+
+
+def _still_to_issue(store: CloseLog, team: str, keys: Sequence[Key],
+                    windows: Sequence[tuple[date, date | None]]) -> list[Key]:
+    """Of `keys` (in key order, all due before the estimated one), those the close will issue
+    before it, as the close picks them (`_Batch.close`): not in the log and not inside one of
+    the team's not-invoiced `windows` (such an invoice is never issued). The close rates them
+    in this order, each billing the usage the next one then corrects."""
     if not keys:
         return []
     issued = store.issued_keys(team, team).get(team, set())
-    last = max((day for day, reference in issued if not reference), default=None)
-    pending: list[Key] = []
-    for day, reference in keys:
-        number = day_number(day)
-        if (number, reference) not in issued and (last is None or number > last):
-            pending.append((day, reference))
-    return pending
+    return [key for key in keys
+            if (day_number(key[0]), key[1]) not in issued and _invoiced(key, windows)]

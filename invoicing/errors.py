@@ -8,7 +8,7 @@
     │   ├── NotApplicable     the plan, or the state it is in, does not take the change
     │   ├── DateRefused       before the account, outside the term, or a day already changed
     │   └── CountRefused      a count the holding cannot take (seats below members, ...)
-    └── CloseError            (invoicing/close.py) the close cannot run as asked: not a rule
+    └── CloseError            the close cannot run as asked: not a rule
 
 The schedule turns a BillingRuleError raised while a change applies into a ChangeError,
 the refusal the customer sees; any other exception is a programming error and propagates.
@@ -22,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "BillingRuleError",
     "ChangeError",
+    "CloseError",
     "CountRefused",
     "DateRefused",
     "DowngradeRefused",
@@ -61,3 +62,10 @@ class DateRefused(BillingRuleError):
 
 class CountRefused(BillingRuleError):
     """A count the holding cannot take: fewer seats than members, more units than held."""
+
+
+class CloseError(ValueError):
+    """The close cannot run as asked (an unknown team, a billing history that cannot apply).
+
+    Not a BillingRuleError: a refused history reaches the close as its ChangeError, and the
+    close reports it as this error to whoever runs it."""

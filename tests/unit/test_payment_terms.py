@@ -11,10 +11,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from pydantic_core import to_json
 
-from aggregation import ActiveUserRow, MemoryStore, StoredChange
+from aggregation import ActiveUserRow, MemoryStore, StoredChange, StoredPayment
 from invoicing.close import estimate
 from invoicing.rating import Calendars, RatedUsage, with_terms
-from schemas import Catalog, Invoice
+from schemas import Catalog, Invoice, PaymentEvent
 from tests.builders import POWER_PLAN, account, billing_change, catalog
 from tests.closing import close_collecting
 
@@ -118,6 +118,22 @@ def test_terms_survive_the_tax_line_and_the_estimate() -> None:
     invoices = _issued(store, cat, datetime(2026, 8, 5, tzinfo=UTC))
     assert [line.kind for line in invoices[-1].lines] == ["base", "overage", "tax"]
     assert _terms(invoices)[-1] == ("2026-08-04", "", "NET 30", "2026-09-03")
+    # July's invoice paid when due: in good standing, so 4 September's invoice is issued (an
+    # unpaid one would pause the team on 25 August and leave no invoice to estimate).
+    july = invoices[0]
+    store.add_payments([StoredPayment.of(PaymentEvent.model_validate({
+        "specversion": "1.0", "id": "pay-1", "source": "stripe", "type": "payment_succeeded",
+        "time": "2026-08-03T12:00:00Z", "subject": "po-team",
+        "data": {"invoice": {"invoice_date": "2026-07-04"}, "attempt": 1,
+                 "amount": july.total, "currency": july.currency}}))])
+    # July's invoice paid when due: in good standing, so 4 September's invoice is issued (an
+    # unpaid one would pause the team on 25 August and leave no invoice to estimate).
+    july = invoices[0]
+    store.add_payments([StoredPayment.of(PaymentEvent.model_validate({
+        "specversion": "1.0", "id": "pay-1", "source": "stripe", "type": "payment_succeeded",
+        "time": "2026-08-03T12:00:00Z", "subject": "po-team",
+        "data": {"invoice": {"invoice_date": "2026-07-04"}, "attempt": 1,
+                 "amount": july.total, "currency": july.currency}}))])
     estimated = estimate(store=store, catalog=cat, team="po-team",
                          now=datetime(2026, 8, 20, tzinfo=UTC))
     assert estimated is not None
