@@ -189,7 +189,7 @@ def first_seen(plan: BatchPlan) -> set[ActiveUserRow]:
     return set(plan.active_users.rows())
 
 
-@settings(max_examples=100)
+@settings(max_examples=60)
 @given(values=batches().map(lambda cut: [value for batch in cut for value in batch]),
        data=st.data())
 def test_the_order_of_a_batch_does_not_change_its_first_seen_rows(
@@ -222,7 +222,7 @@ def replay(cut: list[list[bytes]], times: int) -> Snapshot:
             for team in TEAMS for start in starts}
 
 
-@settings(max_examples=100)
+@settings(max_examples=60)
 @given(cut=batches())
 def test_replaying_everything_twice_reads_as_once(cut: list[list[bytes]]) -> None:
     assert replay(cut, 2) == replay(cut, 1)

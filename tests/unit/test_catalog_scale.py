@@ -195,7 +195,7 @@ def catalogs(draw: st.DrawFn) -> str:
     return head + PLANS + key + "".join(written) + tax
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(catalogs())
 def test_fast_reader_gives_what_the_loader_gives(text: str) -> None:
     assert_same(text)

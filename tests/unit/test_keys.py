@@ -119,7 +119,7 @@ TUPLES = st.one_of(st.lists(st.tuples(TEXT, MIDDLE), min_size=1, max_size=30),
                    st.lists(st.tuples(TEXT, MIDDLE, TEXT), min_size=1, max_size=30))
 
 
-@settings(max_examples=100)
+@settings(max_examples=60)
 @given(rows=TUPLES)
 def test_keys_are_equal_exactly_when_tuples_are(rows: list[Parts]) -> None:
     """(first, second) or (first, second, third); the second part a string or an int,

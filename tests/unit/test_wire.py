@@ -311,7 +311,7 @@ def top_level_array_length(raw: bytes) -> int | None:
     return len(parsed) if isinstance(parsed, list) else None
 
 
-@settings(max_examples=200)
+@settings(max_examples=120)
 @given(raw=MESSAGES, now=st.datetimes(min_value=datetime(2000, 1, 1),
                                       max_value=datetime(2100, 1, 1), timezones=st.just(UTC)))
 def test_any_bytes_are_accounted_for_and_never_raise(raw: bytes, now: datetime) -> None:
@@ -590,7 +590,7 @@ ANY_MESSAGE = st.one_of(
 )
 
 
-@settings(max_examples=250)
+@settings(max_examples=150)
 @given(raw=ANY_MESSAGE)
 def test_neither_decoder_raises_and_every_reason_is_declared(raw: bytes) -> None:
     for rejection in decode_message(raw, now=NOW).rejections:

@@ -355,7 +355,7 @@ def test_any_message_decodes_as_decode_message_does(data: st.DataObject, now: da
     assert_same_as_decode_message([data.draw(messages(now), label="raw")], now=now)
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=60)
 @given(data=st.data(), now=st.sampled_from(CLOCKS), max_bytes=MAX_BYTES,
        part_bytes=st.sampled_from([DEFAULT_PART_BYTES, 1, 150, 400]))
 def test_any_batch_decodes_as_decode_message_does(data: st.DataObject, now: datetime,
@@ -366,7 +366,7 @@ def test_any_batch_decodes_as_decode_message_does(data: st.DataObject, now: date
                                   part_bytes=part_bytes)
 
 
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=50)
 @given(data=st.data(), now=st.sampled_from(CLOCKS))
 def test_any_times_decode_as_decode_message_does(data: st.DataObject, now: datetime) -> None:
     """Single-event messages whose times take every shape, parsed together."""
@@ -376,7 +376,7 @@ def test_any_times_decode_as_decode_message_does(data: st.DataObject, now: datet
     assert_same_as_decode_message([encode(event(time=time)) for time in times], now=now)
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=60)
 @given(data=st.data(), now=st.sampled_from(CLOCKS))
 def test_any_one_mutation_decodes_as_decode_message_does(data: st.DataObject,
                                                          now: datetime) -> None:
@@ -399,7 +399,7 @@ def valid_events(draw: st.DrawFn) -> dict[str, Any]:
                        kind=draw(st.sampled_from(EVENT_TYPES)))
 
 
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=50)
 @given(members=st.lists(valid_events(), min_size=1, max_size=4), as_array=st.booleans())
 def test_contract_only_events_take_the_fast_path(members: list[dict[str, Any]],
                                                  as_array: bool) -> None:
