@@ -48,6 +48,10 @@ DEFAULT_SESSION_TIMEOUT_SECONDS = 10.0
 # store gets its 503 within twice the connect timeout (a free connection, then the ping or
 # the handshake) plus the larger of the connect timeout and this: 11 s with the defaults.
 DEFAULT_API_STORE_TIMEOUT_SECONDS = 5.0
+# POST /v1/events: the largest body taken (413 beyond, before parsing), and how long a request
+# waits for the broker to acknowledge its events (503 after).
+DEFAULT_INGEST_MAX_BYTES = 1024 * 1024
+DEFAULT_INGEST_TIMEOUT_SECONDS = 10.0
 
 # Recent (source, id) pairs the worker remembers to drop retries without a store read.
 DEFAULT_DEDUPE_WINDOW_EVENTS = 1_000_000
@@ -92,6 +96,9 @@ class Settings(BaseSettings):
     api_port: int = Field(default=DEFAULT_API_PORT, ge=0, le=65535)
     # Bearer tokens the API accepts: a comma-separated list in METERING_API_TOKENS
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # POST /v1/events (metering/api/ingest.py): body limit and broker acknowledgement wait
+    ingest_max_bytes: int = Field(default=DEFAULT_INGEST_MAX_BYTES, ge=1)
+    ingest_timeout_seconds: float = Field(default=DEFAULT_INGEST_TIMEOUT_SECONDS, gt=0)
     # serve runs the close every this many seconds (0: never; cron runs `metering close`)
     close_interval_seconds: float = Field(default=0, ge=0)
     # the close: teams per batch (a few set queries and one write each), how long its lease

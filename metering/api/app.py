@@ -2,6 +2,8 @@
 estimate, issued invoices and credit notes with the aggregate behind every line, billing
 changes, each team's access (asked before a login) and the teams of a billing account.
 
+`POST /v1/events` takes activity events as CloudEvents over HTTP (metering/api/ingest.py).
+
 Everything under /v1 needs a bearer token from `METERING_API_TOKENS` (with none configured the
 API is open, which `metering serve` allows on a loopback address only); /healthz, /metrics and
 /openapi.json do not. Teams are the catalog's accounts. Links in answers are absolute paths on
@@ -29,6 +31,8 @@ from prometheus_client.exposition import choose_encoder
 
 from aggregation import Store, StoredInvoice, StoreError
 from invoicing import Access, CloseError, estimate, read_access
+from metering.api.event_sink import EventSink
+from metering.api.ingest import ingest_router
 from metering.api.ledger import LedgerOut, ledger_view
 from metering.api.models import (
     AccessOut,
@@ -430,7 +434,9 @@ def create_api(
     catalog: Catalog,
     registry: CollectorRegistry,
     clock: Clock = lambda: datetime.now(UTC),
+    producer: EventSink | None = None,
 ) -> FastAPI:
+    """The API on `store`; with `producer`, POST /v1/events too (metering/api/ingest.py)."""
     app = FastAPI(
         title="metering read API", version="1", description=__doc__,
         docs_url=None, redoc_url=None,
@@ -443,6 +449,9 @@ def create_api(
     app.include_router(router, dependencies=[Depends(_authorize)], responses=_ERRORS)
     app.include_router(rerate_router(settings), dependencies=[Depends(_authorize)],
                        responses=_ERRORS)
+    if producer is not None:
+        app.include_router(ingest_router(settings, producer), dependencies=[Depends(_authorize)],
+                           responses=_ERRORS)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreError, _store_down)
     app.add_exception_handler(CloseError, _close_refused)

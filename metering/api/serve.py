@@ -1,4 +1,5 @@
-"""`metering serve`: the read API and /metrics on one port, plus background jobs.
+"""`metering serve`: the read API, HTTP ingest of CloudEvents (POST /v1/events, produced to
+the events topic of METERING_BROKER_URL) and /metrics on one port, plus background jobs.
 
 Every `METERING_CLOSE_INTERVAL_SECONDS` (0: never) a thread runs the close of every catalog
 team as of now, so due invoices are issued without a cron job, and, when the catalog has
@@ -194,6 +195,7 @@ def run_serve(settings: Settings) -> int:
     import uvicorn
 
     from metering.api.app import create_api
+    from metering.api.event_sink import KafkaEventSink
 
     problem = exposure_problem(settings)
     if problem:
@@ -209,8 +211,12 @@ def run_serve(settings: Settings) -> int:
         registry = CollectorRegistry()
         api_store = with_timeout(store, settings.api_store_timeout_seconds)
         jobs = _jobs(settings, store, api_store, catalog, registry, clock)
+        sink = KafkaEventSink(settings.bootstrap_servers, settings.events_topic,
+                              timeout=settings.ingest_timeout_seconds,
+                              topics=(settings.events_topic, settings.rejected_topic),
+                              partitions=settings.partitions)
         app = create_api(settings=settings, store=api_store, catalog=catalog,
-                         registry=registry, clock=clock)
+                         registry=registry, clock=clock, producer=sink)
         if not settings.api_tokens:
             log.warning("no API tokens: the API is open to anyone on %s", settings.api_host)
         # uvicorn shuts down gracefully on SIGTERM and then raises it again for the handler
@@ -226,6 +232,7 @@ def run_serve(settings: Settings) -> int:
             signal.signal(signal.SIGTERM, previous)
             for job in jobs:
                 job.stop()
+            sink.close()
     finally:
         store.close()
     return 0

@@ -1,0 +1,132 @@
+"""CloudEvents over HTTP as the worker reads them: a request's members, each decoded alone.
+
+Pure functions of `POST /v1/events` (metering/api/ingest.py):
+
+- `content_mode`: the request's Content-Type as "structured" (`application/cloudevents+json`,
+  one event), "batch" (`application/cloudevents-batch+json`, a JSON array) or "binary"
+  (`application/json` with the attributes in `ce-*` headers), or None (415);
+- `binary_event`: the structured event rebuilt from binary mode's headers and body, as bytes:
+  the body goes in as `data` unchanged, so the decoder's strict JSON rules see it;
+- `decode_members`: the body's members, each through `schemas.decode_message` on its own
+  bytes (the bytes the worker will measure and read), with its index in the request.
+
+A structured body that is an array, or a batch body that is not one, is one member rejected
+as `invalid_event`; a batch that cannot be taken apart is one `invalid_json` member (index 0),
+as the worker rejects such a message whole.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final, Literal
+from urllib.parse import unquote
+
+from schemas import ActivityEvent, Rejection, decode_message
+from schemas._json_text import split_array
+
+__all__ = [
+    "BATCH_TYPE",
+    "BINARY_TYPE",
+    "STRUCTURED_TYPE",
+    "Members",
+    "Mode",
+    "binary_event",
+    "content_mode",
+    "decode_members",
+]
+
+STRUCTURED_TYPE: Final = "application/cloudevents+json"
+BATCH_TYPE: Final = "application/cloudevents-batch+json"
+BINARY_TYPE: Final = "application/json"
+Mode = Literal["structured", "batch", "binary"]
+_MODES: Final[dict[str, Mode]] = {
+    STRUCTURED_TYPE: "structured", BATCH_TYPE: "batch", BINARY_TYPE: "binary",
+}
+_ARRAY_START = re.compile(rb"[ \t\r\n]*\[")
+_CHARSET = re.compile(r"charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
+# The attributes of binary mode, in the order of the rebuilt event (others follow, sorted)
+_ATTRIBUTES: Final[tuple[str, ...]] = ("specversion", "id", "source", "type", "time", "subject")
+_PREFIX: Final = "ce-"
+
+
+def content_mode(content_type: str) -> Mode | None:
+    """The mode of a Content-Type header value; None for another media type or a charset
+    other than UTF-8."""
+    media, _, params = content_type.partition(";")
+    charset = _CHARSET.search(params)
+    if charset is not None and charset.group(1).lower() not in ("utf-8", "utf8"):
+        return None
+    return _MODES.get(media.strip().lower())
+
+
+def binary_event(headers: Mapping[str, str], body: bytes, content_type: str) -> bytes:
+    """The structured event of a binary-mode request: each `ce-<name>` header becomes the
+    attribute `<name>` (percent-decoded, as the HTTP binding encodes values), the
+    Content-Type `datacontenttype` and the body `data`, byte for byte."""
+    attributes: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered.startswith(_PREFIX) and len(lowered) > len(_PREFIX):
+            attributes[lowered[len(_PREFIX):]] = unquote(value)
+    attributes["datacontenttype"] = content_type.partition(";")[0].strip().lower()
+    ordered = [key for key in _ATTRIBUTES if key in attributes]
+    ordered += sorted(key for key in attributes if key not in _ATTRIBUTES)
+    head = ",".join(f"{json.dumps(key)}:{json.dumps(attributes[key], ensure_ascii=False)}"
+                    for key in ordered)
+    return b"{" + head.encode() + b',"data":' + body.strip(b" \t\r\n") + b"}"
+
+
+@dataclass
+class Members:
+    """The outcome of every member of one request, in request order."""
+
+    events: list[ActivityEvent] = field(default_factory=list)
+    raws: list[bytes] = field(default_factory=list)
+    """Each valid event's own bytes, as produced to the events topic."""
+    rejections: list[tuple[int, Rejection]] = field(default_factory=list)
+    """(index in the request, why) of every member not taken."""
+
+    @property
+    def total(self) -> int:
+        return len(self.events) + len(self.rejections)
+
+
+def _not_an_object(raw: bytes) -> Rejection:
+    return Rejection("invalid_event", "an event must be a JSON object", raw)
+
+
+def _split(body: bytes, mode: Mode) -> list[bytes] | Rejection:
+    is_array = _ARRAY_START.match(body) is not None
+    if mode != "batch":
+        return _not_an_object(body) if is_array else [body]
+    if not is_array:
+        return Rejection("invalid_event", f"a {BATCH_TYPE} body must be a JSON array", body)
+    members = split_array(body)
+    if isinstance(members, str):
+        return Rejection("invalid_json", members, body)
+    return members
+
+
+def decode_members(body: bytes, mode: Mode, *, now: datetime) -> Members:
+    """Every member of the body (already rebuilt for binary mode) decoded as the worker
+    decodes a message holding it alone."""
+    outcome = Members()
+    members = _split(body, mode)
+    if isinstance(members, Rejection):
+        outcome.rejections.append((0, members))
+        return outcome
+    for index, member in enumerate(members):
+        if _ARRAY_START.match(member) is not None:  # the decoder would read it as a batch
+            outcome.rejections.append((index, _not_an_object(member)))
+            continue
+        decoded = decode_message(member, now=now)
+        if decoded.rejections:
+            outcome.rejections.append((index, decoded.rejections[0]))
+        else:
+            outcome.events.extend(decoded.events)
+            outcome.raws.extend(decoded.raws)
+    return outcome
