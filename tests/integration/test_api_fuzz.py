@@ -61,7 +61,7 @@ def _pinned(path: str) -> list[dict[str, str]]:
 def test_api_conforms_to_its_openapi_document(live_api: str, mode: GenerationMode) -> None:
     api = schemathesis.openapi.from_url(f"{live_api}/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 15  # with /access, /v1/accounts/{account}, /rerate, /ledger
+    assert len(operations) == 16  # with /access, /v1/accounts/{account}, /rerate, /ledger, /events
     checks = [*CHECKS, negative_data_rejection] if mode is GenerationMode.NEGATIVE else CHECKS
     for operation in operations:
         for fixed in _pinned(operation.path):
