@@ -378,6 +378,14 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The demo; --port (default METERING_API_PORT) is where --serve listens and what the
+    printed next commands name."""
     from metering.cli.demo import run_demo  # the demo's broker and generator load only here
 
-    return run_demo(teams=args.teams, users=args.users, workdir=args.workdir)
+    if args.teams < 1:
+        raise CliUsageError(f"--teams must be at least 1, not {args.teams}")
+    port = settings.api_port if args.port is None else args.port
+    if port == 0:
+        raise CliUsageError("the demo needs a fixed port: pass --port 1-65535")
+    return run_demo(teams=args.teams, users=args.users, workdir=args.workdir, serve=args.serve,
+                    port=port)

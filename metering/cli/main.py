@@ -96,7 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the whole pipeline on a generated month")
     demo.add_argument("--teams", type=int, default=6)
     demo.add_argument("--users", type=int, default=4000, help="people across all teams")
-    demo.add_argument("--workdir", type=Path, help="keep data here instead of a temp folder")
+    demo.add_argument("--workdir", type=Path,
+                      help="keep the data here instead of in a fresh folder the demo names")
+    demo.add_argument("--serve", action="store_true",
+                      help="then serve the API on the demo's data (loopback) until Ctrl-C")
+    demo.add_argument("--port", type=port_number,
+                      help="the API's port with --serve and in the printed next commands "
+                           "(METERING_API_PORT)")
     demo.set_defaults(run=commands.demo)
 
     worker = sub.add_parser("worker", help="run the Faust worker with all agents")
