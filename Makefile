@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian's python3 lacks venv and ensurepip until python3-venv is installed.
 PYTHON_APT_PACKAGES := python3 python3-venv
-SERVICE_APT_PACKAGES := clickhouse-server prometheus zookeeper
+SERVICE_APT_PACKAGES := clickhouse-server prometheus zookeeper chromium
 STAMP  := $(VENV)/.installed
 # No .pytest_cache: several checkouts and engineers share the tree. pytest exits 5 when it
 # collects nothing, and make fails on any non-zero exit, so an empty lane fails the build.

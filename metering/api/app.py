@@ -58,6 +58,7 @@ from metering.api.models import (
     UsersPage,
 )
 from metering.api.rerate import rerate_router
+from metering.api.ui import ui_router
 from metering.metrics import LedgerCollector
 from metering.reconcile import period_problem
 from metering.settings import Settings
@@ -449,6 +450,7 @@ def create_api(
     app.include_router(router, dependencies=[Depends(_authorize)], responses=_ERRORS)
     app.include_router(rerate_router(settings), dependencies=[Depends(_authorize)],
                        responses=_ERRORS)
+    app.include_router(ui_router())
     if producer is not None:
         app.include_router(ingest_router(settings, producer), dependencies=[Depends(_authorize)],
                            responses=_ERRORS)

@@ -1,0 +1,109 @@
+"""The usage page of `metering serve`: `GET /ui/teams/{team}` serves one static HTML page that
+reads the JSON API (/v1) in the browser with the same tokens, and `GET /ui/static/{name}` its
+script, stylesheet and SVG chart (metering/api/static, shipped as package data; no CDN, so
+the page works offline). `GET /ui/login?token=...` sets the `metering_token` cookie the
+page's script sends back as a bearer token; the page itself needs the token too (cookie or
+`Authorization: Bearer`) and answers 401 without it."""
+
+from __future__ import annotations
+
+import hmac
+from importlib.resources import files
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+__all__ = ["COOKIE", "ui_router"]
+
+COOKIE = "metering_token"
+_STATIC = {
+    "usage.js": "text/javascript; charset=utf-8",
+    "usage.css": "text/css; charset=utf-8",
+    "chart.js": "text/javascript; charset=utf-8",
+}
+
+
+def _static_text(name: str) -> str:
+    return files("metering.api").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def _tokens(request: Request) -> tuple[bytes, ...]:
+    tokens: tuple[bytes, ...] = request.app.state.metering.tokens
+    return tokens
+
+
+def _matches(given: str, tokens: tuple[bytes, ...]) -> bool:
+    matched = False
+    for token in tokens:  # every token, as the API's own check does
+        matched |= hmac.compare_digest(given.encode(), token)
+    return matched
+
+
+def _given_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and credentials:
+        return credentials.strip()
+    return request.cookies.get(COOKIE)
+
+
+def _require_token(request: Request) -> str | None:
+    """The token the request carries, checked; None when the API is open (no tokens)."""
+    tokens = _tokens(request)
+    given = _given_token(request)
+    if not tokens:
+        return given
+    if given is None:
+        raise HTTPException(401, "token required: a metering_token cookie (GET /ui/login"
+                            "?token=...) or a bearer token", headers={"WWW-Authenticate": "Bearer"})
+    if not _matches(given, tokens):
+        raise HTTPException(401, "invalid token",
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return given
+
+
+def _set_cookie(response: Response, token: str) -> None:
+    # Readable by the page's script (it sends the token as a bearer header to /v1); strict
+    # same-site so no other site's request carries it.
+    response.set_cookie(COOKIE, token, path="/", samesite="strict", httponly=False)
+
+
+def ui_router() -> APIRouter:
+    """The page, its static files and the cookie login."""
+    router = APIRouter(prefix="/ui", include_in_schema=False)
+
+    @router.get("/login")
+    def login(request: Request, token: Annotated[str, Query(max_length=1000)],
+              team: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+        tokens = _tokens(request)
+        if tokens and not _matches(token, tokens):
+            raise HTTPException(401, "invalid token")
+        response: Response
+        if team is not None:
+            response = RedirectResponse(f"/ui/teams/{quote(team, safe='')}", status_code=303)
+        else:
+            response = HTMLResponse("<!doctype html><title>metering</title><p>Logged in.</p>")
+        _set_cookie(response, token)
+        return response
+
+    @router.get("/teams/{team}")
+    def team_page(request: Request, team: str) -> HTMLResponse:
+        token = _require_token(request)
+        if request.app.state.metering.catalog.account(team) is None:
+            raise HTTPException(404, f"unknown team {team!r}: not in the catalog")
+        response = HTMLResponse(_static_text("usage.html"),
+                                headers={"Cache-Control": "no-store"})
+        if token is not None and request.cookies.get(COOKIE) != token:
+            _set_cookie(response, token)  # a header-authenticated load: the script needs it
+        return response
+
+    @router.get("/static/{name}")
+    def static(name: str) -> Response:
+        media_type = _STATIC.get(name)
+        if media_type is None:
+            raise HTTPException(404, f"no static file {name!r}")
+        return Response(_static_text(name), media_type=media_type)
+
+    return router

@@ -1,0 +1,96 @@
+"""The usage page (metering/api/ui.py) in process: the page and its static files are served,
+the page needs a token (cookie or bearer header) and answers 401 without one, and
+`GET /ui/login?token=...` sets the cookie the page's script sends to /v1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from aggregation import MemoryStore
+from metering.api.app import create_api
+from metering.api.ui import COOKIE
+from metering.settings import Settings
+from tests.builders import account, catalog
+
+Client = httpx.AsyncClient
+TOKEN = "tok-ui"  # noqa: S105 - a test token
+CATALOG = catalog(account("team-a", "2026-07-04"))
+
+
+def _client(tokens: tuple[str, ...] = (TOKEN,)) -> Client:
+    store = MemoryStore()
+    store.ensure_schema()
+    settings = Settings(api_tokens=tuple(SecretStr(token) for token in tokens))
+    app = create_api(settings=settings, store=store, catalog=CATALOG,
+                     registry=CollectorRegistry())
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Client]:
+    async with _client() as opened:
+        yield opened
+
+
+async def test_page_needs_a_token(client: Client) -> None:
+    answer = await client.get("/ui/teams/team-a")
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+    wrong = await client.get("/ui/teams/team-a", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    client.cookies.set(COOKIE, "nope")
+    assert (await client.get("/ui/teams/team-a")).status_code == 401
+
+
+async def test_page_with_a_bearer_header_sets_the_cookie_for_its_script(client: Client) -> None:
+    answer = await client.get("/ui/teams/team-a", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/html")
+    assert 'id="mau"' in answer.text and "/ui/static/usage.js" in answer.text
+    assert answer.cookies[COOKIE] == TOKEN
+    assert "cdn" not in answer.text.lower() and "https://" not in answer.text
+
+
+async def test_cookie_login_then_the_page(client: Client) -> None:
+    assert (await client.get("/ui/login", params={"token": "nope"})).status_code == 401
+    login = await client.get("/ui/login", params={"token": TOKEN, "team": "team-a"})
+    assert login.status_code == 303
+    assert login.headers["location"] == "/ui/teams/team-a"
+    assert "samesite=strict" in login.headers["set-cookie"].lower()
+    assert client.cookies[COOKIE] == TOKEN
+    page = await client.get("/ui/teams/team-a")
+    assert page.status_code == 200
+    # the cookie authenticates the page only; /v1 still takes the bearer header
+    assert (await client.get("/v1/teams")).status_code == 401
+
+
+async def test_unknown_team_is_404(client: Client) -> None:
+    client.cookies.set(COOKIE, TOKEN)
+    assert (await client.get("/ui/teams/team-zz")).status_code == 404
+
+
+@pytest.mark.parametrize(("name", "media_type"), [
+    ("usage.js", "text/javascript"), ("chart.js", "text/javascript"), ("usage.css", "text/css"),
+])
+async def test_static_files_are_served_offline(client: Client, name: str, media_type: str
+                                               ) -> None:
+    answer = await client.get(f"/ui/static/{name}")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith(media_type)
+    assert answer.text.strip() and "https://" not in answer.text
+
+
+@pytest.mark.parametrize("name", ["usage.html", "../ui.py", "nope.js"])
+async def test_only_the_listed_static_files(client: Client, name: str) -> None:
+    assert (await client.get(f"/ui/static/{name}")).status_code == 404
+
+
+async def test_open_api_serves_the_page_without_a_token() -> None:
+    async with _client(tokens=()) as client:
+        assert (await client.get("/ui/teams/team-a")).status_code == 200
+        assert (await client.get("/ui/login", params={"token": "x"})).status_code == 200
