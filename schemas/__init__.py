@@ -4,6 +4,7 @@ periods and calendars. Other packages import these names from `schemas` itself."
 
 from __future__ import annotations
 
+from schemas._json_text import split_array
 from schemas.catalog import (
     ALERT_KINDS,
     MAX_CATALOG_BYTES,
@@ -236,6 +237,7 @@ __all__ = [
     "decode_batch",
     "DecodedBatch",
     "DecodedEvents",
+    "split_array",
     "CONTRACT_EVENT_MAX_BYTES",
     "DEFAULT_PART_BYTES",
     "is_future",

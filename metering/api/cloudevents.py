@@ -25,8 +25,7 @@ from datetime import datetime
 from typing import Final, Literal
 from urllib.parse import unquote
 
-from schemas import ActivityEvent, Rejection, decode_message
-from schemas._json_text import split_array
+from schemas import ActivityEvent, Rejection, decode_message, split_array
 
 __all__ = [
     "BATCH_TYPE",
