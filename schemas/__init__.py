@@ -5,6 +5,12 @@ periods and calendars. Other packages import these names from `schemas` itself."
 from __future__ import annotations
 
 from schemas._json_text import split_array
+from schemas.binary_mode import (
+    KAFKA_CONTENT_TYPE,
+    KAFKA_PREFIX,
+    kafka_binary_event,
+    structured_event,
+)
 from schemas.catalog import (
     ALERT_KINDS,
     MAX_CATALOG_BYTES,
@@ -238,6 +244,10 @@ __all__ = [
     "DecodedBatch",
     "DecodedEvents",
     "split_array",
+    "KAFKA_CONTENT_TYPE",
+    "KAFKA_PREFIX",
+    "kafka_binary_event",
+    "structured_event",
     "CONTRACT_EVENT_MAX_BYTES",
     "DEFAULT_PART_BYTES",
     "is_future",

@@ -5,8 +5,8 @@ Pure functions of `POST /v1/events` (metering/api/ingest.py):
 - `content_mode`: the request's Content-Type as "structured" (`application/cloudevents+json`,
   one event), "batch" (`application/cloudevents-batch+json`, a JSON array) or "binary"
   (`application/json` with the attributes in `ce-*` headers), or None (415);
-- `binary_event`: the structured event rebuilt from binary mode's headers and body, as bytes:
-  the body goes in as `data` unchanged, so the decoder's strict JSON rules see it;
+- `binary_event`: the structured event rebuilt from binary mode's headers and body, as bytes
+  (`schemas.structured_event`, as the worker rebuilds Kafka's binary mode);
 - `decode_members`: the body's members, each through `schemas.decode_message` on its own
   bytes (the bytes the worker will measure and read), with its index in the request.
 
@@ -17,7 +17,6 @@ as the worker rejects such a message whole.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from datetime import datetime
 from typing import Final, Literal
 from urllib.parse import unquote
 
-from schemas import ActivityEvent, Rejection, decode_message, split_array
+from schemas import ActivityEvent, Rejection, decode_message, split_array, structured_event
 
 __all__ = [
     "BATCH_TYPE",
@@ -47,14 +46,16 @@ _MODES: Final[dict[str, Mode]] = {
 }
 _ARRAY_START = re.compile(rb"[ \t\r\n]*\[")
 _CHARSET = re.compile(r"charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
-# The attributes of binary mode, in the order of the rebuilt event (others follow, sorted)
-_ATTRIBUTES: Final[tuple[str, ...]] = ("specversion", "id", "source", "type", "time", "subject")
 _PREFIX: Final = "ce-"
 
 
-def content_mode(content_type: str) -> Mode | None:
-    """The mode of a Content-Type header value; None for another media type or a charset
-    other than UTF-8."""
+def content_mode(content_type: str, headers: Mapping[str, str]) -> Mode | None:
+    """The mode of a request with this Content-Type and these headers; None for another media
+    type or a charset other than UTF-8. Binary mode without a Content-Type (the SDK sends none
+    for data without a `datacontenttype`) is read as JSON data."""
+    if not content_type.strip() and any(name.lower() == f"{_PREFIX}specversion"
+                                        for name in headers):
+        return "binary"
     media, _, params = content_type.partition(";")
     charset = _CHARSET.search(params)
     if charset is not None and charset.group(1).lower() not in ("utf-8", "utf8"):
@@ -65,18 +66,13 @@ def content_mode(content_type: str) -> Mode | None:
 def binary_event(headers: Mapping[str, str], body: bytes, content_type: str) -> bytes:
     """The structured event of a binary-mode request: each `ce-<name>` header becomes the
     attribute `<name>` (percent-decoded, as the HTTP binding encodes values), the
-    Content-Type `datacontenttype` and the body `data`, byte for byte."""
+    Content-Type `datacontenttype` and the body `data`."""
     attributes: dict[str, str] = {}
     for name, value in headers.items():
         lowered = name.lower()
         if lowered.startswith(_PREFIX) and len(lowered) > len(_PREFIX):
             attributes[lowered[len(_PREFIX):]] = unquote(value)
-    attributes["datacontenttype"] = content_type.partition(";")[0].strip().lower()
-    ordered = [key for key in _ATTRIBUTES if key in attributes]
-    ordered += sorted(key for key in attributes if key not in _ATTRIBUTES)
-    head = ",".join(f"{json.dumps(key)}:{json.dumps(attributes[key], ensure_ascii=False)}"
-                    for key in ordered)
-    return b"{" + head.encode() + b',"data":' + body.strip(b" \t\r\n") + b"}"
+    return structured_event(attributes, body, content_type)
 
 
 @dataclass

@@ -166,7 +166,7 @@ def ingest_router(settings: Settings, producer: EventSink) -> APIRouter:
         topic, and the answer comes once the broker acknowledged them."""
         clock: Callable[[], datetime] = request.app.state.metering.clock
         content_type = request.headers.get("content-type", "")
-        mode = content_mode(content_type)
+        mode = content_mode(content_type, request.headers)
         if mode is None:
             raise HTTPException(415, f"Content-Type must be {STRUCTURED_TYPE}, {BATCH_TYPE} "
                                      f"or {BINARY_TYPE} with ce-* headers (UTF-8)")

@@ -1,7 +1,8 @@
 """The activity agent: a thin loop over `ActivityBatcher` and the store.
 
 Agent `count_active_users`:
-  input  `activity-events` (key = team; value = one CloudEvent or a JSON array of them)
+  input  `activity-events` (key = team; value = one CloudEvent or a JSON array of them, or
+         CloudEvents' Kafka binary mode: attributes in `ce_*` headers, the data as value)
   output `activity-events-rejected` (original bytes; reason and detail in headers), event
          rows in the store's `events`, first-seen rows in its `active_users` and the
          batch's ledger rows (per message, team and period) in its `ledger`
@@ -30,7 +31,13 @@ import faust
 from faust.types import EventT, Message, StreamT
 
 from aggregation import LedgerColumns, StoreError
-from metering.stream.agent_io import batch_context, message_context, send_rejected, until_done
+from metering.stream.agent_io import (
+    batch_context,
+    message_context,
+    message_value,
+    send_rejected,
+    until_done,
+)
 from metering.stream.batch import BatchPlan
 from metering.stream.context import StreamContext, context_of
 from metering.stream.take import take_sized
@@ -75,7 +82,7 @@ async def count_active_users(stream_t: StreamT[bytes]) -> AsyncIterator[None]:
             event.message.incref()
         fields = batch_context(batch)
         now = datetime.now(UTC)
-        plan = batcher.plan([event.value or b"" for event in batch], now=now,  # tombstone: empty
+        plan = batcher.plan([message_value(event.message) for event in batch], now=now,
                             arrivals=[event.message.timestamp for event in batch])
         # Remembered before its rows are durable, so that the next batch, planned while they
         # are written, drops their repeats: the write is retried until it succeeds, and if

@@ -1,5 +1,6 @@
-"""What the agents share: retrying until done, log fields of a message or a batch, and
-sending the originals of rejected messages to a rejected topic with their reason and detail."""
+"""What the agents share: a message's event bytes (CloudEvents binary mode rebuilt as the
+structured event), retrying until done, log fields of a message or a batch, and sending the
+originals of rejected messages to a rejected topic with their reason and detail."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import EventT, Message, TopicT
 
+from schemas import kafka_binary_event
+
 __all__ = [
     "DEFAULT_MAX_REJECTED_BYTES",
     "Rejected",
     "batch_context",
     "message_context",
+    "message_value",
     "rejected_headers",
     "send_rejected",
     "until_done",
@@ -48,6 +52,16 @@ def rejected_headers(rejection: Rejected) -> dict[str, bytes]:
     if len(rejection.raw) > DEFAULT_MAX_REJECTED_BYTES:
         headers["original-bytes"] = str(len(rejection.raw)).encode()
     return headers
+
+
+def message_value(message: Message) -> bytes:
+    """The event bytes of `message`: its value (a tombstone is empty), or the structured event
+    rebuilt from the `ce_*` headers and value of CloudEvents' Kafka binary mode."""
+    if message.headers:
+        rebuilt = kafka_binary_event(message.headers, message.value)
+        if rebuilt is not None:
+            return rebuilt
+    return message.value or b""
 
 
 def message_context(message: Message) -> dict[str, Any]:

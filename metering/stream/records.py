@@ -18,7 +18,7 @@ from faust.types import StreamT, TopicT
 from prometheus_client import Counter
 
 from aggregation import StoreError
-from metering.stream.agent_io import message_context, send_rejected, until_done
+from metering.stream.agent_io import message_context, message_value, send_rejected, until_done
 from schemas import Rejection
 
 __all__ = ["RecordCounters", "Recorded", "record_each"]
@@ -54,7 +54,7 @@ async def record_each(
     async for event in stream.events():
         message = event.message
         fields = message_context(message)
-        raw = message.value or b""  # a tombstone is an empty, invalid record
+        raw = message_value(message)  # a tombstone is an empty, invalid record
         metrics.received.inc()
 
         result = await until_done(noun, functools.partial(record, raw), (StoreError,),

@@ -1,11 +1,8 @@
 """The official CloudEvents SDK as an outside client: events built and serialized by the
 `cloudevents` package, posted to `POST /v1/events` of a real `metering serve` (HTTP structured
-and binary modes) and produced as Kafka messages (Kafka structured mode), are counted once by a
-real `metering worker`.
-
-The SDK's Kafka binary mode (attributes in `ce_*` headers, only the data in the value) is not
-counted: the worker reads only the message value as the event, so such a message is rejected
-whole, as `missing_field`, on the rejected topic.
+and binary modes, binary with and without a `datacontenttype`) and produced as Kafka messages
+(Kafka structured and binary modes), are counted once by a real `metering worker`; a binary
+Kafka message without its `ce_id` is rejected with its reason.
 """
 
 from __future__ import annotations
@@ -28,17 +25,22 @@ from tests.integration.test_api import AUTH, CATALOG, start_serve
 from tests.integration.test_ingest import TEAM
 
 
-def _event(source: str, event_id: str, user: str, at: datetime, n: int) -> CloudEvent:
-    """One activity as a product service builds it with the SDK."""
-    return CloudEvent({
-        "type": EVENT_TYPES[n % len(EVENT_TYPES)], "source": source, "id": event_id,
-        "subject": TEAM, "time": at.isoformat(), "datacontenttype": "application/json",
-    }, {"user_id": user})
+def _event(source: str, event_id: str, user: str, at: datetime, n: int, *, typed: bool
+           ) -> CloudEvent:
+    """One activity as a product service builds it with the SDK (unless `typed`, every other
+    one without a `datacontenttype`: the SDK then sends HTTP binary mode without a
+    Content-Type; its Kafka binary mode needs one)."""
+    attributes = {"type": EVENT_TYPES[n % len(EVENT_TYPES)], "source": source, "id": event_id,
+                  "subject": TEAM, "time": at.isoformat()}
+    if typed or n % 2 == 0:
+        attributes["datacontenttype"] = "application/json"
+    return CloudEvent(attributes, {"user_id": user})
 
 
-def _events(prefix: str, users: int, at: datetime) -> list[CloudEvent]:
+def _events(prefix: str, users: int, at: datetime, *, typed: bool = False) -> list[CloudEvent]:
     """Two events per user (distinct ids), so counts of events and of users differ."""
-    return [_event(f"sdk-{prefix}", f"{prefix}-{n}-{k}", f"{prefix}-u{n}", at, n + k)
+    return [_event(f"sdk-{prefix}", f"{prefix}-{n}-{k}", f"{prefix}-u{n}", at, n + k,
+                   typed=typed)
             for n in range(users) for k in range(2)]
 
 
@@ -77,7 +79,7 @@ def test_sdk_events_over_http_and_kafka_are_counted(
     try:
         store.ensure_schema()
         http_structured, http_binary = _events("hs", 3, at), _events("hb", 2, at)
-        kafka_structured, kafka_binary = _events("ks", 4, at), _events("kb", 1, at)
+        kafka_structured, kafka_binary = _events("ks", 4, at), _events("kb", 3, at, typed=True)
 
         settings = {k: v for k, v in stack.env.items()
                     if k.startswith("METERING_") and k != "METERING_STORE_URL"}
@@ -90,7 +92,7 @@ def test_sdk_events_over_http_and_kafka_are_counted(
                 assert answer.json() == {"accepted": 1, "rejected": []}
             for event in http_binary:
                 headers, body = to_binary(event)
-                assert headers["content-type"] == "application/json"
+                assert headers.get("content-type") == event.get("datacontenttype")
                 answer = _post(serving.base, headers, body)
                 assert answer.status_code == 200, answer.text
                 assert answer.json() == {"accepted": 1, "rejected": []}
@@ -100,25 +102,29 @@ def test_sdk_events_over_http_and_kafka_are_counted(
         def by_team(event: CloudEvent) -> str:
             return str(event["subject"])
 
+        def binary(event: CloudEvent) -> ce_kafka.KafkaMessage:
+            return ce_kafka.to_binary(event, key_mapper=by_team)
+
+        no_id = binary(kafka_binary[0])
+        no_id = no_id._replace(headers={k: v for k, v in no_id.headers.items() if k != "ce_id"})
         _produce(broker.bootstrap, stack.events_topic,
                  [ce_kafka.to_structured(e, key_mapper=by_team) for e in kafka_structured]
-                 + [ce_kafka.to_binary(e, key_mapper=by_team) for e in kafka_binary])
+                 + [binary(e) for e in kafka_binary] + [no_id])
 
         stack.env["METERING_CATALOG"] = str(tmp_path / "catalog.yaml")  # team-acme's anchor
         stack.run_worker()
 
-        counted = [*http_structured, *http_binary, *kafka_structured]
+        counted = [*http_structured, *http_binary, *kafka_structured, *kafka_binary]
         assert store.mau(TEAM, period) == len({_user(e) for e in counted})
         daily = store.daily_usage(TEAM, period)
         assert sum(day.events for day in daily) == len(counted)
 
         rejected = consume_all(broker.bootstrap, stack.rejected_topic)
-        assert len(rejected) == len(kafka_binary), rejected
-        for (key, value, why), event in zip(rejected, kafka_binary, strict=True):
-            assert key == TEAM.encode()
-            assert value is not None
-            assert json.loads(value) == {"user_id": _user(event)}  # the attributes are lost
-            assert why["reason"] == b"missing_field"
-            assert b"specversion" in why["detail"]
+        assert len(rejected) == 1, rejected
+        key, value, why = rejected[0]
+        assert key == TEAM.encode() and value is not None
+        assert json.loads(value)["data"] == {"user_id": _user(kafka_binary[0])}
+        assert why["reason"] == b"missing_field"
+        assert b"id" in why["detail"]
     finally:
         store.close()

@@ -216,6 +216,30 @@ async def test_hostile_members_cost_nothing_but_themselves(worker: Worker) -> No
     assert [sent.value for sent in worker.rejected[:2]] == [deep, twice.encode()]
 
 
+def binary_mode(structured: dict[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """CloudEvents' Kafka binary mode of an event: the data as value, attributes as headers."""
+    headers = [(f"ce_{name}", str(value).encode()) for name, value in structured.items()
+               if name != "data"]
+    return json.dumps(structured["data"]).encode(), [*headers, ("content-type",
+                                                                b"application/json")]
+
+
+async def test_activity_agent_reads_kafka_binary_mode(worker: Worker) -> None:
+    agent = worker.app.agents["count_active_users"]
+    value, headers = binary_mode(event("e1", "ann"))
+    no_id = [(name, raw) for name, raw in headers if name != "ce_id"]
+    async with agent.test_context() as test_agent:
+        await test_agent.put(value, key=TEAM.encode(), headers=headers)
+        await test_agent.put(value, key=TEAM.encode(), headers=headers)  # a repeat
+        await test_agent.put(json.dumps(event("e2", "bob")).encode(), key=TEAM.encode(),
+                             headers=[("trace", b"x")])  # structured, other headers
+        await test_agent.put(value, key=TEAM.encode(), headers=no_id)
+    assert worker.store.mau(TEAM, PERIOD) == 2
+    assert sum(day.events for day in worker.store.daily_usage(TEAM, PERIOD)) == 2
+    assert reasons(worker.rejected) == ["missing_field"]
+    assert json.loads(worker.rejected[0].value)["data"] == {"user_id": "ann"}
+
+
 @pytest.mark.parametrize("store", [FlakyStore()], ids=["flaky"])
 async def test_activity_agent_retries_a_failed_write_before_finishing(
     worker: Worker, store: FlakyStore,

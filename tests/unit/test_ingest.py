@@ -70,7 +70,16 @@ class RecordingSink:
     (f"{BATCH_TYPE}; charset=latin-1", None), ("application/cloudevents", None),
 ])
 def test_content_mode(header: str, mode: str | None) -> None:
-    assert content_mode(header) == mode
+    assert content_mode(header, {}) == mode
+
+
+def test_binary_mode_without_a_content_type_is_json() -> None:
+    assert content_mode("", {"ce-specversion": "1.0"}) == "binary"
+    assert content_mode("", {"accept": "*/*"}) is None
+    assert content_mode("text/plain", {"ce-specversion": "1.0"}) is None
+    raw = binary_event(BINARY_HEADERS, b'{"user_id": "u1"}', "")
+    assert "datacontenttype" not in json.loads(raw)
+    assert [e.user_id for e in decode_members(raw, "binary", now=NOW).events] == ["u1"]
 
 
 def test_binary_mode_rebuilds_the_structured_event() -> None:
@@ -89,9 +98,10 @@ def test_binary_mode_is_held_to_the_same_rules() -> None:
     missing = decode_members(binary_event(headers, b'{"user_id": "u1"}', "application/json"),
                              "binary", now=NOW)
     assert [(i, r.reason) for i, r in missing.rejections] == [(0, "missing_field")]
-    for body, reason in ((b'{"user_id": NaN}', "invalid_json"), (b"", "invalid_json"),
+    for body, reason in ((b'{"user_id": NaN}', "invalid_json"), (b"", "missing_field"),
                          (b'{"user_id": "u1", "user_id": "u2"}', "invalid_json"),
-                         (b"\xff", "not_utf8")):
+                         (b"\xff", "not_utf8"), (b'{"user_id": "u1"}, "x": 1', "invalid_event"),
+                         (b'{"user_id": "u1"},"subject":"team-b"', "invalid_event")):
         bad = decode_members(binary_event(BINARY_HEADERS, body, "application/json"),
                              "binary", now=NOW)
         assert [(i, r.reason) for i, r in bad.rejections] == [(0, reason)], body
@@ -116,7 +126,7 @@ def test_batch_members_are_answered_by_index() -> None:
     (b"{}", "structured", "missing_field"),
 ])
 def test_whole_body_rejections(body: bytes, mode: str, reason: str) -> None:
-    assert content_mode({"structured": STRUCTURED_TYPE, "batch": BATCH_TYPE}[mode])
+    assert content_mode({"structured": STRUCTURED_TYPE, "batch": BATCH_TYPE}[mode], {})
     decoded = decode_members(body, "batch" if mode == "batch" else "structured", now=NOW)
     assert not decoded.events
     assert [(i, r.reason) for i, r in decoded.rejections] == [(0, reason)]
