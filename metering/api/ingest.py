@@ -79,13 +79,13 @@ def team_records(members: Members, *, max_bytes: int = MAX_MESSAGE_BYTES
     members pass `max_bytes`; members in request order within a team."""
     groups: dict[str, list[list[bytes]]] = {}
     sizes: dict[str, int] = {}
-    for event, raw in zip(members.events, members.raws, strict=True):
-        chunks = groups.setdefault(event.team, [[]])
-        if chunks[-1] and sizes[event.team] + len(raw) + 1 > max_bytes:
+    for team, raw in zip(members.teams, members.raws, strict=True):
+        chunks = groups.setdefault(team, [[]])
+        if chunks[-1] and sizes[team] + len(raw) + 1 > max_bytes:
             chunks.append([])
-            sizes[event.team] = 2
+            sizes[team] = 2
         chunks[-1].append(raw)
-        sizes[event.team] = sizes.get(event.team, 2) + len(raw) + 1
+        sizes[team] = sizes.get(team, 2) + len(raw) + 1
     return [(team, b"[" + b",".join(chunk) + b"]")
             for team, chunks in groups.items() for chunk in chunks]
 
@@ -93,8 +93,8 @@ def team_records(members: Members, *, max_bytes: int = MAX_MESSAGE_BYTES
 def _answer(members: Members) -> IngestOut:
     rejected = [RejectedOut(index=index, reason=r.reason, detail=r.detail)
                 for index, r in members.rejections]
-    detail = None if members.events else "no valid event: nothing accepted"
-    return IngestOut(accepted=len(members.events), rejected=rejected, detail=detail)
+    detail = None if members.accepted else "no valid event: nothing accepted"
+    return IngestOut(accepted=members.accepted, rejected=rejected, detail=detail)
 
 
 def ingest(sink: EventSink, body: bytes, mode: Mode, *, content_type: str,
@@ -105,7 +105,7 @@ def ingest(sink: EventSink, body: bytes, mode: Mode, *, content_type: str,
         body = binary_event(headers, body, content_type)
     members = decode_members(body, mode, now=now)
     answer = _answer(members)
-    if not members.events:
+    if not members.accepted:
         return 400, answer, {}
     try:
         sink.send(team_records(members))
