@@ -82,11 +82,15 @@ def _address(port: int, path: str) -> str:
 
 
 def _team_paths(data: DemoData) -> tuple[str, str]:
-    """The API paths of the demo team's period and invoices (the page joins them with
-    item 3 of issue 16)."""
+    """The API paths of the demo team's period and invoices."""
     team = data.team
     return (f"/v1/teams/{team}/periods/{data.period_start.isoformat()}",
             f"/v1/teams/{team}/invoices")
+
+
+def _page_path(data: DemoData) -> str:
+    """The demo team's usage page (open without a token: serve has none here)."""
+    return f"/ui/teams/{data.team}"
 
 
 def next_commands(data: DemoData, *, port: int) -> list[str]:
@@ -100,6 +104,7 @@ def next_commands(data: DemoData, *, port: int) -> list[str]:
         f"metering serve --port {port} {where}",
         f"curl -s {_address(port, period)}  # while serve runs",
         f"curl -s {_address(port, invoices)}  # while serve runs",
+        f"# and in a browser, while serve runs: {_address(port, _page_path(data))}",
     ]
 
 
@@ -134,7 +139,7 @@ def _serve(data: DemoData, *, port: int) -> int:
     })
     _print(f"serving the demo's data on {_address(port, '')} (open to this machine only, "
            "no token) until Ctrl-C:")
-    for path in (*_team_paths(data), "/healthz"):
+    for path in (_page_path(data), *_team_paths(data), "/healthz"):
         _print(f"  {_address(port, path)}")
     # uvicorn stops gracefully on Ctrl-C, then raises SIGINT again for the handler it found:
     # this one, so the store is closed by run_serve's `finally`s and the exit code is 0.

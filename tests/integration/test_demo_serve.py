@@ -90,7 +90,8 @@ def test_the_printed_next_commands_run_as_printed(tmp_path: Path) -> None:
     found = NEXT.search(result.stdout)
     assert found, result.stdout
     assert Path(found["root"]) == workdir
-    usage, serve, period, invoices = (line.strip() for line in found["lines"].splitlines())
+    usage, serve, period, invoices, page = (line.strip()
+                                            for line in found["lines"].splitlines())
     where = f"--store chdb://{workdir / 'chdb'} --catalog {workdir / 'catalog.yaml'}"
     assert re.fullmatch(rf"metering usage --team team-01 --at \d{{4}}-\d{{2}}-\d{{2}} {where}",
                         usage), usage
@@ -99,6 +100,8 @@ def test_the_printed_next_commands_run_as_printed(tmp_path: Path) -> None:
     assert re.fullmatch(rf"curl -s {api}/periods/\d{{4}}-\d{{2}}-\d{{2}}  # while serve runs",
                         period), period
     assert invoices == f"curl -s {api}/invoices  # while serve runs"
+    page_address = f"http://127.0.0.1:{port}/ui/teams/team-01"
+    assert page == f"# and in a browser, while serve runs: {page_address}"
     assert "metering demo --serve" in result.stdout[found.end():]
 
     ran = _shell(usage, cwd)
@@ -118,6 +121,9 @@ def test_the_printed_next_commands_run_as_printed(tmp_path: Path) -> None:
         assert ran.returncode == 0, ran.stdout + ran.stderr
         listed = json.loads(ran.stdout)
         assert listed["team"] == "team-01" and listed["invoices"], ran.stdout
+        with urllib.request.urlopen(page_address, timeout=DEFAULT_COMMAND_TIMEOUT  # noqa: S310
+                                    ) as shown:
+            assert "<html" in shown.read().decode().lower()
     finally:
         code, out = _stop(server, signal.SIGTERM)
     assert code == 0, out
@@ -146,6 +152,7 @@ def test_demo_serve_answers_until_ctrl_c(tmp_path: Path) -> None:
     assert "Traceback" not in out, out
     assert f"serving the demo's data on http://127.0.0.1:{port} " in out, out
     assert f"  http://127.0.0.1:{port}/v1/teams/team-01/invoices\n" in out, out
+    assert f"  http://127.0.0.1:{port}/ui/teams/team-01\n" in out, out
     assert out.rstrip().endswith(f"stopped serving; data kept in {workdir}"), out
     left = {pid: Path("/proc", pid, "cmdline").read_bytes() for pid in _processes_using(tmp_path)}
     assert not left, f"still running after Ctrl-C: {left}"
