@@ -411,13 +411,14 @@ class SqlStore(ABC):
         return int(rows[0][0])
 
     def active_users(
-        self, team: str, period_start: date, *, after: str | None = None, limit: int = 0
+        self, team: str, period_start: date, *, after: str | None = None, limit: int = 0,
+        containing: str = "",
     ) -> list[ActiveUserRow]:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         params: dict[str, Param] = {
             "team": team, "period_start": period_start,
-            "from_first": int(after is None), "after": after or "",
+            "from_first": int(after is None), "after": after or "", "containing": containing,
         }
         if limit:
             rows = self._select(self._sql.active_users_page, {**params, "limit": limit})

@@ -291,6 +291,7 @@ SELECT
 FROM {db}.active_users
 WHERE team = %(team)s AND period_start = %(period_start)s
     AND (%(from_first)s = 1 OR user_id > %(after)s)
+    AND (%(containing)s = '' OR position(user_id, %(containing)s) > 0)
 GROUP BY user_id
 ORDER BY user_id
 """

@@ -189,7 +189,8 @@ class MemoryStore:
             return len(self._first.get((team, period_start), {}))
 
     def active_users(
-        self, team: str, period_start: date, *, after: str | None = None, limit: int = 0
+        self, team: str, period_start: date, *, after: str | None = None, limit: int = 0,
+        containing: str = "",
     ) -> list[ActiveUserRow]:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -197,7 +198,8 @@ class MemoryStore:
             self._check_schema()
             users = dict(self._first.get((team, period_start), {}))
         # Code point order is UTF-8 byte order: ClickHouse's order of String.
-        page = sorted(user for user in users if after is None or user > after)
+        page = sorted(user for user in users
+                      if (after is None or user > after) and containing in user)
         return [users[user] for user in (page[:limit] if limit else page)]
 
     def add_invoices(self, invoices: Sequence[StoredInvoice], *, batch: str = "") -> None:

@@ -324,10 +324,12 @@ class Store(Protocol):
         """Exact number of distinct users of the team in the period."""
 
     def active_users(
-        self, team: str, period_start: date, *, after: str | None = None, limit: int = 0
+        self, team: str, period_start: date, *, after: str | None = None, limit: int = 0,
+        containing: str = "",
     ) -> list[ActiveUserRow]:
         """Counted users with their earliest event, ordered by user id (bytes); a page holds
-        the first `limit` (0: all) whose id sorts after `after` (None: from the first)."""
+        the first `limit` (0: all) whose id sorts after `after` (None: from the first) and
+        contains `containing` (exact text, case-sensitive; "": every id)."""
 
     def add_invoices(self, invoices: Sequence[StoredInvoice], *, batch: str = "") -> None:
         """Record issued invoices in one write (all or none become visible), tagged with the

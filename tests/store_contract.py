@@ -412,6 +412,20 @@ def test_active_users_come_in_pages(store: Store) -> None:
         store.active_users("acme", JAN, limit=-1)
 
 
+def test_active_users_are_searched_by_what_their_id_contains(store: Store) -> None:
+    names = ["ann", "Anna", "joanne", "bob", "b%b", "b_b", "zoë", "it's", "back\\slash"]
+    store.add_active_users([user_row(name) for name in names])
+    assert [r.user_id for r in store.active_users("acme", JAN, containing="ann")] == [
+        "ann", "joanne"]  # exact text: case matters
+    assert [r.user_id for r in store.active_users("acme", JAN, containing="an", after="ann",
+                                                  limit=1)] == ["joanne"]
+    for needle in ("%", "_", "ë", "'", "\\", "Anna"):  # no pattern characters
+        assert [r.user_id for r in store.active_users("acme", JAN, containing=needle)] == [
+            name for name in sorted(names) if needle in name], needle
+    assert store.active_users("acme", JAN, containing="zz") == []
+    assert len(store.active_users("acme", JAN, containing="")) == len(names)
+
+
 def _event(
     event_id: str, user: str, *, day: date = JAN, kind: str = "login", source: str = "web"
 ) -> EventRow:

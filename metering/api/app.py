@@ -62,7 +62,7 @@ from metering.api.ui import ui_router
 from metering.metrics import LedgerCollector
 from metering.reconcile import period_problem
 from metering.settings import Settings
-from schemas import Account, Catalog, Invoice, InvoiceLine, Period, date_problem
+from schemas import Account, Catalog, Invoice, InvoiceLine, Period, date_problem, normal_user_id
 
 __all__ = [
     "DEFAULT_PAGE_LIMIT",
@@ -268,13 +268,20 @@ def list_period_users(
     after: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH,
                                        description="The last user id of the previous page")]
     = None,
+    contains: Annotated[str, Query(max_length=MAX_CURSOR_LENGTH, description=(
+        "Only user ids containing this text (exact, case-sensitive, in normal form C)"))]
+    = "",
 ) -> UsersPage:
-    """The users counted in the period with their first event, ordered by user id."""
-    rows = ctx.store.active_users(account.team, period.start, after=after, limit=limit + 1)
+    """The users counted in the period with their first event, ordered by user id; with
+    `contains`, those whose id contains that text."""
+    needle = normal_user_id(contains)
+    rows = ctx.store.active_users(account.team, period.start, after=after, limit=limit + 1,
+                                  containing=needle)
     page = rows[:limit]
     following = None
     if len(rows) > limit:
-        query = urlencode({"limit": limit, "after": page[-1].user_id})
+        query = urlencode({"limit": limit, "after": page[-1].user_id,
+                           **({"contains": needle} if needle else {})})
         following = f"{_period_path(account.team, period.start)}/users?{query}"
     return UsersPage(
         team=account.team, period_start=period.start, period_end=period.end, next=following,

@@ -212,6 +212,23 @@ async def test_users_pages_follow_next_and_yield_every_user_once(client: Client)
     assert first["first_time"].endswith("Z") and first["type"] == "login"
 
 
+async def test_users_are_searched_by_what_their_id_contains(client: Client) -> None:
+    path = "/v1/teams/team-acme/periods/2026-08-04/users"
+    wanted = [user for user in AUGUST_USERS if "1" in user]
+    link: str | None = f"{path}?limit=2&contains=1"
+    seen: list[str] = []
+    while link is not None:
+        page = (await client.get(link)).json()
+        seen.extend(user["user_id"] for user in page["users"])
+        link = page["next"]
+        assert link is None or "contains=1" in link
+    assert seen == wanted and len(wanted) > 2
+    decomposed = (await client.get(path, params={"contains": "e\u0301"})).json()
+    assert [u["user_id"] for u in decomposed["users"]] == [
+        user for user in AUGUST_USERS if "\u00e9" in user]  # searched in normal form C
+    assert (await client.get(path, params={"contains": "x" * 257})).status_code == 422
+
+
 @pytest.mark.parametrize("after", ["nul\x00byte", "'); DROP TABLE active_users; --", "%(team)s",
                                    "\\", "😀", "u15", "zzzz"])
 async def test_any_cursor_is_a_user_id_to_start_after(client: Client, after: str) -> None:

@@ -11,6 +11,8 @@
   const $ = (id) => document.getElementById(id);
   let nextUsers = null;
   let loadedUsers = [];
+  let usersPath = null;  // the open period's users, from its links
+  let search = 0;  // the latest search: answers to earlier ones are dropped
 
   function token() {
     for (const part of document.cookie.split(";")) {
@@ -67,27 +69,37 @@
     }
   }
 
-  function renderUsers() {
-    const filter = $("search").value.trim().toLowerCase();
+  function renderUsers(contains) {
     const body = $("users").querySelector("tbody");
     body.textContent = "";
-    const shown = loadedUsers.filter((u) => !filter || u.user_id.toLowerCase().includes(filter));
-    for (const user of shown) {
+    for (const user of loadedUsers) {
       const row = body.insertRow();
       row.className = "user";
       cell(row, user.user_id); cell(row, user.first_time); cell(row, user.source);
       cell(row, user.type);
     }
-    $("users-count").textContent =
-      `${shown.length} shown of ${loadedUsers.length} loaded${nextUsers ? " (more on the server)" : ""}`;
+    const which = contains ? ` containing "${contains}"` : "";
+    $("users-count").textContent = `${loadedUsers.length} users${which} shown` +
+      (nextUsers ? " (more on the server)" : "");
     $("more").hidden = !nextUsers;
   }
 
-  async function loadUsers(path) {
+  // The server searches every counted user (GET .../users?contains=), a page at a time.
+  async function loadUsers(path, contains, fresh) {
+    const mine = fresh ? ++search : search;
     const page = await api(path);
-    loadedUsers = loadedUsers.concat(page.users);
+    if (mine !== search) return;  // a newer search started meanwhile
+    loadedUsers = fresh ? page.users : loadedUsers.concat(page.users);
     nextUsers = page.next;
-    renderUsers();
+    renderUsers(contains);
+    $("users").dataset.search = contains;
+  }
+
+  function searchUsers() {
+    const contains = $("search").value.trim();
+    const query = new URLSearchParams({limit: String(PAGE)});
+    if (contains) query.set("contains", contains);
+    return loadUsers(`${usersPath}?${query}`, contains, true);
   }
 
   async function allUsers(path) {
@@ -173,16 +185,19 @@
 
   async function main() {
     $("team").textContent = team;
-    $("search").addEventListener("input", renderUsers);
-    $("more").addEventListener("click", () => loadUsers(nextUsers).catch(showError));
+    let typing = null;
+    $("search").addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(() => searchUsers().catch(showError), 250);
+    });
+    $("more").addEventListener("click", () =>
+      loadUsers(nextUsers, $("search").value.trim(), false).catch(showError));
     const tasks = [];
     tasks.push(api(`${base}/periods/current`).then(async (period) => {
       $("period").textContent = `${period.start} to ${period.end}`;
       $("mau").textContent = period.mau;
-      await Promise.all([
-        api(period.links.daily).then(renderDaily),
-        loadUsers(`${period.links.users}?limit=${PAGE}`),
-      ]);
+      usersPath = period.links.users;
+      await Promise.all([api(period.links.daily).then(renderDaily), searchUsers()]);
     }));
     tasks.push(api(`${base}/estimate`).then((estimate) => {
       $("estimate").textContent = estimate.invoice
