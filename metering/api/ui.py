@@ -1,16 +1,19 @@
 """The usage page of `metering serve`: `GET /ui/teams/{team}` serves one static HTML page that
 reads the JSON API (/v1) in the browser with the same tokens, and `GET /ui/static/{name}` its
 script, stylesheet and SVG chart (metering/api/static, shipped as package data; no CDN, so
-the page works offline). `GET /ui/login?token=...` sets the `metering_token` cookie the
-page's script sends back as a bearer token; the page itself needs the token too (cookie or
-`Authorization: Bearer`) and answers 401 without it."""
+the page works offline). `GET /ui/login[?team=]` is a form that posts the token to
+`POST /ui/login` (form fields `token`, `team`), which sets the `metering_token` cookie the
+page's script sends back as a bearer token and redirects to the team's page: the token never
+stands in a URL, so neither access logs nor the browser's history keep it. The page itself
+needs the token too (cookie or `Authorization: Bearer`) and answers 401 without it."""
 
 from __future__ import annotations
 
 import hmac
+from html import escape
 from importlib.resources import files
-from typing import Annotated
-from urllib.parse import quote
+from typing import Annotated, Final
+from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -23,6 +26,22 @@ _STATIC = {
     "usage.css": "text/css; charset=utf-8",
     "chart.js": "text/javascript; charset=utf-8",
 }
+
+
+# A login form is a few hundred bytes: anything longer is not one
+_MAX_FORM_BYTES: Final = 4096
+_FORM_TYPE: Final = "application/x-www-form-urlencoded"
+_LOGIN_FORM: Final = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>metering: log in</title>
+<link rel="stylesheet" href="/ui/static/usage.css"></head>
+<body><h1>Log in</h1>
+<form method="post" action="/ui/login">
+<p><label>Token <input name="token" type="password" autocomplete="current-password"
+required></label></p>
+<p><label>Team <input name="team" value="{team}" required></label></p>
+<p><button type="submit">Show usage</button></p>
+</form></body></html>
+"""
 
 
 def _static_text(name: str) -> str:
@@ -56,8 +75,9 @@ def _require_token(request: Request) -> str | None:
     if not tokens:
         return given
     if given is None:
-        raise HTTPException(401, "token required: a metering_token cookie (GET /ui/login"
-                            "?token=...) or a bearer token", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, "token required: log in at /ui/login (a metering_token "
+                            "cookie) or send a bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
     if not _matches(given, tokens):
         raise HTTPException(401, "invalid token",
                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -75,13 +95,30 @@ def ui_router() -> APIRouter:
     router = APIRouter(prefix="/ui", include_in_schema=False)
 
     @router.get("/login")
-    def login(request: Request, token: Annotated[str, Query(max_length=1000)],
-              team: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+    def login_form(team: Annotated[str, Query(max_length=200)] = "") -> HTMLResponse:
+        return HTMLResponse(_LOGIN_FORM.format(team=escape(team, quote=True)),
+                            headers={"Cache-Control": "no-store"})
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != _FORM_TYPE:
+            raise HTTPException(415, f"Content-Type must be {_FORM_TYPE} (the login form)")
+        body = await request.body()
+        if len(body) > _MAX_FORM_BYTES:
+            raise HTTPException(413, f"a login form is at most {_MAX_FORM_BYTES} bytes")
+        try:
+            fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        except ValueError:
+            raise HTTPException(400, "a login form has the fields token and team") from None
+        token = (fields.get("token") or [""])[0]
+        team = (fields.get("team") or [""])[0].strip()
         tokens = _tokens(request)
-        if tokens and not _matches(token, tokens):
-            raise HTTPException(401, "invalid token")
+        if not token or (tokens and not _matches(token, tokens)):
+            raise HTTPException(401, "invalid token",
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         response: Response
-        if team is not None:
+        if team:
             response = RedirectResponse(f"/ui/teams/{quote(team, safe='')}", status_code=303)
         else:
             response = HTMLResponse("<!doctype html><title>metering</title><p>Logged in.</p>")

@@ -98,7 +98,10 @@ def test_usage_page_in_headless_chromium(clickhouse_server: LocalClickHouse,
                 # without the token: 401, no page
                 refused = page.goto(f"{base}/ui/teams/{TEAM}")
                 assert refused is not None and refused.status == 401
-                page.goto(f"{base}/ui/login?token={TOKENS[0]}&team={TEAM}")
+                page.goto(f"{base}/ui/login?team={TEAM}")  # the login form
+                page.fill("input[name=token]", TOKENS[0])
+                with page.expect_navigation():
+                    page.click("button[type=submit]")
                 assert page.url == f"{base}/ui/teams/{TEAM}"
                 page.wait_for_selector("body[data-loaded=true]")
                 assert not page.locator("#error").is_visible(), _text(page, "#error")

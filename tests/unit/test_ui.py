@@ -1,6 +1,7 @@
 """The usage page (metering/api/ui.py) in process: the page and its static files are served,
-the page needs a token (cookie or bearer header) and answers 401 without one, and
-`GET /ui/login?token=...` sets the cookie the page's script sends to /v1."""
+the page needs a token (cookie or bearer header) and answers 401 without one, and the login
+form posts the token to `POST /ui/login`, which sets the cookie the page's script sends to
+/v1."""
 
 from __future__ import annotations
 
@@ -56,9 +57,16 @@ async def test_page_with_a_bearer_header_sets_the_cookie_for_its_script(client: 
     assert "cdn" not in answer.text.lower() and "https://" not in answer.text
 
 
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
 async def test_cookie_login_then_the_page(client: Client) -> None:
-    assert (await client.get("/ui/login", params={"token": "nope"})).status_code == 401
-    login = await client.get("/ui/login", params={"token": TOKEN, "team": "team-a"})
+    form = await client.get("/ui/login", params={"team": 'team-a"><script>'})
+    assert form.status_code == 200 and 'method="post"' in form.text
+    assert "<script>" not in form.text and "&quot;&gt;&lt;script&gt;" in form.text
+    assert (await client.post("/ui/login", data={"token": "nope"})).status_code == 401
+    assert (await client.post("/ui/login", data={"team": "team-a"})).status_code == 401
+    login = await client.post("/ui/login", data={"token": TOKEN, "team": "team-a"})
     assert login.status_code == 303
     assert login.headers["location"] == "/ui/teams/team-a"
     assert "samesite=strict" in login.headers["set-cookie"].lower()
@@ -67,6 +75,26 @@ async def test_cookie_login_then_the_page(client: Client) -> None:
     assert page.status_code == 200
     # the cookie authenticates the page only; /v1 still takes the bearer header
     assert (await client.get("/v1/teams")).status_code == 401
+
+
+async def test_the_token_never_travels_in_a_url(client: Client) -> None:
+    """A token in the query string is not a login (it would stay in access logs and the
+    browser's history): the form posts it."""
+    answer = await client.get("/ui/login", params={"token": TOKEN, "team": "team-a"})
+    assert answer.status_code == 200 and COOKIE not in answer.cookies
+    assert TOKEN not in answer.text
+
+
+@pytest.mark.parametrize(("body", "headers", "status"), [
+    ("token=x", {"Content-Type": "application/json"}, 415),
+    ("token=" + "x" * 5000, FORM, 413),
+    ("&".join(f"f{n}=1" for n in range(20)), FORM, 400),
+])
+async def test_bad_login_forms(client: Client, body: str, headers: dict[str, str],
+                               status: int) -> None:
+    answer = await client.post("/ui/login", content=body, headers=headers)
+    assert answer.status_code == status
+    assert "\n" not in answer.json()["detail"]
 
 
 async def test_unknown_team_is_404(client: Client) -> None:
@@ -93,4 +121,4 @@ async def test_only_the_listed_static_files(client: Client, name: str) -> None:
 async def test_open_api_serves_the_page_without_a_token() -> None:
     async with _client(tokens=()) as client:
         assert (await client.get("/ui/teams/team-a")).status_code == 200
-        assert (await client.get("/ui/login", params={"token": "x"})).status_code == 200
+        assert (await client.post("/ui/login", data={"token": "x"})).status_code == 200
