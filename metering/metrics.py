@@ -249,6 +249,38 @@ class AlertMetrics:
         return cls(published=published, rounds=rounds)
 
 
+INGEST_OUTCOMES = ("ok", "invalid", "refused", "unavailable")
+
+
+@dataclass(frozen=True)
+class IngestMetrics:
+    """`POST /v1/events` of `metering serve` (metering/api/ingest.py): requests by outcome
+    (ok: 200, some events taken; invalid: 400, none valid; refused: 413 or 415, not read;
+    unavailable: 503, the broker did not acknowledge), events taken (acknowledged by the
+    broker) and members rejected, by the worker's reasons."""
+
+    requests: Counter
+    events: Counter
+    rejected: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> IngestMetrics:
+        requests = Counter("metering_ingest_requests_total",
+                           "POST /v1/events requests, by outcome", ["outcome"],
+                           registry=registry)
+        for outcome in INGEST_OUTCOMES:
+            requests.labels(outcome=outcome)
+        rejected = Counter("metering_ingest_rejected_total",
+                           "Events of POST /v1/events rejected, by reason", ["reason"],
+                           registry=registry)
+        for reason in REJECT_REASONS:
+            rejected.labels(reason=reason)
+        events = Counter("metering_ingest_events_total",
+                         "Events of POST /v1/events acknowledged by the broker",
+                         registry=registry)
+        return cls(requests=requests, events=events, rejected=rejected)
+
+
 def top_teams(mau: Mapping[str, int], limit: int) -> dict[str, int]:
     """The `limit` teams with the most active users; ties go to the smaller team name so
     that the chosen set does not flap between scrapes."""

@@ -27,6 +27,9 @@ KAFKA_PREFIX: Final = "ce_"
 KAFKA_CONTENT_TYPE: Final = "content-type"
 _FIRST: Final[tuple[str, ...]] = ("specversion", "id", "source", "type", "time", "subject")
 _BLANK: Final = b" \t\r\n"
+# The Kafka binding: a message whose content type is this (or a subtype: `+json`, batch) is
+# in structured mode, whatever its headers
+_STRUCTURED_MEDIA: Final = "application/cloudevents"
 
 
 def structured_event(attributes: Mapping[str, str], data: bytes, content_type: str | None
@@ -62,8 +65,9 @@ def _one_value(data: bytes) -> bytes:
 
 def kafka_binary_event(headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes],
                        value: bytes | None) -> bytes | None:
-    """The structured event of a Kafka message in binary mode (a `ce_specversion` header),
-    or None for a message in structured mode. A header that is not UTF-8 is kept with its
+    """The structured event of a Kafka message in binary mode (a `ce_specversion` header and
+    a content type that is not `application/cloudevents...`), or None for a message in
+    structured mode. A header that is not UTF-8 is kept with its
     bad bytes replaced, so the decoder names the attribute it cannot read."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     attributes: dict[str, str] = {}
@@ -75,6 +79,7 @@ def kafka_binary_event(headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes
             attributes[lowered[len(KAFKA_PREFIX):]] = text
         elif lowered == KAFKA_CONTENT_TYPE:
             content_type = text
-    if "specversion" not in attributes:
+    if "specversion" not in attributes or (content_type or "").strip().lower().startswith(
+            _STRUCTURED_MEDIA):
         return None
     return structured_event(attributes, value or b"", content_type)

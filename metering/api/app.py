@@ -59,7 +59,7 @@ from metering.api.models import (
 )
 from metering.api.rerate import rerate_router
 from metering.api.ui import ui_router
-from metering.metrics import LedgerCollector
+from metering.metrics import IngestMetrics, LedgerCollector
 from metering.reconcile import period_problem
 from metering.settings import Settings
 from schemas import Account, Catalog, Invoice, InvoiceLine, Period, date_problem, normal_user_id
@@ -459,8 +459,8 @@ def create_api(
                        responses=_ERRORS)
     app.include_router(ui_router())
     if producer is not None:
-        app.include_router(ingest_router(settings, producer), dependencies=[Depends(_authorize)],
-                           responses=_ERRORS)
+        app.include_router(ingest_router(settings, producer, IngestMetrics.create(registry)),
+                           dependencies=[Depends(_authorize)], responses=_ERRORS)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreError, _store_down)
     app.add_exception_handler(CloseError, _close_refused)

@@ -52,16 +52,19 @@ _PREFIX: Final = "ce-"
 
 def content_mode(content_type: str, headers: Mapping[str, str]) -> Mode | None:
     """The mode of a request with this Content-Type and these headers; None for another media
-    type or a charset other than UTF-8. Binary mode without a Content-Type (the SDK sends none
-    for data without a `datacontenttype`) is read as JSON data."""
-    if not content_type.strip() and any(name.lower() == f"{_PREFIX}specversion"
-                                        for name in headers):
-        return "binary"
+    type, a charset other than UTF-8, or `application/json` without a `ce-specversion`
+    header (binary mode names its attributes in headers; a structured event posted as
+    `application/json` is a client's mistake, answered 415). Binary mode without a
+    Content-Type (the SDK sends none for data without a `datacontenttype`) is JSON data."""
+    binary = any(name.lower() == f"{_PREFIX}specversion" for name in headers)
+    if not content_type.strip():
+        return "binary" if binary else None
     media, _, params = content_type.partition(";")
     charset = _CHARSET.search(params)
     if charset is not None and charset.group(1).lower() not in ("utf-8", "utf8"):
         return None
-    return _MODES.get(media.strip().lower())
+    mode = _MODES.get(media.strip().lower())
+    return None if mode == "binary" and not binary else mode
 
 
 def binary_event(headers: Mapping[str, str], body: bytes, content_type: str) -> bytes:

@@ -11,7 +11,9 @@ counts it once.
 
 The producer and the topics (as `metering emit` makes them, so the worker finds them with
 the configured partition count) are made at the first send: a `metering serve` that takes no
-events never connects to the broker. librdkafka's log lines go through Python logging.
+events never connects to the broker. Making the topics (librdkafka's admin client) is
+bounded by the same timeout and holds no lock, so requests arriving while the broker is down
+each answer within it. librdkafka's log lines go through Python logging.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Final, Protocol
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
-from metering.kafka_io import BrokerError, ensure_topics
+from metering.kafka_io import BrokerError
 
 __all__ = ["EventSink", "KafkaEventSink"]
 
@@ -78,16 +82,44 @@ class KafkaEventSink:
         self._producer: Producer | None = None
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
+        self._topics_made = False
 
     def _poll(self, producer: Producer) -> None:
         while not self._stop.is_set():
             producer.poll(_POLL_SECONDS)
 
-    def _ready(self) -> Producer:
-        """The producer, made with the topics at the first send."""
+    def _make_topics(self, deadline: float) -> None:
+        """Create the missing topics, by `deadline` (time.monotonic) or BrokerError."""
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "log_level": 3,
+                                  "logger": log}
+        admin = AdminClient(config)
+        try:
+            existing = admin.list_topics(timeout=left()).topics
+            missing = [NewTopic(name, num_partitions=self._partitions, replication_factor=1)
+                       for name in self._topics if name not in existing]
+            if missing:
+                made = admin.create_topics(missing, request_timeout=left())
+                for future in made.values():
+                    try:
+                        future.result(timeout=left())
+                    except KafkaException as exc:  # another process made it meanwhile
+                        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                            raise
+        except (KafkaException, TimeoutError) as exc:
+            raise BrokerError(f"cannot create topics on {self.bootstrap}: {exc}") from exc
+        self._topics_made = True
+
+    def _ready(self, deadline: float) -> Producer:
+        """The producer and the topics, made at the first send."""
+        if self._stop.is_set():
+            raise BrokerError(f"the producer for {self.topic} is closed (serve is stopping)")
+        if not self._topics_made:  # no lock: a second creation finds the topics
+            self._make_topics(deadline)
         with self._lock:
             if self._producer is None:
-                ensure_topics(self.bootstrap, self._topics, partitions=self._partitions)
                 millis = max(1, int(self.timeout * 1000))
                 try:
                     producer = Producer({
@@ -108,9 +140,9 @@ class KafkaEventSink:
     def send(self, records: Sequence[tuple[str, bytes]]) -> None:
         if not records:
             return
-        producer = self._ready()
-        deliveries = _Deliveries(len(records))
         deadline = time.monotonic() + self.timeout
+        producer = self._ready(deadline)
+        deliveries = _Deliveries(len(records))
         for key, value in records:
             while True:
                 try:

@@ -15,23 +15,27 @@ cost is per message, so a batch request costs about one message per team. The an
 only once the broker acknowledged every message of the request.
 
 When the broker does not acknowledge within `METERING_INGEST_TIMEOUT_SECONDS` (down, hung),
-the answer is 503 with Retry-After and nothing is accepted: the client retries the whole
-request. Some of its messages may have reached the broker anyway; the retry sends the same
+the answer is 503 with Retry-After and no event is claimed (`accepted` 0): the client retries
+the whole request. Some of its messages may have reached the broker anyway (one message per
+team, each acknowledged on its own: without Kafka transactions, which tansu lacks, a request
+is not all-or-nothing on the topic); the retry sends the same
 events with the same (source, id), which the worker drops as duplicates (its dedupe window,
 then the store's keys), so a retried request changes no count.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
+from metering.api.bodies import limited_body
 from metering.api.cloudevents import (
     BATCH_TYPE,
     BINARY_TYPE,
@@ -45,15 +49,20 @@ from metering.api.cloudevents import (
 from metering.api.event_sink import EventSink
 from metering.api.models import ErrorBody
 from metering.kafka_io import BrokerError
+from metering.metrics import IngestMetrics
 from metering.settings import Settings
 
 __all__ = [
     "MAX_MESSAGE_BYTES", "IngestOut", "RejectedOut", "ingest", "ingest_router", "team_records",
 ]
 
+log = logging.getLogger(__name__)
+
 # One Kafka message of a team's events stays under librdkafka's default message.max.bytes
 MAX_MESSAGE_BYTES: Final = 512 * 1024
 RETRY_AFTER_SECONDS: Final = 5
+# Concurrent requests decoding or waiting for the broker (AnyIO's shared pool has 40)
+INGEST_THREADS: Final = 16
 
 
 class RejectedOut(BaseModel):
@@ -110,26 +119,12 @@ def ingest(sink: EventSink, body: bytes, mode: Mode, *, content_type: str,
     try:
         sink.send(team_records(members))
     except BrokerError as exc:
-        detail = (f"broker unavailable, nothing accepted ({exc}); retry the same request: "
-                  "events keep their (source, id), so a retry counts each once")
+        detail = (f"broker unavailable, not every event acknowledged ({exc}); some may be on "
+                  "the topic already: retry the same request, events keep their (source, id), "
+                  "so a retry counts each once")
         return 503, IngestOut(accepted=0, rejected=answer.rejected, detail=detail), {
             "Retry-After": str(RETRY_AFTER_SECONDS)}
     return 200, answer, {}
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it is known to pass `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, _too_large(limit))
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, _too_large(limit))
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def _too_large(limit: int) -> str:
@@ -141,7 +136,7 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "A body over METERING_INGEST_MAX_BYTES"},
     415: {"model": ErrorBody, "description": "Not a CloudEvents content type"},
     503: {"model": IngestOut,
-          "description": "The broker did not acknowledge: nothing accepted, retry"},
+          "description": "The broker did not acknowledge every event: none is claimed, retry"},
 }
 _TYPES: Final[Sequence[str]] = (STRUCTURED_TYPE, BATCH_TYPE, BINARY_TYPE)
 _BODY: Final[dict[str, Any]] = {
@@ -153,10 +148,27 @@ _BODY: Final[dict[str, Any]] = {
 }
 
 
-def ingest_router(settings: Settings, producer: EventSink) -> APIRouter:
+_OUTCOMES: Final = {200: "ok", 400: "invalid", 503: "unavailable"}
+
+
+def _count(metrics: IngestMetrics, status: int, answer: IngestOut) -> None:
+    metrics.requests.labels(outcome=_OUTCOMES[status]).inc()
+    if status == 503:  # the retry will answer for its members
+        log.warning("POST /v1/events: %s", answer.detail)
+        return
+    metrics.events.inc(answer.accepted)
+    for rejected in answer.rejected:
+        metrics.rejected.labels(reason=rejected.reason).inc()
+
+
+def ingest_router(settings: Settings, producer: EventSink, metrics: IngestMetrics
+                  ) -> APIRouter:
     """The router of POST /v1/events, producing accepted events with `producer`."""
     router = APIRouter(prefix="/v1")
     limit = settings.ingest_max_bytes
+    # Requests waiting for the broker hold these threads, not the pool the read API and
+    # /healthz share: a broker outage slows ingest, never the rest of serve.
+    threads = anyio.CapacityLimiter(INGEST_THREADS)
 
     @router.post("/events", tags=["ingest"], response_model=IngestOut, responses=_ANSWERS,
                  openapi_extra=_BODY)
@@ -168,12 +180,20 @@ def ingest_router(settings: Settings, producer: EventSink) -> APIRouter:
         content_type = request.headers.get("content-type", "")
         mode = content_mode(content_type, request.headers)
         if mode is None:
-            raise HTTPException(415, f"Content-Type must be {STRUCTURED_TYPE}, {BATCH_TYPE} "
-                                     f"or {BINARY_TYPE} with ce-* headers (UTF-8)")
-        body = await _body(request, limit)
-        status, answer, headers = await run_in_threadpool(
+            metrics.requests.labels(outcome="refused").inc()
+            raise HTTPException(415, f"Content-Type must be {STRUCTURED_TYPE} (one event), "
+                                     f"{BATCH_TYPE} (an array) or {BINARY_TYPE} with ce-* "
+                                     "headers (binary mode), in UTF-8")
+        try:
+            body = await limited_body(request, limit, _too_large(limit))
+        except HTTPException:
+            metrics.requests.labels(outcome="refused").inc()
+            raise
+        status, answer, headers = await anyio.to_thread.run_sync(
             lambda: ingest(producer, body, mode, content_type=content_type,
-                           headers=dict(request.headers), now=clock()))
+                           headers=dict(request.headers), now=clock()),
+            limiter=threads)
+        _count(metrics, status, answer)
         return JSONResponse(answer.model_dump(exclude_none=True), status_code=status,
                             headers=headers)
 

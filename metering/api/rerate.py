@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aggregation import Store
 from invoicing import MAX_RERATE_DAYS, RerateError, UnknownTeam, range_problem, rerate_json
+from metering.api.bodies import limited_body
 from metering.api.models import ErrorBody
 from metering.rerate import run_rerate
 from metering.settings import Settings
@@ -102,21 +103,6 @@ _BODY: Final[dict[str, Any]] = {
 }
 
 
-async def _body(request: Request) -> bytes:
-    """The body, refused (413) once it grows past MAX_CANDIDATE_BYTES."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_CANDIDATE_BYTES:
-        raise HTTPException(413, _too_large())
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_CANDIDATE_BYTES:
-            raise HTTPException(413, _too_large())
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 def _too_large() -> str:
     return (f"candidate catalog larger than {MAX_CANDIDATE_BYTES:,} bytes; run "
             "`metering rerate` for a larger one")
@@ -170,7 +156,7 @@ def rerate_router(settings: Settings) -> APIRouter:
         problem = range_problem(first_day, last_day)
         if problem:
             raise HTTPException(422, problem)
-        data = await _body(request)
+        data = await limited_body(request, MAX_CANDIDATE_BYTES, _too_large())
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -13,10 +13,12 @@ import hmac
 from html import escape
 from importlib.resources import files
 from typing import Annotated, Final
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from metering.api.bodies import limited_body
 
 __all__ = ["COOKIE", "ui_router"]
 
@@ -65,7 +67,12 @@ def _given_token(request: Request) -> str | None:
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer" and credentials:
         return credentials.strip()
-    return request.cookies.get(COOKIE)
+    return _cookie_token(request)
+
+
+def _cookie_token(request: Request) -> str | None:
+    cookie = request.cookies.get(COOKIE)
+    return None if cookie is None else unquote(cookie)
 
 
 def _require_token(request: Request) -> str | None:
@@ -87,7 +94,19 @@ def _require_token(request: Request) -> str | None:
 def _set_cookie(response: Response, token: str) -> None:
     # Readable by the page's script (it sends the token as a bearer header to /v1); strict
     # same-site so no other site's request carries it.
-    response.set_cookie(COOKIE, token, path="/", samesite="strict", httponly=False)
+    # Percent-encoded, so that no token character makes the cookie a quoted string that the
+    # script would read with its quotes (the script decodes it, the server unquotes it).
+    response.set_cookie(COOKIE, quote(token, safe=""), path="/", samesite="strict",
+                        httponly=False)
+
+
+def _same_origin(request: Request) -> bool:
+    """No Origin header (not a browser's cross-site post), or this server's own host: a
+    login posted from another site would log the browser in with that site's token."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
 
 
 def ui_router() -> APIRouter:
@@ -101,12 +120,13 @@ def ui_router() -> APIRouter:
 
     @router.post("/login")
     async def login(request: Request) -> Response:
+        if not _same_origin(request):
+            raise HTTPException(403, "a login must be posted from this server's own form")
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media != _FORM_TYPE:
             raise HTTPException(415, f"Content-Type must be {_FORM_TYPE} (the login form)")
-        body = await request.body()
-        if len(body) > _MAX_FORM_BYTES:
-            raise HTTPException(413, f"a login form is at most {_MAX_FORM_BYTES} bytes")
+        body = await limited_body(request, _MAX_FORM_BYTES,
+                                  f"a login form is at most {_MAX_FORM_BYTES} bytes")
         try:
             fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
         except ValueError:
@@ -132,7 +152,7 @@ def ui_router() -> APIRouter:
             raise HTTPException(404, f"unknown team {team!r}: not in the catalog")
         response = HTMLResponse(_static_text("usage.html"),
                                 headers={"Cache-Control": "no-store"})
-        if token is not None and request.cookies.get(COOKIE) != token:
+        if token is not None and _cookie_token(request) != token:
             _set_cookie(response, token)  # a header-authenticated load: the script needs it
         return response
 

@@ -34,6 +34,10 @@ def test_structured_mode_is_left_alone() -> None:
     assert kafka_binary_event([], b"{}") is None
     assert kafka_binary_event([("content-type", b"application/cloudevents+json"),
                                ("ce_id", b"k1")], b"{}") is None
+    for media in (b"application/cloudevents+json", b"Application/CloudEvents-Batch+JSON",
+                  b"application/cloudevents+json; charset=utf-8"):
+        # the content type decides (the Kafka binding): stray ce_* headers change nothing
+        assert kafka_binary_event([*HEADERS[:-1], ("content-type", media)], b"{}") is None
 
 
 def test_bad_binary_events_are_rejected_by_the_decoder() -> None:

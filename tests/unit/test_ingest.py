@@ -66,11 +66,18 @@ class RecordingSink:
 @pytest.mark.parametrize(("header", "mode"), [
     (STRUCTURED_TYPE, "structured"), (BATCH_TYPE, "batch"), ("application/json", "binary"),
     ("Application/CloudEvents+JSON; charset=UTF-8", "structured"),
-    ("application/json; charset=utf-8", "binary"), ("text/plain", None), ("", None),
+    ("application/json; charset=utf-8", "binary"), ("text/plain", None), ("", "binary"),
     (f"{BATCH_TYPE}; charset=latin-1", None), ("application/cloudevents", None),
 ])
 def test_content_mode(header: str, mode: str | None) -> None:
-    assert content_mode(header, {}) == mode
+    assert content_mode(header, {"ce-specversion": "1.0"}) == mode
+
+
+def test_plain_json_without_ce_headers_is_not_binary_mode() -> None:
+    """The common mistake, a structured event posted as application/json: 415 naming the
+    content types, not a missing_field rejection of an envelope read as data."""
+    assert content_mode("application/json", {"accept": "*/*"}) is None
+    assert content_mode(STRUCTURED_TYPE, {}) == "structured"
 
 
 def test_binary_mode_without_a_content_type_is_json() -> None:
@@ -170,10 +177,10 @@ def test_taken_as_the_worker_takes_the_batch(members: list[bytes], chunk_bytes: 
 # --- the endpoint ---------------------------------------------------------------------------
 
 
-def _client(sink: RecordingSink) -> Client:
+def _client(sink: RecordingSink, registry: CollectorRegistry | None = None) -> Client:
     app = create_api(settings=Settings(api_tokens=(SecretStr(TOKEN),), ingest_max_bytes=LIMIT),
-                     store=MemoryStore(), catalog=catalog(), registry=CollectorRegistry(),
-                     clock=lambda: NOW, producer=sink)
+                     store=MemoryStore(), catalog=catalog(),
+                     registry=registry or CollectorRegistry(), clock=lambda: NOW, producer=sink)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api",
                              headers=AUTH)
 
@@ -228,7 +235,8 @@ async def test_nothing_valid_is_400(client: Client, sink: RecordingSink) -> None
 
 
 async def test_wrong_content_type_is_415(client: Client, sink: RecordingSink) -> None:
-    for header in ("text/plain", "application/xml", f"{STRUCTURED_TYPE}; charset=utf-16"):
+    for header in ("text/plain", "application/xml", f"{STRUCTURED_TYPE}; charset=utf-16",
+                   "application/json"):  # no ce-* headers: not binary mode
         answer = await client.post("/v1/events", content=event_bytes("s", "t", "u", AT),
                                    headers={"Content-Type": header})
         assert answer.status_code == 415, header
@@ -268,6 +276,35 @@ async def test_broker_down_is_503_with_nothing_accepted() -> None:
                                    headers={"Content-Type": BATCH_TYPE})
     assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
     out = answer.json()
-    assert out["accepted"] == 0 and "nothing accepted" in out["detail"]
+    assert out["accepted"] == 0 and "not every event acknowledged" in out["detail"]
     assert "retry the same request" in out["detail"]
     assert [r["index"] for r in out["rejected"]] == [1]
+
+
+async def test_requests_and_events_are_counted_in_metrics() -> None:
+    registry = CollectorRegistry()
+    good = event_bytes("m1", "team-a", "u1", AT)
+    mixed = b"[" + good + b',{"specversion": "1.0"}]'
+    async with _client(RecordingSink(), registry) as client:
+        assert (await client.post("/v1/events", content=mixed,
+                                  headers={"Content-Type": BATCH_TYPE})).status_code == 200
+        assert (await client.post("/v1/events", content=b"[7]",
+                                  headers={"Content-Type": BATCH_TYPE})).status_code == 400
+        assert (await client.post("/v1/events", content=good,
+                                  headers={"Content-Type": "text/plain"})).status_code == 415
+    down = CollectorRegistry()
+    async with _client(RecordingSink(down=True), down) as client:
+        assert (await client.post("/v1/events", content=good,
+                                  headers={"Content-Type": STRUCTURED_TYPE})).status_code == 503
+    assert down.get_sample_value("metering_ingest_requests_total",
+                                 {"outcome": "unavailable"}) == 1
+    assert down.get_sample_value("metering_ingest_events_total") == 0
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert [value("metering_ingest_requests_total", outcome=outcome)
+            for outcome in ("ok", "invalid", "refused", "unavailable")] == [1, 1, 1, 0]
+    assert value("metering_ingest_events_total") == 1
+    assert value("metering_ingest_rejected_total", reason="missing_field") == 1
+    assert value("metering_ingest_rejected_total", reason="invalid_event") == 1

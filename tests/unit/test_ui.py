@@ -6,6 +6,7 @@ form posts the token to `POST /ui/login`, which sets the cookie the page's scrip
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -95,6 +96,29 @@ async def test_bad_login_forms(client: Client, body: str, headers: dict[str, str
     answer = await client.post("/ui/login", content=body, headers=headers)
     assert answer.status_code == status
     assert "\n" not in answer.json()["detail"]
+
+
+async def test_any_token_survives_the_cookie(client: Client) -> None:
+    """A base64 token (`/`, `+`, `=`) or one with `%` and `;` comes back from the cookie as
+    it went in, percent-encoded so that the page's script reads it whole."""
+    for token in ("abc/def+g==", "50%zz;x y", "tok-ui"):
+        async with _client(tokens=(token,)) as opened:
+            login = await opened.post("/ui/login", data={"token": token, "team": "team-a"})
+            assert login.status_code == 303, token
+            raw = login.headers["set-cookie"].split(";")[0].partition("=")[2]
+            assert '"' not in raw and unquote(raw) == token
+            assert (await opened.get("/ui/teams/team-a")).status_code == 200
+
+
+async def test_a_login_from_another_site_is_refused(client: Client) -> None:
+    fields = {"token": TOKEN, "team": "team-a"}
+    other = await client.post("/ui/login", data=fields,
+                              headers={"Origin": "https://evil.example"})
+    assert other.status_code == 403 and COOKIE not in other.cookies
+    hidden = await client.post("/ui/login", data=fields, headers={"Origin": "null"})
+    assert hidden.status_code == 403
+    own = await client.post("/ui/login", data=fields, headers={"Origin": "http://api"})
+    assert own.status_code == 303
 
 
 async def test_unknown_team_is_404(client: Client) -> None:

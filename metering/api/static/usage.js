@@ -4,7 +4,8 @@
 "use strict";
 (function () {
   // ?limit=N on the page's address sets the users' page size (the API allows up to 1000)
-  const PAGE = Number(new URLSearchParams(location.search).get("limit")) || 50;
+  const asked = Math.floor(Number(new URLSearchParams(location.search).get("limit")));
+  const PAGE = asked >= 1 ? Math.min(asked, 1000) : 50;
   const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
   const team = decodeURIComponent(location.pathname.replace(/^\/ui\/teams\//, ""));
   const base = `/v1/teams/${encodeURIComponent(team)}`;
@@ -17,7 +18,12 @@
   function token() {
     for (const part of document.cookie.split(";")) {
       const [name, ...value] = part.trim().split("=");
-      if (name === "metering_token") return decodeURIComponent(value.join("="));
+      if (name !== "metering_token") continue;
+      try {
+        return decodeURIComponent(value.join("="));  // the server percent-encodes it
+      } catch (error) {
+        return null;
+      }
     }
     return null;
   }
@@ -102,15 +108,18 @@
     return loadUsers(`${usersPath}?${query}`, contains, true);
   }
 
-  async function allUsers(path) {
+  // The users behind a line, at most WHY_MAX of them (the rest stay one API link away)
+  const WHY_MAX = 10000;
+
+  async function whyUsers(path) {
     let users = [];
     let next = path;
-    while (next) {
+    while (next && users.length < WHY_MAX) {
       const page = await api(next);
       users = users.concat(page.users);
       next = page.next;
     }
-    return users;
+    return {users: users.slice(0, WHY_MAX), more: Boolean(next) || users.length > WHY_MAX};
   }
 
   async function showWhy(line) {
@@ -123,15 +132,17 @@
     const path = line.why.split("?")[0];
     try {
       if (path.endsWith("/users")) {
-        const users = await allUsers(`${path}?limit=500`);
+        const {users, more} = await whyUsers(`${path}?limit=1000`);
         for (const user of users) {
           const item = document.createElement("li");
           item.className = "why-user";
           item.textContent = user.user_id;
           list.appendChild(item);
         }
-        $("why-summary").textContent =
-          `${users.length} users counted in the period ${line.service_start} to ${line.service_end}`;
+        $("why-summary").textContent = more
+          ? `the first ${users.length} users counted in the period ${line.service_start} to ` +
+            `${line.service_end}; every one at ${path}`
+          : `${users.length} users counted in the period ${line.service_start} to ${line.service_end}`;
       } else {
         const body = await api(line.why);
         $("why-summary").textContent = body.mau !== undefined
