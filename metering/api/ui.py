@@ -9,7 +9,6 @@ needs the token too (cookie or `Authorization: Bearer`) and answers 401 without 
 
 from __future__ import annotations
 
-import hmac
 from html import escape
 from importlib.resources import files
 from typing import Annotated, Final
@@ -19,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from metering.api.bodies import limited_body
+from metering.api.tokens import token_matches
 
 __all__ = ["COOKIE", "ui_router"]
 
@@ -55,13 +55,6 @@ def _tokens(request: Request) -> tuple[bytes, ...]:
     return tokens
 
 
-def _matches(given: str, tokens: tuple[bytes, ...]) -> bool:
-    matched = False
-    for token in tokens:  # every token, as the API's own check does
-        matched |= hmac.compare_digest(given.encode(), token)
-    return matched
-
-
 def _given_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
@@ -85,7 +78,7 @@ def _require_token(request: Request) -> str | None:
         raise HTTPException(401, "token required: log in at /ui/login (a metering_token "
                             "cookie) or send a bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
-    if not _matches(given, tokens):
+    if not token_matches(given, tokens):
         raise HTTPException(401, "invalid token",
                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     return given
@@ -134,7 +127,7 @@ def ui_router() -> APIRouter:
         token = (fields.get("token") or [""])[0]
         team = (fields.get("team") or [""])[0].strip()
         tokens = _tokens(request)
-        if not token or (tokens and not _matches(token, tokens)):
+        if not token or (tokens and not token_matches(token, tokens)):
             raise HTTPException(401, "invalid token",
                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         response: Response
